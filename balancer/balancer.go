@@ -1,0 +1,110 @@
+// Package balancer spreads traffic over the healthy endpoints of a cluster.
+//
+// A Cluster holds an immutable Snapshot behind an atomic pointer: picking an
+// endpoint (once per TCP connection or per RPC) reads the snapshot and asks
+// its Picker, with no lock and no allocation. Update builds a new snapshot
+// whenever the endpoints or their health change and swaps it in.
+//
+// Load-balancing policies live in subpackages (roundrobin, leastrequest,
+// random) and register themselves by name; import them for their side
+// effect, as with database/sql drivers.
+package balancer
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+)
+
+// Endpoint is one backend as the data path sees it. The same *Endpoint is
+// kept across snapshots for as long as the endpoint stays in the cluster, so
+// its in-flight count survives rebuilds.
+type Endpoint struct {
+	address  string
+	conn     *grpc.ClientConn
+	inflight atomic.Int64
+}
+
+// NewEndpoint returns an endpoint for address. conn is the endpoint's gRPC
+// connection, shared by the gRPC data path and the endpoint's probes; it may
+// be nil for endpoints that only carry TCP traffic. The caller owns conn and
+// closes it once the endpoint has drained.
+func NewEndpoint(address string, conn *grpc.ClientConn) *Endpoint {
+	return &Endpoint{address: address, conn: conn}
+}
+
+// Address is the endpoint's host:port.
+func (e *Endpoint) Address() string { return e.address }
+
+// Conn is the endpoint's gRPC connection, or nil.
+func (e *Endpoint) Conn() *grpc.ClientConn { return e.conn }
+
+// Acquire counts one more connection or RPC in flight on e.
+func (e *Endpoint) Acquire() { e.inflight.Add(1) }
+
+// Release counts one connection or RPC in flight on e as finished.
+func (e *Endpoint) Release() { e.inflight.Add(-1) }
+
+// Inflight is the number of connections or RPCs in flight on e.
+func (e *Endpoint) Inflight() int64 { return e.inflight.Load() }
+
+// Weighted is an endpoint with its relative weight (at least 1).
+type Weighted struct {
+	Endpoint *Endpoint
+	Weight   uint32
+}
+
+// Picker chooses an endpoint for one connection or RPC. A Picker is
+// immutable and safe for concurrent use; Pick must neither lock nor allocate.
+type Picker interface {
+	// Pick returns an endpoint, or nil when the picker has none.
+	Pick() *Endpoint
+}
+
+// Policy builds pickers over a set of weighted endpoints.
+type Policy interface {
+	// Name is the policy's name in the configuration, e.g. "round_robin".
+	Name() string
+	// Build returns a picker over endpoints; endpoints is never empty and is
+	// owned by the picker once passed.
+	Build(endpoints []Weighted) Picker
+}
+
+var (
+	policiesMu sync.RWMutex
+	policies   = map[string]Policy{}
+)
+
+// Register makes a policy available by name. It panics if the name is
+// taken, since that can only be a programming error.
+func Register(p Policy) {
+	policiesMu.Lock()
+	defer policiesMu.Unlock()
+	if _, dup := policies[p.Name()]; dup {
+		panic(fmt.Sprintf("balancer: policy %q registered twice", p.Name()))
+	}
+	policies[p.Name()] = p
+}
+
+// PolicyByName returns the registered policy called name.
+func PolicyByName(name string) (Policy, bool) {
+	policiesMu.RLock()
+	defer policiesMu.RUnlock()
+	p, ok := policies[name]
+	return p, ok
+}
+
+// Policies lists the registered policy names, sorted.
+func Policies() []string {
+	policiesMu.RLock()
+	defer policiesMu.RUnlock()
+	names := make([]string, 0, len(policies))
+	for n := range policies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,92 @@
+package balancer
+
+import "sync/atomic"
+
+// Member is an endpoint of a cluster with what the balancer needs to know
+// about its health. Draining endpoints are not members.
+type Member struct {
+	Endpoint *Endpoint
+	Weight   uint32
+	// Healthy endpoints take traffic.
+	Healthy bool
+	// PanicEligible endpoints are unhealthy only for transport reasons and
+	// take traffic while the cluster is in panic.
+	PanicEligible bool
+}
+
+// Snapshot is an immutable view of a cluster for the data path.
+type Snapshot struct {
+	picker Picker
+	// Routable are the endpoints the picker chooses from.
+	Routable []Weighted
+	// Healthy and Total count the cluster's members.
+	Healthy, Total int
+	// Panic is true when fewer than the panic threshold of the members are
+	// healthy and the picker also uses panic-eligible endpoints.
+	Panic bool
+}
+
+// Pick returns an endpoint, or nil when no endpoint is routable.
+func (s *Snapshot) Pick() *Endpoint {
+	if s.picker == nil {
+		return nil
+	}
+	return s.picker.Pick()
+}
+
+// Cluster is one pool of endpoints with the picker currently in force.
+type Cluster struct {
+	name string
+	snap atomic.Pointer[Snapshot]
+}
+
+var emptySnapshot = &Snapshot{}
+
+// NewCluster returns a cluster with no endpoints: every pick returns nil
+// until the first Update.
+func NewCluster(name string) *Cluster {
+	c := &Cluster{name: name}
+	c.snap.Store(emptySnapshot)
+	return c
+}
+
+// Name is the cluster's name.
+func (c *Cluster) Name() string { return c.name }
+
+// Pick returns an endpoint for one connection or RPC, or nil when no endpoint
+// is routable. It neither locks nor allocates.
+func (c *Cluster) Pick() *Endpoint { return c.snap.Load().Pick() }
+
+// Snapshot returns the snapshot currently in force.
+func (c *Cluster) Snapshot() *Snapshot { return c.snap.Load() }
+
+// Update builds a snapshot from members with policy and swaps it in.
+// panicThreshold is a percentage; 0 disables panic mode. Update is not safe
+// for concurrent use with itself: one owner rebuilds a cluster.
+func (c *Cluster) Update(policy Policy, panicThreshold int, members []Member) *Snapshot {
+	s := BuildSnapshot(policy, panicThreshold, members)
+	c.snap.Store(s)
+	return s
+}
+
+// BuildSnapshot computes the snapshot for members without installing it.
+func BuildSnapshot(policy Policy, panicThreshold int, members []Member) *Snapshot {
+	s := &Snapshot{Total: len(members)}
+	for _, m := range members {
+		if m.Healthy {
+			s.Healthy++
+		}
+	}
+	s.Panic = panicThreshold > 0 && s.Total > 0 && s.Healthy*100 < panicThreshold*s.Total
+	routable := make([]Weighted, 0, len(members))
+	for _, m := range members {
+		if m.Healthy || (s.Panic && m.PanicEligible) {
+			routable = append(routable, Weighted{Endpoint: m.Endpoint, Weight: max(m.Weight, 1)})
+		}
+	}
+	s.Routable = routable
+	if len(routable) > 0 {
+		s.picker = policy.Build(routable)
+	}
+	return s
+}
