@@ -26,6 +26,9 @@ type Endpoint struct {
 	address  string
 	conn     *grpc.ClientConn
 	inflight atomic.Int64
+
+	closeOnce sync.Once
+	closed    chan struct{}
 }
 
 // NewEndpoint returns an endpoint for address. conn is the endpoint's gRPC
@@ -33,8 +36,16 @@ type Endpoint struct {
 // be nil for endpoints that only carry TCP traffic. The caller owns conn and
 // closes it once the endpoint has drained.
 func NewEndpoint(address string, conn *grpc.ClientConn) *Endpoint {
-	return &Endpoint{address: address, conn: conn}
+	return &Endpoint{address: address, conn: conn, closed: make(chan struct{})}
 }
+
+// Close tells the data paths that e is gone for good: a removed endpoint
+// whose drain timeout expired. Connections and streams still open to it are
+// cut. Close is idempotent.
+func (e *Endpoint) Close() { e.closeOnce.Do(func() { close(e.closed) }) }
+
+// Closed is closed by Close.
+func (e *Endpoint) Closed() <-chan struct{} { return e.closed }
 
 // Address is the endpoint's host:port.
 func (e *Endpoint) Address() string { return e.address }
