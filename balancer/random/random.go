@@ -1,0 +1,95 @@
+// Package random is the random load-balancing policy: each pick draws an
+// endpoint independently, with probability proportional to its weight.
+//
+// Importing the package registers the policy under the name "random".
+//
+// Weighted draws use an alias table (Vose's method, see
+// balancer/internal/alias): one 64-bit random number selects a slot with its
+// high half and, with its low half, either the slot's own endpoint or its
+// alias. That is O(1) per pick whatever the number of endpoints, with one
+// call to math/rand/v2's top-level generator, which keeps per-thread state
+// and so needs no lock. Pick never allocates.
+package random
+
+import (
+	"math/bits"
+	"math/rand/v2"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/internal/alias"
+)
+
+// Name is the policy's name in the configuration (lb_policy).
+const Name = "random"
+
+func init() { balancer.Register(Policy{}) }
+
+// Policy is the random policy. The zero value is ready to use.
+type Policy struct{}
+
+// Name returns "random".
+func (Policy) Name() string { return Name }
+
+// Build returns a weighted random picker over endpoints. A zero weight
+// counts as 1. With no endpoints the picker returns nil.
+func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
+	switch len(endpoints) {
+	case 0:
+		return nonePicker{}
+	case 1:
+		return singlePicker{endpoints[0].Endpoint}
+	}
+	weights := make([]uint32, len(endpoints))
+	for i, e := range endpoints {
+		weights[i] = e.Weight
+	}
+	table := alias.New(weights)
+	if table.Equal {
+		p := &equalPicker{endpoints: make([]*balancer.Endpoint, len(endpoints))}
+		for i, e := range endpoints {
+			p.endpoints[i] = e.Endpoint
+		}
+		return p
+	}
+	p := &weightedPicker{slots: make([]slot, len(table.Slots))}
+	for i, s := range table.Slots {
+		p.slots[i] = slot{
+			threshold: alias.Threshold(s.Count, table.Capacity),
+			primary:   endpoints[s.Primary].Endpoint,
+			alias:     endpoints[s.Alias].Endpoint,
+		}
+	}
+	return p
+}
+
+type nonePicker struct{}
+
+func (nonePicker) Pick() *balancer.Endpoint { return nil }
+
+type singlePicker struct{ e *balancer.Endpoint }
+
+func (p singlePicker) Pick() *balancer.Endpoint { return p.e }
+
+type equalPicker struct{ endpoints []*balancer.Endpoint }
+
+func (p *equalPicker) Pick() *balancer.Endpoint {
+	return p.endpoints[rand.IntN(len(p.endpoints))]
+}
+
+type slot struct {
+	threshold      uint64
+	primary, alias *balancer.Endpoint
+}
+
+type weightedPicker struct{ slots []slot }
+
+func (p *weightedPicker) Pick() *balancer.Endpoint {
+	// hi is uniform over the slots (Lemire's multiply-shift); lo is the
+	// fraction left over, uniform over [0, 2^64) up to a bias of n/2^64.
+	hi, lo := bits.Mul64(rand.Uint64(), uint64(len(p.slots)))
+	s := &p.slots[hi]
+	if lo < s.threshold {
+		return s.primary
+	}
+	return s.alias
+}
