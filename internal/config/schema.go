@@ -1,0 +1,431 @@
+package config
+
+import (
+	"math"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The keys of each mapping of the schema.
+var (
+	topKeys         = []string{"admin", "log", "shutdown", "listeners", "clusters"}
+	adminKeys       = []string{"address"}
+	logKeys         = []string{"format", "level"}
+	shutdownKeys    = []string{"drain_delay", "timeout"}
+	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "health_check"}
+	endpointKeys    = []string{"address", "weight"}
+	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented"}
+)
+
+// sources remembers the nodes of values that later checks across the whole
+// file refer to (duplicates, references); nil where the value is missing or
+// invalid, so each problem is reported once.
+type sources struct {
+	admin     *yaml.Node
+	listeners []listenerSource
+	clusters  []*yaml.Node // name nodes
+}
+
+type listenerSource struct {
+	name, address, cluster *yaml.Node
+}
+
+// decodeConfig walks the document's root node into a Config with defaults
+// filled in, then checks what spans sections.
+func (w *walker) decodeConfig(root *yaml.Node) *Config {
+	cfg := &Config{
+		Admin:    Admin{Address: DefaultAdminAddress},
+		Log:      Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
+		Shutdown: Shutdown{DrainDelay: DefaultDrainDelay, Timeout: DefaultShutdownTimeout},
+	}
+	var src sources
+	f, _, ok := w.mapping(root, "", topKeys)
+	if !ok {
+		return cfg
+	}
+	if v := f.value("admin"); v != nil {
+		src.admin = w.decodeAdmin(v, &cfg.Admin)
+	}
+	if v := f.value("log"); v != nil {
+		w.decodeLog(v, &cfg.Log)
+	}
+	if v := f.value("shutdown"); v != nil {
+		w.decodeShutdown(v, &cfg.Shutdown)
+	}
+	if v := f.value("listeners"); v != nil {
+		items, _, _ := w.sequence(v, "listeners")
+		for i, item := range items {
+			l, ls := w.decodeListener(item, index("listeners", i))
+			cfg.Listeners = append(cfg.Listeners, l)
+			src.listeners = append(src.listeners, ls)
+		}
+	}
+	if v := f.value("clusters"); v != nil {
+		items, _, _ := w.sequence(v, "clusters")
+		for i, item := range items {
+			c, name := w.decodeCluster(item, index("clusters", i))
+			cfg.Clusters = append(cfg.Clusters, c)
+			src.clusters = append(src.clusters, name)
+		}
+	}
+	w.crossCheck(cfg, &src)
+	return cfg
+}
+
+func (w *walker) decodeAdmin(raw *yaml.Node, admin *Admin) *yaml.Node {
+	f, _, ok := w.mapping(raw, "admin", adminKeys)
+	if !ok || !f.has("address") {
+		return nil
+	}
+	const path = "admin.address"
+	n := resolve(f.value("address"))
+	if n != nil && isNull(n) {
+		w.errs.at(n, path, `missing value: must be host:port, or "" to disable the admin server`)
+		return nil
+	}
+	s, n, ok := w.str(n, path)
+	if !ok {
+		return nil
+	}
+	admin.Address = s
+	if s == "" {
+		return nil // explicitly disabled
+	}
+	if err := checkAddress(s, listenAddress); err != nil {
+		w.errs.at(n, path, "%v", err)
+		return nil
+	}
+	return n
+}
+
+func (w *walker) decodeLog(raw *yaml.Node, log *Log) {
+	f, _, ok := w.mapping(raw, "log", logKeys)
+	if !ok {
+		return
+	}
+	if v := f.value("format"); v != nil {
+		if s, ok := w.enum(v, "log.format", logFormats); ok {
+			log.Format = LogFormat(s)
+		}
+	}
+	if v := f.value("level"); v != nil {
+		if s, ok := w.enum(v, "log.level", logLevels); ok {
+			log.Level = s
+		}
+	}
+}
+
+func (w *walker) decodeShutdown(raw *yaml.Node, sd *Shutdown) {
+	f, _, ok := w.mapping(raw, "shutdown", shutdownKeys)
+	if !ok {
+		return
+	}
+	if v := f.value("drain_delay"); v != nil {
+		if d, ok := w.duration(v, "shutdown.drain_delay", true); ok {
+			sd.DrainDelay = d
+		}
+	}
+	if v := f.value("timeout"); v != nil {
+		if d, ok := w.duration(v, "shutdown.timeout", false); ok {
+			sd.Timeout = d
+		}
+	}
+}
+
+func (w *walker) decodeListener(raw *yaml.Node, path string) (Listener, listenerSource) {
+	l := Listener{
+		Protocol:             DefaultProtocol,
+		MaxConcurrentStreams: DefaultMaxConcurrentStreams,
+		MaxMessageSize:       DefaultMaxMessageSize,
+		IdleTimeout:          DefaultIdleTimeout,
+		MaxConnections:       DefaultMaxConnections,
+	}
+	var src listenerSource
+	f, m, ok := w.mapping(raw, path, listenerKeys)
+	if m != nil {
+		l.Pos = Pos{Line: m.Line, Col: m.Column}
+	}
+	if !ok {
+		return l, src
+	}
+	if w.require(&f, m, path, "name", "") {
+		l.Name, src.name, ok = w.name(f.value("name"), join(path, "name"))
+		if !ok {
+			src.name = nil
+		}
+	}
+	if w.require(&f, m, path, "address", " (host:port to listen on)") {
+		l.Address, src.address, ok = w.address(f.value("address"), join(path, "address"), listenAddress)
+		if !ok {
+			src.address = nil
+		}
+	}
+	if w.require(&f, m, path, "cluster", " (the cluster this listener forwards to)") {
+		l.Cluster, src.cluster, ok = w.name(f.value("cluster"), join(path, "cluster"))
+		if !ok {
+			src.cluster = nil
+		}
+	}
+	if v := f.value("protocol"); v != nil {
+		if s, ok := w.enum(v, join(path, "protocol"), protocols); ok {
+			l.Protocol = Protocol(s)
+		}
+	}
+	if v := f.value("max_concurrent_streams"); v != nil {
+		if n, ok := w.integer(v, join(path, "max_concurrent_streams"), 1, math.MaxUint32); ok {
+			l.MaxConcurrentStreams = uint32(n)
+		}
+	}
+	if v := f.value("max_message_size"); v != nil {
+		if n, ok := w.size(v, join(path, "max_message_size")); ok {
+			l.MaxMessageSize = int(n)
+		}
+	}
+	if v := f.value("idle_timeout"); v != nil {
+		if d, ok := w.duration(v, join(path, "idle_timeout"), false); ok {
+			l.IdleTimeout = d
+		}
+	}
+	if v := f.value("max_connections"); v != nil {
+		if n, ok := w.integer(v, join(path, "max_connections"), 0, math.MaxInt32); ok {
+			l.MaxConnections = int(n)
+		}
+	}
+	return l, src
+}
+
+func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node) {
+	c := Cluster{
+		LBPolicy:       DefaultLBPolicy,
+		PanicThreshold: DefaultPanicThreshold,
+		HealthCheck:    defaultHealthCheck(),
+	}
+	var nameNode *yaml.Node
+	f, m, ok := w.mapping(raw, path, clusterKeys)
+	if m != nil {
+		c.Pos = Pos{Line: m.Line, Col: m.Column}
+	}
+	if !ok {
+		return c, nil
+	}
+	if w.require(&f, m, path, "name", "") {
+		c.Name, nameNode, ok = w.name(f.value("name"), join(path, "name"))
+		if !ok {
+			nameNode = nil
+		}
+	}
+	if v := f.value("lb_policy"); v != nil {
+		if s, ok := w.enum(v, join(path, "lb_policy"), lbPolicies); ok {
+			c.LBPolicy = LBPolicy(s)
+		}
+	}
+	if v := f.value("panic_threshold"); v != nil {
+		if n, ok := w.integer(v, join(path, "panic_threshold"), 0, 100); ok {
+			c.PanicThreshold = int(n)
+		}
+	}
+	if w.require(&f, m, path, "endpoints", ": a cluster needs at least one endpoint") {
+		c.Endpoints = w.decodeEndpoints(f.value("endpoints"), join(path, "endpoints"))
+	}
+	if v := f.value("health_check"); v != nil {
+		w.decodeHealthCheck(v, join(path, "health_check"), &c.HealthCheck)
+	}
+	return c, nameNode
+}
+
+func (w *walker) decodeEndpoints(raw *yaml.Node, path string) []Endpoint {
+	items, seq, ok := w.sequence(raw, path)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		w.errs.at(seq, path, "a cluster needs at least one endpoint")
+		return nil
+	}
+	endpoints := make([]Endpoint, 0, len(items))
+	seen := make(map[string]int, len(items)) // address key -> line of first use
+	for i, item := range items {
+		ep, addr := w.decodeEndpoint(item, index(path, i))
+		endpoints = append(endpoints, ep)
+		if addr == nil {
+			continue
+		}
+		key := addressKey(ep.Address)
+		if first, dup := seen[key]; dup {
+			w.errs.at(addr, join(index(path, i), "address"), "duplicate endpoint %s in this cluster (first at line %d)", quote(ep.Address), first)
+			continue
+		}
+		seen[key] = addr.Line
+	}
+	return endpoints
+}
+
+func (w *walker) decodeEndpoint(raw *yaml.Node, path string) (Endpoint, *yaml.Node) {
+	ep := Endpoint{Weight: DefaultWeight}
+	if n := resolve(raw); n != nil && n.Kind == yaml.ScalarNode && !isNull(n) {
+		w.errs.at(n, path, "must be a mapping like {address: %s}, not %s", shorten(n.Value), describe(n))
+		return ep, nil
+	}
+	f, m, ok := w.mapping(raw, path, endpointKeys)
+	if m != nil {
+		ep.Pos = Pos{Line: m.Line, Col: m.Column}
+	}
+	if !ok {
+		return ep, nil
+	}
+	var addr *yaml.Node
+	if w.require(&f, m, path, "address", " (host:port of the backend)") {
+		ep.Address, addr, ok = w.address(f.value("address"), join(path, "address"), endpointAddress)
+		if !ok {
+			addr = nil
+		}
+	}
+	if v := f.value("weight"); v != nil {
+		if n, ok := w.integer(v, join(path, "weight"), 1, MaxWeight); ok {
+			ep.Weight = uint32(n)
+		}
+	}
+	return ep, addr
+}
+
+func defaultHealthCheck() HealthCheck {
+	return HealthCheck{
+		Mode:               DefaultCheckMode,
+		Interval:           DefaultInterval,
+		Timeout:            DefaultTimeout,
+		Jitter:             DefaultJitter,
+		UnhealthyThreshold: DefaultUnhealthyThreshold,
+		HealthyThreshold:   DefaultHealthyThreshold,
+		OnUnimplemented:    DefaultOnUnimplemented,
+	}
+}
+
+func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *HealthCheck) {
+	f, _, ok := w.mapping(raw, path, healthCheckKeys)
+	if !ok {
+		return
+	}
+	if v := f.value("mode"); v != nil {
+		if s, ok := w.enum(v, join(path, "mode"), checkModes); ok {
+			hc.Mode = CheckMode(s)
+		}
+	}
+	if v := f.value("service"); v != nil {
+		if s, _, ok := w.str(v, join(path, "service")); ok {
+			hc.Service = s
+		}
+	}
+	// The timeout-vs-interval check needs both valid, and points at the
+	// value the user wrote.
+	intervalOK, timeoutOK := true, true
+	var intervalNode, timeoutNode *yaml.Node
+	if v := f.value("interval"); v != nil {
+		intervalNode = resolve(v)
+		hc.Interval, intervalOK = w.duration(v, join(path, "interval"), false)
+	}
+	if v := f.value("timeout"); v != nil {
+		timeoutNode = resolve(v)
+		hc.Timeout, timeoutOK = w.duration(v, join(path, "timeout"), false)
+	}
+	if intervalOK && timeoutOK && hc.Timeout > hc.Interval {
+		if timeoutNode != nil {
+			w.errs.at(timeoutNode, join(path, "timeout"), "must not be longer than interval (%v)", hc.Interval)
+		} else {
+			w.errs.at(intervalNode, join(path, "interval"), "must not be shorter than timeout (%v by default); set timeout too", hc.Timeout)
+		}
+	}
+	if !intervalOK {
+		hc.Interval = DefaultInterval
+	}
+	if !timeoutOK {
+		hc.Timeout = DefaultTimeout
+	}
+	if v := f.value("jitter"); v != nil {
+		if j, ok := w.jitter(v, join(path, "jitter")); ok {
+			hc.Jitter = j
+		}
+	}
+	if v := f.value("unhealthy_threshold"); v != nil {
+		if n, ok := w.integer(v, join(path, "unhealthy_threshold"), 1, math.MaxInt32); ok {
+			hc.UnhealthyThreshold = int(n)
+		}
+	}
+	if v := f.value("healthy_threshold"); v != nil {
+		if n, ok := w.integer(v, join(path, "healthy_threshold"), 1, math.MaxInt32); ok {
+			hc.HealthyThreshold = int(n)
+		}
+	}
+	if v := f.value("on_unimplemented"); v != nil {
+		if s, ok := w.enum(v, join(path, "on_unimplemented"), onUnimplementeds); ok {
+			hc.OnUnimplemented = OnUnimplemented(s)
+		}
+	}
+}
+
+// crossCheck reports what no single value shows: duplicate names and
+// listen addresses, and listeners naming a cluster that does not exist.
+func (w *walker) crossCheck(cfg *Config, src *sources) {
+	clusterNames := make(map[string]int, len(cfg.Clusters)) // name -> line
+	names := make([]string, 0, len(cfg.Clusters))
+	for i, n := range src.clusters {
+		if n == nil {
+			continue
+		}
+		name := cfg.Clusters[i].Name
+		if first, dup := clusterNames[name]; dup {
+			w.errs.at(n, join(index("clusters", i), "name"), "duplicate cluster name %s (first at line %d)", quote(name), first)
+			continue
+		}
+		clusterNames[name] = n.Line
+		names = append(names, name)
+	}
+
+	listenerNames := make(map[string]int, len(cfg.Listeners))
+	type bound struct {
+		what string
+		line int
+	}
+	addresses := make(map[string]bound, len(cfg.Listeners)+1)
+	if src.admin != nil && !isEphemeral(cfg.Admin.Address) {
+		addresses[addressKey(cfg.Admin.Address)] = bound{"admin.address", src.admin.Line}
+	}
+	for i, ls := range src.listeners {
+		l := &cfg.Listeners[i]
+		path := index("listeners", i)
+		if ls.name != nil {
+			if first, dup := listenerNames[l.Name]; dup {
+				w.errs.at(ls.name, join(path, "name"), "duplicate listener name %s (first at line %d)", quote(l.Name), first)
+			} else {
+				listenerNames[l.Name] = ls.name.Line
+			}
+		}
+		if ls.address != nil && !isEphemeral(l.Address) {
+			key := addressKey(l.Address)
+			if first, dup := addresses[key]; dup {
+				w.errs.at(ls.address, join(path, "address"), "address %s is already used by %s (line %d)", quote(l.Address), first.what, first.line)
+			} else {
+				addresses[key] = bound{join(path, "address"), ls.address.Line}
+			}
+		}
+		if ls.cluster != nil {
+			if _, ok := clusterNames[l.Cluster]; !ok {
+				w.errs.at(ls.cluster, join(path, "cluster"), "unknown cluster %s%s", quote(l.Cluster), didYouMean(l.Cluster, names))
+			}
+		}
+	}
+}
+
+// isEphemeral reports whether a listen address asks for port 0, which never
+// collides with another.
+func isEphemeral(addr string) bool {
+	_, port, err := splitHostPort(addr)
+	return err == nil && allDigits(port) && trimZeros(port) == ""
+}
+
+func trimZeros(s string) string {
+	for len(s) > 0 && s[0] == '0' {
+		s = s[1:]
+	}
+	return s
+}
