@@ -1,0 +1,26 @@
+package grpcproxy
+
+import "time"
+
+// Metrics receives the data path's events. Implementations must be safe
+// for concurrent use and cheap: RPC hooks run on every RPC. Active streams
+// are RPCStarted minus RPCFinished calls that named an endpoint; active
+// connections are ConnOpened minus ConnClosed.
+type Metrics interface {
+	// RPCStarted: an RPC of cluster was forwarded to endpoint.
+	RPCStarted(cluster, endpoint string)
+	// RPCFinished: an RPC ended with the canonical gRPC code name code
+	// ("OK", "UNAVAILABLE", ...). endpoint is "" when none was reached
+	// (no healthy upstream, or every endpoint tried was unreachable); then
+	// no RPCStarted preceded it.
+	RPCFinished(cluster, endpoint, code string, elapsed time.Duration)
+	// RPCRetried: endpoint was unreachable before anything was sent and
+	// the RPC moved on to another endpoint.
+	RPCRetried(cluster, endpoint string)
+	// ConnOpened and ConnClosed count client connections.
+	ConnOpened()
+	ConnClosed()
+	// ConnRejected: a client connection was closed at once because the
+	// listener was at MaxConnections.
+	ConnRejected()
+}
