@@ -1,0 +1,250 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+)
+
+// backend is a real gRPC server on loopback, in the test process: the
+// standard health service (or a controllable one) and grpc.testing's
+// TestService, answering UnaryCall with its id as server_id.
+type backend struct {
+	id     string
+	addr   string
+	srv    *grpc.Server
+	health *health.Server
+	hits   atomic.Int64 // UnaryCalls served
+	probes atomic.Int64 // health Checks received
+
+	// stall, when set, makes health Checks hang until their deadline.
+	stall atomic.Bool
+}
+
+type backendOption func(*backendConfig)
+
+type backendConfig struct {
+	noHealth bool
+	addr     string
+}
+
+// withoutHealth registers no health service at all.
+func withoutHealth() backendOption { return func(c *backendConfig) { c.noHealth = true } }
+
+// at listens on a given address (to restart a backend on its port).
+func at(addr string) backendOption { return func(c *backendConfig) { c.addr = addr } }
+
+func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
+	t.Helper()
+	cfg := backendConfig{addr: "127.0.0.1:0"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var ln net.Listener
+	var err error
+	// A restarted backend may find its port briefly in TIME_WAIT use.
+	for range 50 {
+		if ln, err = net.Listen("tcp", cfg.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("backend %s: %v", id, err)
+	}
+	b := &backend{id: id, addr: ln.Addr().String(), srv: grpc.NewServer(), health: health.NewServer()}
+	if !cfg.noHealth {
+		healthpb.RegisterHealthServer(b.srv, &countingHealth{b: b})
+	}
+	testgrpc.RegisterTestServiceServer(b.srv, &idServer{TestServiceServer: interop.NewTestServer(), b: b})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		b.srv.Stop()
+		<-done
+	})
+	return b
+}
+
+// setStatus sets the whole-server health status ("") or a service's.
+func (b *backend) setStatus(service string, s healthpb.HealthCheckResponse_ServingStatus) {
+	b.health.SetServingStatus(service, s)
+}
+
+func (b *backend) serving(ok bool) {
+	if ok {
+		b.setStatus("", healthpb.HealthCheckResponse_SERVING)
+	} else {
+		b.setStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+}
+
+// countingHealth is the standard health server, counting Checks and able
+// to stall them.
+type countingHealth struct {
+	healthpb.UnimplementedHealthServer
+	b *backend
+}
+
+func (h *countingHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	h.b.probes.Add(1)
+	if h.b.stall.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return h.b.health.Check(ctx, req)
+}
+
+func (h *countingHealth) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	return h.b.health.Watch(req, stream)
+}
+
+func (h *countingHealth) List(ctx context.Context, req *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	return h.b.health.List(ctx, req)
+}
+
+type idServer struct {
+	testgrpc.TestServiceServer
+	b *backend
+}
+
+func (s *idServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	resp, err := s.TestServiceServer.UnaryCall(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	s.b.hits.Add(1)
+	resp.ServerId = s.b.id
+	return resp, nil
+}
+
+// demoBackend is cmd/demo-backend running as a process of its own, for
+// tests that kill a backend.
+type demoBackend struct {
+	addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startDemoBackend(t testing.TB, id string, args ...string) *demoBackend {
+	t.Helper()
+	cmd := exec.Command(bin("demo-backend"), append([]string{"-addr", "127.0.0.1:0", "-id", id}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &demoBackend{cmd: cmd, done: make(chan struct{})}
+	lines := bufio.NewReader(stdout)
+	first, err := lines.ReadString('\n')
+	if err != nil || !strings.HasPrefix(first, "listening ") {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("demo-backend printed %q, %v; want its address", first, err)
+	}
+	d.addr = strings.TrimSpace(strings.TrimPrefix(first, "listening "))
+	go func() {
+		_, _ = io.Copy(io.Discard, lines)
+		_ = cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(d.kill)
+	return d
+}
+
+func (d *demoBackend) kill() {
+	select {
+	case <-d.done:
+	default:
+		_ = d.cmd.Process.Kill()
+		<-d.done
+	}
+}
+
+// client is a gRPC client of a vigil listener.
+type client struct {
+	conn *grpc.ClientConn
+	tc   testgrpc.TestServiceClient
+}
+
+func dialClient(t testing.TB, addr string) *client {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return &client{conn: conn, tc: testgrpc.NewTestServiceClient(conn)}
+}
+
+// call makes one UnaryCall and returns the id of the backend that served it.
+func (c *client) call(ctx context.Context) (string, error) {
+	resp, err := c.tc.UnaryCall(ctx, &testpb.SimpleRequest{FillServerId: true, ResponseSize: 16})
+	if err != nil {
+		return "", err
+	}
+	return resp.ServerId, nil
+}
+
+// callOverNewConnection makes one UnaryCall over a connection of its own:
+// through a tcp listener, each connection is balanced on its own.
+func callOverNewConnection(ctx context.Context, addr string) (string, error) {
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	return (&client{conn: conn, tc: testgrpc.NewTestServiceClient(conn)}).call(ctx)
+}
+
+// tally counts who served what.
+type tally struct {
+	mu     sync.Mutex
+	counts map[string]int
+	errs   map[string]int
+}
+
+func newTally() *tally { return &tally{counts: map[string]int{}, errs: map[string]int{}} }
+
+func (t *tally) add(id string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err != nil {
+		t.errs[err.Error()]++
+		return
+	}
+	t.counts[id]++
+}
+
+func (t *tally) snapshot() (map[string]int, map[string]int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, e := map[string]int{}, map[string]int{}
+	for k, v := range t.counts {
+		c[k] = v
+	}
+	for k, v := range t.errs {
+		e[k] = v
+	}
+	return c, e
+}

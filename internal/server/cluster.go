@@ -1,0 +1,462 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+	"google.golang.org/grpc"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
+	"github.com/vigil-proxy/vigil/checker"
+	"github.com/vigil-proxy/vigil/internal/config"
+	"github.com/vigil-proxy/vigil/internal/state"
+)
+
+// drainPoll is how often a draining endpoint's in-flight count is looked
+// at. An endpoint is drained once two looks in a row find nothing in flight:
+// the second look covers a request that picked the endpoint just before the
+// picker without it was swapped in and had not yet counted itself.
+const drainPoll = 50 * time.Millisecond
+
+// endpointRT is the running side of one endpoint: its data-path handle and
+// whether it is draining.
+type endpointRT struct {
+	ep       *balancer.Endpoint
+	draining bool
+	// stopDrain cancels the drain when the endpoint is added back.
+	stopDrain context.CancelFunc
+}
+
+// clusterRT runs one cluster: the checker group probing its endpoints, the
+// balancer whose picker the data paths read, and the goroutine that rebuilds
+// that picker whenever the store says the endpoints or their health changed.
+type clusterRT struct {
+	s     *Server
+	name  string
+	bal   *balancer.Cluster
+	group *checker.Group
+	log   *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the watcher and the drains
+
+	// startup marks the clusters of the first configuration, whose first
+	// round of probes makes the proxy ready.
+	startup bool
+
+	mu        sync.Mutex
+	cfg       config.Cluster
+	policy    balancer.Policy
+	endpoints map[string]*endpointRT
+	// members is what the picker in force was built from; a rebuild that
+	// would produce the same is skipped.
+	members []balancer.Member
+	built   bool
+	panic   bool
+	serving bool
+	ready   bool
+	// removed is set when the cluster left the configuration; the cluster
+	// is retired once its endpoints have drained, unless a reload brings
+	// it back first.
+	removed bool
+}
+
+func checkerConfig(hc config.HealthCheck) checker.Config {
+	return checker.Config{
+		Mode:     checker.Mode(hc.Mode),
+		Service:  hc.Service,
+		Interval: hc.Interval,
+		Timeout:  hc.Timeout,
+		Jitter:   hc.Jitter,
+		Thresholds: checker.Thresholds{
+			Unhealthy: hc.UnhealthyThreshold,
+			Healthy:   hc.HealthyThreshold,
+		},
+		ServeUnimplemented: hc.OnUnimplemented == config.UnimplementedServe,
+	}
+}
+
+func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
+	ctx, cancel := context.WithCancel(context.Background())
+	rt := &clusterRT{
+		s:         s,
+		name:      cfg.Name,
+		bal:       balancer.NewCluster(cfg.Name),
+		log:       s.log,
+		ctx:       ctx,
+		cancel:    cancel,
+		startup:   startup,
+		cfg:       cfg,
+		endpoints: map[string]*endpointRT{},
+	}
+	rt.policy = policyFor(cfg.LBPolicy)
+	rt.group = checker.NewGroup(checkerConfig(cfg.HealthCheck), checker.GroupOptions{
+		Cluster: cfg.Name,
+		Logger:  s.log,
+		OnChange: func(ch checker.Change) {
+			if err := s.store.SetEndpointStatus(ch.Cluster, ch.Address, ch.New); err != nil {
+				s.log.Error("store endpoint health", "cluster", ch.Cluster, "endpoint", ch.Address, "err", err)
+			}
+		},
+		OnProbe: func(address string, r checker.Result) { s.metrics.probe(cfg.Name, address, r) },
+	})
+	rt.wg.Add(1)
+	go rt.watch()
+	return rt
+}
+
+func policyFor(name config.LBPolicy) balancer.Policy {
+	if p, ok := balancer.PolicyByName(string(name)); ok {
+		return p
+	}
+	// The config package only lets registered names through.
+	p, _ := balancer.PolicyByName(string(config.RoundRobin))
+	return p
+}
+
+// watch rebuilds the picker each time the cluster's endpoints change in the
+// store, until the cluster is closed.
+func (rt *clusterRT) watch() {
+	defer rt.wg.Done()
+	for {
+		ws := memdb.NewWatchSet()
+		rt.rebuild(ws)
+		if err := ws.WatchCtx(rt.ctx); err != nil {
+			return
+		}
+	}
+}
+
+// rebuild reads the cluster's endpoints from the store and installs a new
+// picker if what the data path should see has changed. ws, when not nil,
+// is armed to fire on the next change.
+func (rt *clusterRT) rebuild(ws memdb.WatchSet) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	rows, err := rt.s.store.Snapshot().EndpointsByCluster(ws, rt.name)
+	if err != nil {
+		rt.log.Error("read cluster endpoints", "cluster", rt.name, "err", err)
+		return
+	}
+	members := make([]balancer.Member, 0, len(rows))
+	probed := true
+	for _, r := range rows {
+		er := rt.endpoints[r.Address]
+		if er == nil || er.draining || r.Status.Health == checker.Draining {
+			continue
+		}
+		if r.Status.Health == checker.Pending && r.Status.Failures == 0 {
+			probed = false
+		}
+		members = append(members, balancer.Member{
+			Endpoint:      er.ep,
+			Weight:        r.Weight,
+			Healthy:       r.Status.Health == checker.Healthy,
+			PanicEligible: r.Status.PanicEligible(),
+		})
+	}
+	if !rt.built || !slices.Equal(members, rt.members) {
+		snap := rt.bal.Update(rt.policy, rt.cfg.PanicThreshold, members)
+		rt.members, rt.built = members, true
+		rt.observe(snap)
+	}
+	if probed && !rt.ready {
+		rt.ready = true
+		if rt.startup {
+			rt.s.clusterReady()
+		}
+	}
+}
+
+// observe logs and publishes what a new snapshot changed: panic mode and
+// whether the cluster can serve.
+func (rt *clusterRT) observe(snap *balancer.Snapshot) {
+	if snap.Panic != rt.panic {
+		rt.panic = snap.Panic
+		if _, err := rt.s.store.SetClusterPanic(rt.name, snap.Panic); err != nil {
+			rt.log.Error("store cluster panic", "cluster", rt.name, "err", err)
+		}
+		if snap.Panic {
+			rt.log.Warn("cluster panic", "cluster", rt.name, "healthy", snap.Healthy, "total", snap.Total,
+				"routable", len(snap.Routable), "panic_threshold", rt.cfg.PanicThreshold)
+		} else {
+			rt.log.Info("cluster recovered", "cluster", rt.name, "healthy", snap.Healthy, "total", snap.Total)
+		}
+	}
+	rt.s.metrics.cluster(rt.name, snap)
+	if serving := snap.Healthy > 0; serving != rt.serving || !rt.built {
+		rt.serving = serving
+		rt.s.setClusterServing(rt.name, serving)
+	}
+}
+
+// clusterPlan is what a new configuration changes in one running cluster.
+type clusterPlan struct {
+	cfg           config.Cluster
+	added         []config.Endpoint
+	readded       []config.Endpoint // draining endpoints that come back
+	removed       []string
+	reweighted    []config.Endpoint
+	healthChanged bool
+	policyChanged bool
+}
+
+// plan compares cfg with what runs. The caller holds the server's lock.
+func (rt *clusterRT) plan(cfg config.Cluster) clusterPlan {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	p := clusterPlan{
+		cfg:           cfg,
+		healthChanged: cfg.HealthCheck != rt.cfg.HealthCheck,
+		policyChanged: cfg.LBPolicy != rt.cfg.LBPolicy || cfg.PanicThreshold != rt.cfg.PanicThreshold,
+	}
+	oldWeights := map[string]uint32{}
+	for _, e := range rt.cfg.Endpoints {
+		oldWeights[e.Address] = e.Weight
+	}
+	if rt.removed {
+		oldWeights = map[string]uint32{}
+	}
+	keep := map[string]bool{}
+	for _, e := range cfg.Endpoints {
+		keep[e.Address] = true
+		er := rt.endpoints[e.Address]
+		switch {
+		case er == nil:
+			p.added = append(p.added, e)
+		case er.draining:
+			p.readded = append(p.readded, e)
+		case oldWeights[e.Address] != e.Weight:
+			p.reweighted = append(p.reweighted, e)
+		}
+	}
+	for addr, er := range rt.endpoints {
+		if !keep[addr] && !er.draining {
+			p.removed = append(p.removed, addr)
+		}
+	}
+	slices.Sort(p.removed)
+	return p
+}
+
+// write records the plan in the store, inside the reload's transaction.
+func (rt *clusterRT) write(w state.Writer, p clusterPlan, now time.Time) error {
+	row, err := w.Cluster(nil, rt.name)
+	if err != nil {
+		return err
+	}
+	if row == nil || p.healthChanged || p.policyChanged || rt.removed {
+		n := &state.Cluster{Name: rt.name, LBPolicy: p.cfg.LBPolicy, PanicThreshold: p.cfg.PanicThreshold,
+			HealthCheck: p.cfg.HealthCheck}
+		if row != nil {
+			n.Panic = row.Panic
+		}
+		if err := w.UpsertCluster(n); err != nil {
+			return err
+		}
+	}
+	mode := p.cfg.HealthCheck.Mode
+	for _, e := range slices.Concat(p.added, p.readded) {
+		row := &state.Endpoint{Cluster: rt.name, Address: e.Address, Weight: e.Weight, Check: mode,
+			Status: checker.Status{Health: checker.Pending, Since: now}}
+		if err := w.UpsertEndpoint(row); err != nil {
+			return err
+		}
+	}
+	for _, addr := range p.removed {
+		row, err := w.Endpoint(nil, rt.name, addr)
+		if err != nil || row == nil {
+			return err
+		}
+		n := *row
+		n.Status.Health, n.Status.Since = checker.Draining, now
+		if err := w.UpsertEndpoint(&n); err != nil {
+			return err
+		}
+	}
+	weights := map[string]uint32{}
+	for _, e := range p.reweighted {
+		weights[e.Address] = e.Weight
+	}
+	if len(weights) > 0 || p.healthChanged {
+		rows, err := w.EndpointsByCluster(nil, rt.name)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			wgt, reweigh := weights[r.Address]
+			if r.Status.Health == checker.Draining || (!reweigh && r.Check == mode) {
+				continue
+			}
+			n := *r
+			n.Check = mode
+			if reweigh {
+				n.Weight = wgt
+			}
+			if err := w.UpsertEndpoint(&n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// commit makes the running cluster match the plan, after the store has.
+// It logs "endpoint added" and "endpoint removed" when reload is true.
+func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Duration) {
+	rt.mu.Lock()
+	if p.healthChanged {
+		rt.group.Reconfigure(checkerConfig(p.cfg.HealthCheck))
+	}
+	for _, e := range slices.Concat(p.added, p.readded) {
+		// A draining endpoint may have finished draining since plan
+		// looked: then it is new again.
+		switch er := rt.endpoints[e.Address]; {
+		case er == nil:
+			rt.endpoints[e.Address] = &endpointRT{ep: balancer.NewEndpoint(e.Address, rt.dial(e.Address))}
+		case er.draining:
+			er.draining = false
+			er.stopDrain()
+		}
+		rt.group.Add(e.Address, checker.Status{Health: checker.Pending, Since: time.Now()})
+		if reload {
+			rt.log.Info("endpoint added", "cluster", rt.name, "endpoint", e.Address)
+		}
+	}
+	for _, addr := range p.removed {
+		er := rt.endpoints[addr]
+		er.draining = true
+		rt.group.Remove(addr)
+		rt.startDrain(addr, er, drainTimeout)
+		rt.log.Info("endpoint removed", "cluster", rt.name, "endpoint", addr, "drain_timeout", drainTimeout.String())
+	}
+	rt.cfg, rt.removed = p.cfg, false
+	rt.policy = policyFor(p.cfg.LBPolicy)
+	if p.policyChanged {
+		rt.built = false
+	}
+	rt.mu.Unlock()
+	rt.rebuild(nil)
+}
+
+// dial returns the endpoint's data connection; it connects lazily, so
+// endpoints that only carry TCP never open one.
+func (rt *clusterRT) dial(address string) *grpc.ClientConn {
+	conn, err := grpcproxy.Dial(address)
+	if err != nil {
+		// Only a malformed target fails here, and the config package
+		// rejects those; the endpoint then carries no gRPC traffic.
+		rt.log.Error("create endpoint connection", "cluster", rt.name, "endpoint", address, "err", err)
+		return nil
+	}
+	return conn
+}
+
+// markRemoved notes that the cluster left the configuration; it is retired
+// once its endpoints have drained.
+func (rt *clusterRT) markRemoved() {
+	rt.mu.Lock()
+	rt.removed = true
+	rt.mu.Unlock()
+	if rt.isRetirable() {
+		rt.s.retireLater(rt)
+	}
+}
+
+// isRetirable reports whether the cluster was removed and has drained.
+func (rt *clusterRT) isRetirable() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.removed && len(rt.endpoints) == 0
+}
+
+// startDrain waits, in a goroutine the cluster owns, until nothing is in
+// flight on a removed endpoint or drainTimeout passes (then cuts what is
+// left), and forgets the endpoint. The caller holds rt.mu.
+func (rt *clusterRT) startDrain(addr string, er *endpointRT, drainTimeout time.Duration) {
+	ctx, cancel := context.WithCancel(rt.ctx)
+	er.stopDrain = cancel
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		defer cancel()
+		cut := time.NewTimer(drainTimeout)
+		defer cut.Stop()
+		tick := time.NewTicker(drainPoll)
+		defer tick.Stop()
+		for quiet := 0; quiet < 2; {
+			select {
+			case <-ctx.Done():
+				if rt.ctx.Err() == nil {
+					return // added back by a reload
+				}
+				quiet = 2 // the server is stopping: close now
+			case <-cut.C:
+				quiet = 2
+			case <-tick.C:
+				if er.ep.Inflight() == 0 {
+					quiet++
+				} else {
+					quiet = 0
+				}
+			}
+		}
+		rt.finishDrain(addr, er)
+	}()
+}
+
+// finishDrain cuts whatever is still open to a drained endpoint, closes its
+// connection and deletes it from the store.
+func (rt *clusterRT) finishDrain(addr string, er *endpointRT) {
+	rt.mu.Lock()
+	if rt.endpoints[addr] != er || !er.draining {
+		rt.mu.Unlock()
+		return
+	}
+	delete(rt.endpoints, addr)
+	retire := rt.removed && len(rt.endpoints) == 0
+	rt.mu.Unlock()
+
+	er.ep.Close()
+	if conn := er.ep.Conn(); conn != nil {
+		_ = conn.Close()
+	}
+	err := rt.s.store.Update(func(w state.Writer) error {
+		row, err := w.Endpoint(nil, rt.name, addr)
+		if err != nil || row == nil || row.Status.Health != checker.Draining {
+			return err
+		}
+		return w.DeleteEndpointByAddress(rt.name, addr)
+	})
+	if err != nil {
+		rt.log.Error("delete drained endpoint", "cluster", rt.name, "endpoint", addr, "err", err)
+	}
+	rt.log.Debug("endpoint drained", "cluster", rt.name, "endpoint", addr)
+	if retire {
+		rt.s.retireLater(rt)
+	}
+}
+
+// close stops everything the cluster runs: probers, the watcher and the
+// drains (which cut what is still in flight), and closes the data
+// connections.
+func (rt *clusterRT) close() {
+	rt.cancel()
+	rt.group.Close()
+	rt.wg.Wait()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for addr, er := range rt.endpoints {
+		er.ep.Close()
+		if conn := er.ep.Conn(); conn != nil {
+			_ = conn.Close()
+		}
+		delete(rt.endpoints, addr)
+	}
+}

@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
+	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
+	"github.com/vigil-proxy/vigil/internal/config"
+)
+
+// proxy is what serves a listener: the gRPC or the TCP data path.
+type proxy interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+	Close() error
+	SetCluster(c *balancer.Cluster)
+}
+
+// listenerRT runs one listener: a proxy serving the connections of an
+// acceptor.
+type listenerRT struct {
+	cfg    config.Listener
+	acc    *acceptor
+	vl     *virtualListener
+	proxy  proxy
+	served chan struct{} // closed when the proxy's Serve returned
+}
+
+// acceptorKey names a socket. Two listeners with the same address share
+// the socket across a reload (a listener renamed, or two listeners trading
+// places); port 0 means "any free port", so such a socket belongs to its
+// listener alone.
+func acceptorKey(l config.Listener) string {
+	if strings.HasSuffix(l.Address, ":0") {
+		return l.Name + "@" + l.Address
+	}
+	return l.Address
+}
+
+// sameProxy reports whether a listener's proxy can stay as it is when its
+// configuration changes from a to b: only the cluster may differ, and that
+// is swapped in place.
+func sameProxy(a, b config.Listener) bool {
+	a.Cluster, b.Cluster = "", ""
+	a.Name, b.Name = "", ""
+	a.Pos, b.Pos = config.Pos{}, config.Pos{}
+	return a == b
+}
+
+func (s *Server) newProxy(l config.Listener, c *balancer.Cluster) proxy {
+	switch l.Protocol {
+	case config.ProtocolTCP:
+		return tcpproxy.New(c, tcpproxy.Options{
+			IdleTimeout:    l.IdleTimeout,
+			MaxConnections: l.MaxConnections,
+			Logger:         s.log.With("listener", l.Name),
+			Metrics:        s.metrics.tcp(l.Name),
+		})
+	default:
+		return grpcproxy.New(c, grpcproxy.Options{
+			MaxConcurrentStreams: l.MaxConcurrentStreams,
+			MaxMessageSize:       l.MaxMessageSize,
+			IdleTimeout:          l.IdleTimeout,
+			MaxConnections:       l.MaxConnections,
+			Health:               s.health,
+			Logger:               s.log.With("listener", l.Name),
+			Metrics:              s.metrics.grpc(l.Name),
+		})
+	}
+}
+
+// startListener serves l on acc with a new proxy.
+func (s *Server) startListener(l config.Listener, acc *acceptor, c *balancer.Cluster) *listenerRT {
+	lr := &listenerRT{
+		cfg:    l,
+		acc:    acc,
+		vl:     newVirtualListener(acc.Addr()),
+		proxy:  s.newProxy(l, c),
+		served: make(chan struct{}),
+	}
+	go func() {
+		defer close(lr.served)
+		if err := lr.proxy.Serve(lr.vl); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Error("listener stopped", "listener", l.Name, "address", acc.Addr().String(), "err", err)
+		}
+	}()
+	acc.serve(lr.vl)
+	s.log.Info("listening", "listener", l.Name, "address", acc.Addr().String(), "protocol", string(l.Protocol),
+		"cluster", l.Cluster)
+	return lr
+}
+
+// stop stops accepting and lets the connections in flight finish until ctx
+// is done, then cuts them. The socket is left to its acceptor.
+func (lr *listenerRT) stop(ctx context.Context) {
+	_ = lr.vl.Close()
+	if err := lr.proxy.Shutdown(ctx); err != nil {
+		_ = lr.proxy.Close()
+	}
+	<-lr.served
+}
