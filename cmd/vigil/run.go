@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/vigil-proxy/vigil/internal/config"
+	"github.com/vigil-proxy/vigil/internal/filewatch"
 	"github.com/vigil-proxy/vigil/internal/logging"
 	"github.com/vigil-proxy/vigil/internal/server"
 	"github.com/vigil-proxy/vigil/internal/state"
@@ -52,6 +54,22 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	}
 	logger.Info("vigil running", "version", version, "pid", os.Getpid())
 
+	// Reload when the file changes, however it was changed.
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	if w, err := filewatch.New(*path, reloadDebounce, logger); err != nil {
+		logger.Warn("cannot watch the config file; reload with SIGHUP", "file", *path, "err", err)
+		close(watchDone)
+	} else {
+		go func() {
+			defer close(watchDone)
+			w.Run(watchCtx, func() {
+				logger.Info("config file changed", "file", *path)
+				_ = srv.ReloadFile(*path)
+			})
+		}()
+	}
+
 	var sig os.Signal
 	for sig = range signals {
 		if sig != syscall.SIGHUP {
@@ -62,6 +80,8 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	}
 
 	logger.Info("shutting down", "signal", sig.String())
+	stopWatch()
+	<-watchDone
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stopped := make(chan struct{})
@@ -81,6 +101,10 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	logger.Info("stopped")
 	return 0
 }
+
+// reloadDebounce lets a burst of writes to the config file settle into one
+// reload.
+const reloadDebounce = 25 * time.Millisecond
 
 func errorLines(err error) []string {
 	var list config.ErrorList
