@@ -1,0 +1,23 @@
+// Package tcpproxy is vigil's TCP data path: a listener that balances client
+// connections over the endpoints of a balancer.Cluster.
+//
+// For every accepted connection the Proxy picks an endpoint from the
+// cluster's current snapshot, dials it (trying other endpoints, a bounded
+// number of times, when a dial fails), and copies bytes both ways until both
+// directions are done. When no endpoint is routable the client connection is
+// closed at once.
+//
+// The copy keeps both sides as *net.TCPConn and uses io.Copy, so on Linux
+// the kernel moves the bytes with splice(2) and they never enter user space.
+// Nothing wraps the connections: the idle timeout is built from read
+// deadlines that are re-armed whenever a copy returns, which costs a few
+// timer updates per idle period rather than any work per byte.
+//
+// Half-close is forwarded: a FIN from one side becomes a CloseWrite on the
+// other and the opposite direction keeps flowing. A reset or error on either
+// side aborts the other side with a reset too, so a client never mistakes a
+// backend that crashed mid-response for a complete response.
+//
+// Every goroutine the Proxy starts is owned by it: Shutdown and Close return
+// only after every connection handler and copy loop has ended.
+package tcpproxy
