@@ -115,6 +115,9 @@ func diffCluster(old, new *Cluster) ClusterChanges {
 		PolicyChanged:      old.LBPolicy != new.LBPolicy || old.PanicThreshold != new.PanicThreshold,
 		HealthCheckChanged: old.HealthCheck != new.HealthCheck,
 	}
+	if sameEndpoints(old.Endpoints, new.Endpoints) {
+		return cc // the common case on a reload: no map needed
+	}
 	oldWeights := make(map[string]uint32, len(old.Endpoints))
 	for _, ep := range old.Endpoints {
 		oldWeights[ep.Address] = ep.Weight
@@ -135,6 +138,20 @@ func diffCluster(old, new *Cluster) ClusterChanges {
 		}
 	}
 	return cc
+}
+
+// sameEndpoints reports whether two endpoint lists are equal in order,
+// ignoring positions.
+func sameEndpoints(a, b []Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Address != b[i].Address || a[i].Weight != b[i].Weight {
+			return false
+		}
+	}
+	return true
 }
 
 // Attrs summarizes the changes as counts for the `config reloaded` log

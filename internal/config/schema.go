@@ -69,7 +69,11 @@ func (w *walker) decodeConfig(root *yaml.Node) *Config {
 			src.clusters = append(src.clusters, name)
 		}
 	}
-	w.crossCheck(cfg, &src)
+	if !w.exhausted {
+		// A walk cut short by the alias budget saw only part of the file;
+		// its cross-references would be noise.
+		w.crossCheck(cfg, &src)
+	}
 	return cfg
 }
 

@@ -122,30 +122,38 @@ func index(path string, i int) string {
 }
 
 // entry is one key: value of a mapping.
-type entry struct{ key, value *yaml.Node }
-
-// fields are the entries of a mapping after merges, by key, in order.
-type fields struct {
-	byKey map[string]entry
-	order []string
+type entry struct {
+	name       string
+	key, value *yaml.Node
 }
 
-func (f *fields) add(key string, e entry) {
-	if f.byKey == nil {
-		f.byKey = make(map[string]entry)
+// fields are the entries of a mapping after merges, in order. Mappings of
+// the schema have a handful of keys, so a slice scanned linearly beats a map.
+type fields struct {
+	entries []entry
+}
+
+func (f *fields) add(e entry) {
+	f.entries = append(f.entries, e)
+}
+
+// find returns the entry for key among entries[from:], or nil.
+func (f *fields) find(key string, from int) *entry {
+	for i := from; i < len(f.entries); i++ {
+		if f.entries[i].name == key {
+			return &f.entries[i]
+		}
 	}
-	f.byKey[key] = e
-	f.order = append(f.order, key)
+	return nil
 }
 
 func (f *fields) has(key string) bool {
-	_, ok := f.byKey[key]
-	return ok
+	return f.find(key, 0) != nil
 }
 
 // value returns the value of key, or nil when the key is absent.
 func (f *fields) value(key string) *yaml.Node {
-	if e, ok := f.byKey[key]; ok {
+	if e := f.find(key, 0); e != nil {
 		return e.value
 	}
 	return nil
@@ -171,10 +179,9 @@ func (w *walker) mapping(raw *yaml.Node, path string, known []string) (fields, *
 	if !w.collect(raw, n, path, &f, nil) {
 		return f, n, false
 	}
-	for _, key := range f.order {
-		if !slices.Contains(known, key) {
-			k := f.byKey[key].key
-			w.errs.at(k, join(path, key), "unknown field %s%s", quote(key), didYouMean(key, known))
+	for _, e := range f.entries {
+		if !slices.Contains(known, e.name) {
+			w.errs.at(e.key, join(path, e.name), "unknown field %s%s", quote(e.name), didYouMean(e.name, known))
 		}
 	}
 	return f, n, true
@@ -189,7 +196,7 @@ func (w *walker) collect(at, n *yaml.Node, path string, f *fields, merging []*ya
 		return false
 	}
 	var merges []*yaml.Node
-	own := make(map[string]*yaml.Node, len(n.Content)/2)
+	own := len(f.entries) // this mapping's own entries start here
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := resolve(n.Content[i]), n.Content[i+1]
 		if k == nil {
@@ -203,13 +210,12 @@ func (w *walker) collect(at, n *yaml.Node, path string, f *fields, merging []*ya
 			w.errs.at(k, path, "a key must be a field name, not %s", describe(k))
 			continue
 		}
-		if first, dup := own[k.Value]; dup {
-			w.errs.at(k, join(path, k.Value), "duplicate field %s (first at line %d)", quote(k.Value), first.Line)
+		if first := f.find(k.Value, own); first != nil {
+			w.errs.at(k, join(path, k.Value), "duplicate field %s (first at line %d)", quote(k.Value), first.key.Line)
 			continue
 		}
-		own[k.Value] = k
 		if !f.has(k.Value) {
-			f.add(k.Value, entry{key: k, value: v})
+			f.add(entry{name: k.Value, key: k, value: v})
 		}
 	}
 	for _, raw := range merges {
