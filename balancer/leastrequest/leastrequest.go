@@ -62,8 +62,7 @@ func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
 		for i, s := range table.Slots {
 			p.slots[i] = slot{
 				threshold: alias.Threshold(s.Count, table.Capacity),
-				primary:   s.Primary,
-				alias:     s.Alias,
+				indices:   [2]uint32{s.Alias, s.Primary},
 			}
 		}
 	}
@@ -85,8 +84,9 @@ type candidate struct {
 
 // slot is an alias-table slot for drawing the first candidate by weight.
 type slot struct {
-	threshold      uint64
-	primary, alias uint32
+	threshold uint64
+	// indices are the alias's and the primary's, in that order.
+	indices [2]uint32
 }
 
 type picker struct {
@@ -103,11 +103,12 @@ func (p *picker) Pick() *balancer.Endpoint {
 	first, lo := bits.Mul64(rand.Uint64(), n)
 	if p.slots != nil {
 		s := &p.slots[first]
+		// Branch-free: the outcome is random, so a branch would mispredict.
+		var which uint
 		if lo < s.threshold {
-			first = uint64(s.primary)
-		} else {
-			first = uint64(s.alias)
+			which = 1
 		}
+		first = uint64(s.indices[which])
 	}
 	// Uniform among the n-1 others.
 	second, _ := bits.Mul64(rand.Uint64(), n-1)

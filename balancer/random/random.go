@@ -55,8 +55,7 @@ func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
 	for i, s := range table.Slots {
 		p.slots[i] = slot{
 			threshold: alias.Threshold(s.Count, table.Capacity),
-			primary:   endpoints[s.Primary].Endpoint,
-			alias:     endpoints[s.Alias].Endpoint,
+			endpoints: [2]*balancer.Endpoint{endpoints[s.Alias].Endpoint, endpoints[s.Primary].Endpoint},
 		}
 	}
 	return p
@@ -73,12 +72,14 @@ func (p singlePicker) Pick() *balancer.Endpoint { return p.e }
 type equalPicker struct{ endpoints []*balancer.Endpoint }
 
 func (p *equalPicker) Pick() *balancer.Endpoint {
-	return p.endpoints[rand.IntN(len(p.endpoints))]
+	i, _ := bits.Mul64(rand.Uint64(), uint64(len(p.endpoints)))
+	return p.endpoints[i]
 }
 
 type slot struct {
-	threshold      uint64
-	primary, alias *balancer.Endpoint
+	threshold uint64
+	// endpoints are the alias and the primary, in that order.
+	endpoints [2]*balancer.Endpoint
 }
 
 type weightedPicker struct{ slots []slot }
@@ -88,8 +89,10 @@ func (p *weightedPicker) Pick() *balancer.Endpoint {
 	// fraction left over, uniform over [0, 2^64) up to a bias of n/2^64.
 	hi, lo := bits.Mul64(rand.Uint64(), uint64(len(p.slots)))
 	s := &p.slots[hi]
+	// Branch-free: the outcome is random, so a branch would mispredict.
+	var which uint
 	if lo < s.threshold {
-		return s.primary
+		which = 1
 	}
-	return s.alias
+	return s.endpoints[which]
 }

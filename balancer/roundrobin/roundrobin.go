@@ -75,16 +75,14 @@ func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
 
 	p := &weightedPicker{
 		slots:    make([]slot, len(table.Slots)),
-		n:        uint64(len(table.Slots)),
 		capacity: uint64(table.Capacity),
 	}
-	p.cycle = p.n * p.capacity
+	p.cycle = uint64(len(p.slots)) * p.capacity
 	for i, s := range table.Slots {
 		p.slots[i] = slot{
-			primary: endpoints[s.Primary].Endpoint,
-			alias:   endpoints[s.Alias].Endpoint,
-			count:   s.Count,
-			offset:  spread(uint64(i), table.Capacity),
+			endpoints: [2]*balancer.Endpoint{endpoints[s.Alias].Endpoint, endpoints[s.Primary].Endpoint},
+			count:     s.Count,
+			offset:    spread(uint64(i), table.Capacity),
 		}
 	}
 	p.next.v.Store(rand.Uint64N(p.cycle))
@@ -130,7 +128,8 @@ func (p *equalPicker) Pick() *balancer.Endpoint {
 
 // slot is an alias-table slot with the endpoints resolved.
 type slot struct {
-	primary, alias *balancer.Endpoint
+	// endpoints are the alias and the primary, in that order.
+	endpoints [2]*balancer.Endpoint
 	// count is primary's share out of capacity; offset is the phase of the
 	// slot's Bresenham line.
 	count, offset uint32
@@ -141,19 +140,24 @@ type slot struct {
 // capacity rounds.
 type weightedPicker struct {
 	slots    []slot
-	n        uint64
 	capacity uint64
-	cycle    uint64 // n·capacity < 2^64 since capacity < 2^32 and n ≤ Σw < 2^32
-	next     counter
+	// cycle is len(slots)·capacity, below 2^64 since capacity < 2^32 and
+	// len(slots) ≤ Σw < 2^32.
+	cycle uint64
+	next  counter
 }
 
 func (p *weightedPicker) Pick() *balancer.Endpoint {
+	n := uint64(len(p.slots))
 	k := p.next.v.Add(1) % p.cycle
-	round, i := k/p.n, k%p.n
+	round, i := k/n, k%n
 	s := &p.slots[i]
-	// round < capacity and count ≤ capacity < 2^32: no overflow.
+	// Is it the primary's turn? round < capacity and count ≤ capacity <
+	// 2^32: no overflow. Branch-free, since with mixed weights the outcome
+	// is unpredictable and a mispredicted branch costs more than the rest.
+	var which uint
 	if (round*uint64(s.count)+uint64(s.offset))%p.capacity >= p.capacity-uint64(s.count) {
-		return s.primary
+		which = 1
 	}
-	return s.alias
+	return s.endpoints[which]
 }

@@ -148,12 +148,11 @@ func BenchPickParallel(b *testing.B, policy balancer.Policy) {
 				p := policy.Build(eps)
 				b.ReportAllocs()
 				b.RunParallel(func(pb *testing.PB) {
-					var sink *balancer.Endpoint
 					for pb.Next() {
-						sink = p.Pick()
-					}
-					if sink == nil {
-						b.Error("Pick returned nil")
+						if p.Pick() == nil {
+							b.Error("Pick returned nil")
+							return
+						}
 					}
 				})
 			})
