@@ -70,7 +70,9 @@ type Result struct {
 	Cause Cause
 	// Pushed marks a status pushed on a Watch stream: it takes effect at
 	// once, so a pushed SERVING readmits without waiting for
-	// HealthyThreshold successes.
+	// HealthyThreshold successes, and a pushed failure evicts at once even
+	// when its cause is transport (a Watch stream found dead by its
+	// liveness check is such a failure).
 	Pushed bool
 	// Latency is how long the probe took (zero for pushed statuses).
 	Latency time.Duration
@@ -137,6 +139,11 @@ type Thresholds struct {
 // stops changing, and the store is not rewritten after every probe.
 func successCap(t Thresholds) int { return max(t.Healthy, 1) }
 
+// failureCap bounds Failures of an unhealthy endpoint for the same reason:
+// a steadily failing endpoint's status stops changing once the count has
+// reached the threshold (or the failure that evicted it, if higher).
+func failureCap(t Thresholds, failures int) int { return max(t.Unhealthy, 1, failures) }
+
 // Next applies one probe result to s and returns the new status and the
 // transition it caused, if any. It is a pure function: the caller owns the
 // clock and the status.
@@ -165,7 +172,7 @@ func (s Status) Next(r Result, t Thresholds, now time.Time) (Status, Transition)
 	n.Failures = s.Failures + 1
 	switch s.Health {
 	case Pending, Healthy:
-		if r.Cause != CauseTransport || n.Failures >= t.Unhealthy {
+		if r.Cause != CauseTransport || r.Pushed || n.Failures >= t.Unhealthy {
 			n.Health, n.Reason, n.Cause, n.Since = Unhealthy, r.Reason, r.Cause, now
 			return n, Evicted
 		}
@@ -173,6 +180,7 @@ func (s Status) Next(r Result, t Thresholds, now time.Time) (Status, Transition)
 		// Still out; keep the latest reason so that panic eligibility
 		// follows what the backend says now.
 		n.Reason, n.Cause = r.Reason, r.Cause
+		n.Failures = min(n.Failures, failureCap(t, s.Failures))
 	}
 	return n, NoTransition
 }

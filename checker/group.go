@@ -1,0 +1,443 @@
+package checker
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Change is one change of an endpoint's Status, as reported to
+// GroupOptions.OnChange.
+type Change struct {
+	Cluster, Address string
+	Old, New         Status
+	// Transition is the change of Health worth an eviction-log record, or
+	// NoTransition when only the reason, cause or counters changed.
+	Transition Transition
+	// Result is the probe result (or pushed status) that caused the change.
+	Result Result
+	// Healthy and Total count the cluster's endpoints after the change.
+	Healthy, Total int
+}
+
+// ProbeStats describes the latest probe of an endpoint.
+type ProbeStats struct {
+	// At is when the probe ended or the status was pushed; zero before the
+	// first probe.
+	At time.Time
+	// Latency is how long the probe took (zero for pushed statuses).
+	Latency time.Duration
+	// Result is the probe's result, after the on_unimplemented policy.
+	Result Result
+	// Mode is the mode in use: ModeCheck for a Watch endpoint that fell
+	// back to Check polling.
+	Mode Mode
+}
+
+// GroupOptions configure a Group beyond its health-check Config.
+type GroupOptions struct {
+	// Cluster names the group in log records and Changes.
+	Cluster string
+	// Logger receives the eviction-log records; nil means slog.Default().
+	Logger *slog.Logger
+	// DialOptions are added to the options of the probe connections, after
+	// the group's own (insecure credentials, small buffers, bounded
+	// reconnect backoff), so they can override them, e.g. with TLS
+	// credentials.
+	DialOptions []grpc.DialOption
+	// OnChange is called after every change of an endpoint's Status
+	// (health, reason, cause or counters), one call at a time per group, in
+	// the order the changes were applied. It may call Status, Counts and
+	// Stats, but must not call Add, Remove, Reconfigure or Close, which wait
+	// for probers that may be waiting for OnChange to return.
+	OnChange func(Change)
+	// OnProbe is called after every probe or pushed status, from the
+	// endpoint's prober, concurrently for different endpoints. It must be
+	// cheap (count metrics, nothing more).
+	OnProbe func(address string, r Result)
+}
+
+// Group health-checks the endpoints of one cluster: one prober goroutine per
+// endpoint applies each probe result to the endpoint's Status (Status.Next),
+// keeps the cluster's counts, writes the eviction log and reports every
+// change. All methods are safe for concurrent use.
+type Group struct {
+	cluster  string
+	logger   *slog.Logger
+	dialOpts []grpc.DialOption
+	onChange func(Change)
+	onProbe  func(string, Result)
+	flap     flapPolicy
+
+	// ctlMu serializes Add, Remove, Reconfigure and Close, which start and
+	// stop probers.
+	ctlMu     sync.Mutex
+	closed    bool
+	nextStart time.Time // when the next first probe may go out
+
+	// emitMu serializes applying a change with logging it and calling
+	// OnChange, so that records and Changes come out in the order the
+	// changes were made, each with the counts right after it. Lock order:
+	// ctlMu, emitMu, mu.
+	emitMu sync.Mutex
+	// summaries tracks pending flap-summary timers (see flapPolicy).
+	summaries sync.WaitGroup
+
+	mu        sync.RWMutex
+	cfg       Config
+	endpoints map[string]*endpoint
+	healthy   int
+}
+
+// endpoint is one probed address of a group.
+type endpoint struct {
+	address string
+
+	// status is written, under Group.mu, only by the endpoint's single
+	// writer: its running prober, or a control method while no prober runs.
+	// That writer reads it without a lock; everyone else reads it under
+	// Group.mu.
+	status  Status
+	removed bool // under Group.mu
+
+	stats atomic.Pointer[ProbeStats]
+
+	// conn is the probe connection, nil until needed. It belongs to the
+	// running prober; between probers, to the control method that stopped
+	// them. It survives Reconfigure.
+	conn *grpc.ClientConn
+
+	// warnedUnimplemented is set once the on_unimplemented: serve warning
+	// was logged; owned like conn.
+	warnedUnimplemented bool
+
+	flap flapState // under Group.emitMu
+
+	cancel context.CancelFunc // stops the running prober; nil if none
+	done   chan struct{}      // closed when the running prober has returned
+}
+
+// NewGroup returns a group that probes the endpoints added to it according
+// to cfg. Zero fields of cfg take the defaults; an invalid cfg (see
+// Config.Validate) is logged and its invalid fields replaced by defaults.
+// Nothing runs until Add.
+func NewGroup(cfg Config, opts GroupOptions) *Group {
+	g := &Group{
+		cluster:   opts.Cluster,
+		logger:    opts.Logger,
+		dialOpts:  slices.Clone(opts.DialOptions),
+		onChange:  opts.OnChange,
+		onProbe:   opts.OnProbe,
+		flap:      defaultFlapPolicy,
+		endpoints: make(map[string]*endpoint),
+	}
+	if g.logger == nil {
+		g.logger = slog.Default()
+	}
+	g.cfg = g.checkConfig(cfg)
+	return g
+}
+
+// checkConfig logs what is wrong with cfg and returns it with defaults.
+func (g *Group) checkConfig(cfg Config) Config {
+	if err := cfg.Validate(); err != nil {
+		g.logger.LogAttrs(context.Background(), slog.LevelError, "invalid health-check config, using defaults",
+			slog.String("cluster", g.cluster), slog.String("error", err.Error()))
+	}
+	return cfg.withDefaults()
+}
+
+// Add starts probing address. initial is Status{Health: Pending} for a new
+// endpoint, or the status kept across a reload or a prober restart (a
+// Draining status counts as a new endpoint: a draining endpoint added back
+// is probed afresh). The first probe goes out at once; a batch of adds is
+// paced so that at most 10,000 first probes go out per min(interval, 1 s).
+// Adding an address the group already has, or adding to a closed group,
+// does nothing.
+func (g *Group) Add(address string, initial Status) {
+	g.ctlMu.Lock()
+	defer g.ctlMu.Unlock()
+	if g.closed {
+		return
+	}
+	ep, cfg, ok := g.insert(address, initial)
+	if ok {
+		g.start(ep, cfg)
+	}
+}
+
+// insert adds an endpoint without starting its prober.
+func (g *Group) insert(address string, initial Status) (*endpoint, Config, bool) {
+	if initial.Health > Unhealthy {
+		initial = Status{Health: Pending}
+	}
+	if initial.Since.IsZero() {
+		initial.Since = time.Now()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, dup := g.endpoints[address]; dup {
+		return nil, Config{}, false
+	}
+	ep := &endpoint{address: address, status: initial}
+	g.endpoints[address] = ep
+	if initial.Health == Healthy {
+		g.healthy++
+	}
+	return ep, g.cfg, true
+}
+
+// firstProbeBatch is how many first probes may go out per
+// min(interval, 1 s): a batch of new endpoints is spread over that window
+// instead of dialing all at once.
+const firstProbeBatch = 10_000
+
+// firstProbeDelay paces first probes; g.ctlMu must be held.
+func (g *Group) firstProbeDelay(cfg Config) time.Duration {
+	spacing := min(cfg.Interval, time.Second) / firstProbeBatch
+	now := time.Now()
+	if g.nextStart.Before(now) {
+		g.nextStart = now
+	}
+	d := g.nextStart.Sub(now)
+	g.nextStart = g.nextStart.Add(spacing)
+	return d
+}
+
+// start starts ep's prober for cfg, or, in mode none, admits ep at once;
+// g.ctlMu must be held and no prober of ep may be running.
+func (g *Group) start(ep *endpoint, cfg Config) {
+	if cfg.Mode == ModeNone {
+		g.apply(ep, ModeNone, cfg, Result{OK: true, Pushed: true}, time.Now())
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ep.cancel, ep.done = cancel, make(chan struct{})
+	p := newProber(g, ep, cfg)
+	go p.run(ctx, g.firstProbeDelay(cfg))
+}
+
+// stop stops ep's prober, if any, and waits for it to return.
+func (ep *endpoint) stop() {
+	if ep.cancel == nil {
+		return
+	}
+	ep.cancel()
+	<-ep.done
+	ep.cancel, ep.done = nil, nil
+}
+
+// stopAll stops the probers of eps: all are told first, then waited for,
+// so that stopping many takes as long as stopping the slowest.
+func stopAll(eps []*endpoint) {
+	for _, ep := range eps {
+		if ep.cancel != nil {
+			ep.cancel()
+		}
+	}
+	for _, ep := range eps {
+		ep.stop()
+	}
+}
+
+// closeConns closes the probe connections of eps, a few at a time.
+func closeConns(eps []*endpoint) {
+	const parallel = 16
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, ep := range eps {
+		if ep.conn == nil {
+			continue
+		}
+		conn := ep.conn
+		ep.conn = nil
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = conn.Close()
+		})
+	}
+	wg.Wait()
+}
+
+// Remove stops probing address at once, waits for its prober to return,
+// closes its probe connection and returns its last Status. It logs no
+// record: the caller logs "endpoint removed". A pending flap summary (see
+// flapPolicy) is logged now.
+func (g *Group) Remove(address string) (Status, bool) {
+	g.ctlMu.Lock()
+	defer g.ctlMu.Unlock()
+	g.mu.Lock()
+	ep, ok := g.endpoints[address]
+	if !ok {
+		g.mu.Unlock()
+		return Status{}, false
+	}
+	delete(g.endpoints, address)
+	ep.removed = true
+	if ep.status.Health == Healthy {
+		g.healthy--
+	}
+	g.mu.Unlock()
+
+	ep.stop()
+	closeConns([]*endpoint{ep})
+	g.emitMu.Lock()
+	g.flushFlapLocked(ep)
+	g.emitMu.Unlock()
+	return ep.status, true
+}
+
+// Reconfigure restarts every prober with cfg, keeping each endpoint's
+// Status and, unless the new mode needs none, its probe connection. Each
+// restarted prober probes at once (paced as in Add). Switching to mode
+// none admits or readmits every endpoint at once.
+func (g *Group) Reconfigure(cfg Config) {
+	g.ctlMu.Lock()
+	defer g.ctlMu.Unlock()
+	if g.closed {
+		return
+	}
+	cfg = g.checkConfig(cfg)
+	g.mu.Lock()
+	g.cfg = cfg
+	eps := g.listLocked()
+	g.mu.Unlock()
+
+	stopAll(eps)
+	if cfg.Mode == ModeTCP || cfg.Mode == ModeNone {
+		closeConns(eps)
+	}
+	for _, ep := range eps {
+		g.start(ep, cfg)
+	}
+}
+
+// Close stops every prober, waits for them, closes the probe connections
+// and logs pending flap summaries. The group keeps answering Status,
+// Counts and Stats with the last known values; Add and Reconfigure do
+// nothing afterwards.
+func (g *Group) Close() {
+	g.ctlMu.Lock()
+	if g.closed {
+		g.ctlMu.Unlock()
+		return
+	}
+	g.closed = true
+	g.mu.RLock()
+	eps := g.listLocked()
+	g.mu.RUnlock()
+	stopAll(eps)
+	closeConns(eps)
+	g.emitMu.Lock()
+	for _, ep := range eps {
+		g.flushFlapLocked(ep)
+	}
+	g.emitMu.Unlock()
+	g.ctlMu.Unlock()
+	g.summaries.Wait()
+}
+
+func (g *Group) listLocked() []*endpoint {
+	eps := make([]*endpoint, 0, len(g.endpoints))
+	for _, ep := range g.endpoints {
+		eps = append(eps, ep)
+	}
+	return eps
+}
+
+// Status returns the current Status of address.
+func (g *Group) Status(address string) (Status, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	ep, ok := g.endpoints[address]
+	if !ok {
+		return Status{}, false
+	}
+	return ep.status, true
+}
+
+// Counts returns how many of the group's endpoints are healthy, and how
+// many there are.
+func (g *Group) Counts() (healthy, total int) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.healthy, len(g.endpoints)
+}
+
+// Stats returns the latest probe of address (zero before its first probe),
+// and whether the group has address.
+func (g *Group) Stats(address string) (ProbeStats, bool) {
+	g.mu.RLock()
+	ep, ok := g.endpoints[address]
+	g.mu.RUnlock()
+	if !ok {
+		return ProbeStats{}, false
+	}
+	if s := ep.stats.Load(); s != nil {
+		return *s, true
+	}
+	return ProbeStats{}, true
+}
+
+// observe records one probe result or pushed status of ep: stats and
+// OnProbe. It takes no lock.
+func (g *Group) observe(ep *endpoint, mode Mode, r Result, now time.Time) {
+	ep.stats.Store(&ProbeStats{At: now, Latency: r.Latency, Result: r, Mode: mode})
+	if g.onProbe != nil {
+		g.onProbe(ep.address, r)
+	}
+}
+
+// report is the prober's step for one result: observe it, then apply it.
+func (g *Group) report(ep *endpoint, mode Mode, cfg Config, r Result) {
+	now := time.Now()
+	g.observe(ep, mode, r, now)
+	g.apply(ep, mode, cfg, r, now)
+}
+
+// apply runs ep's state machine on r and, if its Status changes, commits
+// the change: the endpoint and the group's counts under the group's lock,
+// then the eviction-log record and OnChange. It must be called by ep's
+// single writer. A result that changes nothing takes no lock. It reports
+// whether a change was committed: not if ep was removed meanwhile.
+func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Time) bool {
+	old := ep.status
+	next, tr := old.Next(r, cfg.Thresholds, now)
+	if next == old {
+		return false
+	}
+	g.emitMu.Lock()
+	defer g.emitMu.Unlock()
+	g.mu.Lock()
+	if ep.removed || ep.status != old {
+		g.mu.Unlock()
+		return false
+	}
+	ep.status = next
+	if old.Health == Healthy {
+		g.healthy--
+	}
+	if next.Health == Healthy {
+		g.healthy++
+	}
+	healthy, total := g.healthy, len(g.endpoints)
+	g.mu.Unlock()
+
+	if tr != NoTransition {
+		g.logTransitionLocked(ep, mode, cfg, tr, next, healthy, total, now)
+	}
+	if g.onChange != nil {
+		g.onChange(Change{
+			Cluster: g.cluster, Address: ep.address,
+			Old: old, New: next, Transition: tr, Result: r,
+			Healthy: healthy, Total: total,
+		})
+	}
+	return true
+}
