@@ -2,7 +2,6 @@ package grpcproxy
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -187,7 +186,9 @@ type compressionSeen struct {
 	last string
 }
 
-func (c *compressionSeen) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (c *compressionSeen) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return ctx
+}
 func (c *compressionSeen) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
 	return ctx
 }
@@ -291,5 +292,3 @@ func refusedAddr(t testing.TB) string {
 	_ = ln.Close()
 	return addr
 }
-
-var errStop = errors.New("stop")

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -31,11 +30,11 @@ import (
 // code.
 type scripted struct {
 	testgrpc.UnimplementedTestServiceServer
-	unary  func(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error)
+	unary  func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error)
 	duplex func(testgrpc.TestService_FullDuplexCallServer) error
 }
 
-func (s *scripted) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (s *scripted) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	return s.unary(ctx, req)
 }
 
@@ -56,7 +55,7 @@ func TestInterop(t *testing.T) {
 func TestNoHealthyUpstream(t *testing.T) {
 	_, addr := startProxy(t, balancer.NewCluster("orders"), Options{})
 	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
-	_, err := tc.EmptyCall(ctxFor(t), &testpb.Empty{})
+	_, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{})
 	st := status.Convert(err)
 	if st.Code() != codes.Unavailable || st.Message() != "no healthy upstream in cluster orders" {
 		t.Fatalf("EmptyCall = %v, want UNAVAILABLE: no healthy upstream in cluster orders", err)
@@ -74,7 +73,7 @@ func TestSpreadsRPCsOfOneConnection(t *testing.T) {
 	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
 	const n = 30
 	for range n {
-		if _, err := tc.EmptyCall(ctxFor(t), &testpb.Empty{}); err != nil {
+		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
 			t.Fatalf("EmptyCall: %v", err)
 		}
 	}
@@ -94,8 +93,8 @@ func TestSpreadsRPCsOfOneConnection(t *testing.T) {
 func TestLeastRequestCountsInflightRPCs(t *testing.T) {
 	release := make(chan struct{})
 	holding := &scripted{
-		unary: func(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-			return &testpb.SimpleResponse{}, nil
+		unary: func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+			return &testgrpc.SimpleResponse{}, nil
 		},
 		duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
 			<-release
@@ -129,7 +128,7 @@ func TestLeastRequestCountsInflightRPCs(t *testing.T) {
 	}
 	before := lessBackend.calls.Load()
 	for range 10 {
-		if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+		if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 			t.Fatalf("UnaryCall: %v", err)
 		}
 	}
@@ -160,10 +159,10 @@ func TestCompression(t *testing.T) {
 			opts = append(opts, grpc.UseCompressor(gzip.Name))
 			want = gzip.Name
 		}
-		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{
-			ResponseType: testpb.PayloadType_COMPRESSABLE,
+		resp, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{
+			ResponseType: testgrpc.PayloadType_COMPRESSABLE,
 			ResponseSize: 100000,
-			Payload:      &testpb.Payload{Body: body},
+			Payload:      &testgrpc.Payload{Body: body},
 		}, opts...)
 		if err != nil {
 			t.Fatalf("call %d (gzip %v): %v", i, gz, err)
@@ -184,9 +183,9 @@ func TestCompression(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if err := s.Send(&testpb.StreamingOutputCallRequest{
-			ResponseParameters: []*testpb.ResponseParameters{{Size: 50000}},
-			Payload:            &testpb.Payload{Body: body},
+		if err := s.Send(&testgrpc.StreamingOutputCallRequest{
+			ResponseParameters: []*testgrpc.ResponseParameters{{Size: 50000}},
+			Payload:            &testgrpc.Payload{Body: body},
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -212,10 +211,10 @@ func TestLargeMessages(t *testing.T) {
 	ctx := ctxFor(t)
 
 	payload := bytes.Repeat([]byte{0xab}, big)
-	resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{
-		ResponseType: testpb.PayloadType_COMPRESSABLE,
+	resp, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{
+		ResponseType: testgrpc.PayloadType_COMPRESSABLE,
 		ResponseSize: big,
-		Payload:      &testpb.Payload{Body: payload},
+		Payload:      &testgrpc.Payload{Body: payload},
 	})
 	if err != nil {
 		t.Fatalf("16 MiB both ways: %v", err)
@@ -229,9 +228,9 @@ func TestLargeMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Send(&testpb.StreamingOutputCallRequest{
-		ResponseParameters: []*testpb.ResponseParameters{{Size: big}},
-		Payload:            &testpb.Payload{Body: payload},
+	if err := s.Send(&testgrpc.StreamingOutputCallRequest{
+		ResponseParameters: []*testgrpc.ResponseParameters{{Size: big}},
+		Payload:            &testgrpc.Payload{Body: payload},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +245,13 @@ func TestLargeMessages(t *testing.T) {
 	// Over the listener's limit, either way: RESOURCE_EXHAUSTED, and the
 	// proxy keeps serving.
 	tooBig := bytes.Repeat([]byte{1}, 25<<20)
-	if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: tooBig}}); status.Code(err) != codes.ResourceExhausted {
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: tooBig}}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("request over MaxMessageSize: %v, want RESOURCE_EXHAUSTED", err)
 	}
-	if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 25 << 20}); status.Code(err) != codes.ResourceExhausted {
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 25 << 20}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("response over MaxMessageSize: %v, want RESOURCE_EXHAUSTED", err)
 	}
-	if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+	if _, err := tc.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
 		t.Errorf("EmptyCall after refusals: %v", err)
 	}
 }
@@ -265,7 +264,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 	}
 	results := make(chan seen, 4)
 	svc := &scripted{
-		unary: func(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+		unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 			dl, ok := ctx.Deadline()
 			left := time.Until(dl)
 			<-ctx.Done()
@@ -276,7 +275,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 			if _, err := stream.Recv(); err != nil {
 				return err
 			}
-			if err := stream.Send(&testpb.StreamingOutputCallResponse{}); err != nil {
+			if err := stream.Send(&testgrpc.StreamingOutputCallResponse{}); err != nil {
 				return err
 			}
 			<-stream.Context().Done()
@@ -293,7 +292,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 	// context expires.
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{})
+	_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 	cancel()
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("UnaryCall with deadline: %v, want DEADLINE_EXCEEDED", err)
@@ -313,7 +312,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 	ctx, cancel = context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{})
+		_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 		errc <- err
 	}()
 	waitFor(t, "the unary call to reach the backend", func() bool { return be.calls.Load() == 2 })
@@ -332,7 +331,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Send(&testpb.StreamingOutputCallRequest{}); err != nil {
+	if err := s.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Recv(); err != nil {
@@ -347,7 +346,7 @@ func TestDeadlineAndCancellationReachBackend(t *testing.T) {
 func TestHeadersTrailersAndStatus(t *testing.T) {
 	detail := durationpb.New(42 * time.Second)
 	svc := &scripted{
-		unary: func(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+		unary: func(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 			switch req.GetFillUsername() {
 			case false: // trailers-only error, with trailer metadata and details
 				_ = grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "t1", "x-trailer-bin", "\x00\x01\xff"))
@@ -366,7 +365,7 @@ func TestHeadersTrailersAndStatus(t *testing.T) {
 	ctx := ctxFor(t)
 
 	var hdr, trl metadata.MD
-	_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+	_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
 	st := status.Convert(err)
 	if st.Code() != codes.FailedPrecondition || st.Message() != "trailers only ☺" {
 		t.Errorf("trailers-only: %v", err)
@@ -385,7 +384,7 @@ func TestHeadersTrailersAndStatus(t *testing.T) {
 	}
 
 	hdr, trl = nil, nil
-	_, err = tc.UnaryCall(ctx, &testpb.SimpleRequest{FillUsername: true}, grpc.Header(&hdr), grpc.Trailer(&trl))
+	_, err = tc.UnaryCall(ctx, &testgrpc.SimpleRequest{FillUsername: true}, grpc.Header(&hdr), grpc.Trailer(&trl))
 	if st := status.Convert(err); st.Code() != codes.Aborted || st.Message() != "failed after headers" {
 		t.Errorf("failure after headers: %v", err)
 	}
@@ -412,7 +411,7 @@ func TestMetadataForwardedExactlyOnce(t *testing.T) {
 	)
 	ctx := metadata.NewOutgoingContext(ctxFor(t), md)
 	var hdr metadata.MD
-	if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.UseCompressor(gzip.Name)); err != nil {
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.Header(&hdr), grpc.UseCompressor(gzip.Name)); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := be.last()
@@ -448,7 +447,7 @@ func TestRetriesUnreachableEndpointBeforeSending(t *testing.T) {
 	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
 	const n = 40
 	for i := range n {
-		if _, err := tc.EmptyCall(ctxFor(t), &testpb.Empty{}); err != nil {
+		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
 			t.Fatalf("RPC %d failed: %v (want every RPC retried onto a live endpoint)", i, err)
 		}
 	}
@@ -466,7 +465,7 @@ func TestNoReplayOnceSent(t *testing.T) {
 	var mu sync.Mutex
 	received := 0
 	failing := &scripted{
-		unary: func(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+		unary: func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 			mu.Lock()
 			received++
 			mu.Unlock()
@@ -477,7 +476,7 @@ func TestNoReplayOnceSent(t *testing.T) {
 	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, a.addr), endpointFor(t, b.addr)), Options{})
 	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
 	for range 6 {
-		_, err := tc.UnaryCall(ctxFor(t), &testpb.SimpleRequest{})
+		_, err := tc.UnaryCall(ctxFor(t), &testgrpc.SimpleRequest{})
 		if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != "backend overloaded" {
 			t.Fatalf("UnaryCall = %v, want the backend's UNAVAILABLE", err)
 		}
@@ -495,7 +494,7 @@ func TestNoReplayOnceSent(t *testing.T) {
 	hits.Add(1)
 	var once sync.Once
 	holder := &scripted{
-		unary: func(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+		unary: func(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 			once.Do(hits.Done)
 			<-dying
 			return nil, ctx.Err()
@@ -508,7 +507,7 @@ func TestNoReplayOnceSent(t *testing.T) {
 	tc2 := testgrpc.NewTestServiceClient(dialClient(t, addr2))
 	errc := make(chan error, 1)
 	go func() {
-		_, err := tc2.UnaryCall(ctxFor(t), &testpb.SimpleRequest{})
+		_, err := tc2.UnaryCall(ctxFor(t), &testgrpc.SimpleRequest{})
 		errc <- err
 	}()
 	hits.Wait()
@@ -537,7 +536,7 @@ func TestEvictionMidStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	pingPong := func() error {
-		if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}}); err != nil {
+		if err := s.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 10}}}); err != nil {
 			return err
 		}
 		_, err := s.Recv()
@@ -554,7 +553,7 @@ func TestEvictionMidStream(t *testing.T) {
 	setHealthy(cl, nil, other)
 	before := otherBackend.calls.Load()
 	for range 5 {
-		if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+		if _, err := tc.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -587,7 +586,7 @@ func TestClosedEndpointCutsStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1}}}); err != nil {
+	if err := s.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Recv(); err != nil {
@@ -605,11 +604,11 @@ func TestSetCluster(t *testing.T) {
 	a, b := startBackend(t, nil), startBackend(t, nil)
 	p, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, a.addr)), Options{})
 	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
-	if _, err := tc.EmptyCall(ctxFor(t), &testpb.Empty{}); err != nil {
+	if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 	p.SetCluster(clusterOf(t, nil, endpointFor(t, b.addr)))
-	if _, err := tc.EmptyCall(ctxFor(t), &testpb.Empty{}); err != nil {
+	if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 	if a.calls.Load() != 1 || b.calls.Load() != 1 {
@@ -663,7 +662,7 @@ func TestShutdownLetsInflightRPCsFinish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ping := &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 8}}}
+	ping := &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 8}}}
 	if err := s.Send(ping); err != nil {
 		t.Fatal(err)
 	}
@@ -697,7 +696,7 @@ func TestShutdownLetsInflightRPCsFinish(t *testing.T) {
 		fresh := testgrpc.NewTestServiceClient(dialClient(t, addr))
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := fresh.EmptyCall(c, &testpb.Empty{})
+		_, err := fresh.EmptyCall(c, &testgrpc.Empty{})
 		return status.Code(err) == codes.Unavailable
 	})
 	// The in-flight stream still works and finishes.
@@ -749,8 +748,8 @@ func TestShutdownCutsRPCsAtDeadline(t *testing.T) {
 func TestMaxConcurrentStreams(t *testing.T) {
 	release := make(chan struct{})
 	svc := &scripted{
-		unary: func(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-			return &testpb.SimpleResponse{}, nil
+		unary: func(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+			return &testgrpc.SimpleResponse{}, nil
 		},
 		duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
 			<-release
@@ -773,7 +772,7 @@ func TestMaxConcurrentStreams(t *testing.T) {
 	// A third RPC waits for a free stream slot on the client connection.
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if _, err := tc.UnaryCall(short, &testpb.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded {
+	if _, err := tc.UnaryCall(short, &testgrpc.SimpleRequest{}); status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("third concurrent RPC = %v, want DEADLINE_EXCEEDED (blocked by the limit)", err)
 	}
 	if be.calls.Load() != 2 {
@@ -785,7 +784,7 @@ func TestMaxConcurrentStreams(t *testing.T) {
 			t.Errorf("stream end = %v", err)
 		}
 	}
-	if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+	if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 		t.Errorf("RPC after streams ended: %v", err)
 	}
 }
@@ -795,7 +794,7 @@ func TestIdleTimeoutClosesClientConnection(t *testing.T) {
 	m := newRecordingMetrics()
 	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, be.addr)), Options{IdleTimeout: 300 * time.Millisecond, Metrics: m})
 	cc := dialClient(t, addr)
-	if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(ctxFor(t), &testpb.Empty{}); err != nil {
+	if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 	// The proxy sends GOAWAY; grpc-go's client goes IDLE.
@@ -812,13 +811,13 @@ func TestMaxConnections(t *testing.T) {
 	m := newRecordingMetrics()
 	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, be.addr)), Options{MaxConnections: 1, Metrics: m})
 	first := dialClient(t, addr)
-	if _, err := testgrpc.NewTestServiceClient(first).EmptyCall(ctxFor(t), &testpb.Empty{}); err != nil {
+	if _, err := testgrpc.NewTestServiceClient(first).EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 	second := dialClient(t, addr)
 	c, cancel := context.WithTimeout(ctxFor(t), 2*time.Second)
 	defer cancel()
-	if _, err := testgrpc.NewTestServiceClient(second).EmptyCall(c, &testpb.Empty{}); status.Code(err) != codes.Unavailable {
+	if _, err := testgrpc.NewTestServiceClient(second).EmptyCall(c, &testgrpc.Empty{}); status.Code(err) != codes.Unavailable {
 		t.Errorf("RPC on a connection over the cap = %v, want UNAVAILABLE", err)
 	}
 	m.mu.Lock()
@@ -833,7 +832,7 @@ func TestMaxConnections(t *testing.T) {
 		second.Connect()
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		_, err := testgrpc.NewTestServiceClient(second).EmptyCall(c, &testpb.Empty{})
+		_, err := testgrpc.NewTestServiceClient(second).EmptyCall(c, &testgrpc.Empty{})
 		return err == nil
 	})
 }

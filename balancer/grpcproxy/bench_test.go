@@ -1,0 +1,158 @@
+package grpcproxy
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding/gzip"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+)
+
+// Benchmarks run the client, the proxy and the backend in this process, so
+// ns/op, allocs/op and cpu-ns/op of a "proxy" sub-benchmark include all
+// three: the proxy's own cost is "proxy" minus "direct".
+//
+//	go test -run '^$' -bench . -benchmem ./balancer/grpcproxy/
+
+// benchTargets starts one interop backend and a proxy in front of it and
+// returns both addresses.
+func benchTargets(b *testing.B) map[string]string {
+	be := startBackend(b, nil)
+	_, proxyAddr := startProxy(b, clusterOf(b, nil, endpointFor(b, be.addr)), Options{})
+	return map[string]string{"direct": be.addr, "proxy": proxyAddr}
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measureCPU reports the process CPU time per operation of the benchmark
+// loop run by f.
+func measureCPU(b *testing.B, f func()) {
+	start := cpuTime()
+	f()
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
+
+var payload1K = &testgrpc.SimpleRequest{
+	ResponseType: testgrpc.PayloadType_COMPRESSABLE,
+	ResponseSize: 1024,
+	Payload:      &testgrpc.Payload{Body: make([]byte, 1024)},
+}
+
+func BenchmarkUnary1KiB(b *testing.B) {
+	for _, name := range []string{"direct", "proxy"} {
+		b.Run(name, func(b *testing.B) {
+			addr := benchTargets(b)[name]
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr))
+			ctx := context.Background()
+			if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			measureCPU(b, func() {
+				for range b.N {
+					if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkUnary1KiBGzip is the same RPC, gzip-compressed both ways: the
+// proxy decompresses and recompresses each message (see the report).
+func BenchmarkUnary1KiBGzip(b *testing.B) {
+	for _, name := range []string{"direct", "proxy"} {
+		b.Run(name, func(b *testing.B) {
+			addr := benchTargets(b)[name]
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr, grpc.WithDefaultCallOptions(grpc.UseCompressor(gzip.Name))))
+			ctx := context.Background()
+			if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			measureCPU(b, func() {
+				for range b.N {
+					if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkUnary1KiBParallel runs 64 concurrent callers on one client
+// connection (SetParallelism(32) on GOMAXPROCS=2).
+func BenchmarkUnary1KiBParallel(b *testing.B) {
+	for _, name := range []string{"direct", "proxy"} {
+		b.Run(name, func(b *testing.B) {
+			addr := benchTargets(b)[name]
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr))
+			if _, err := tc.UnaryCall(context.Background(), payload1K); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.ResetTimer()
+			measureCPU(b, func() {
+				b.RunParallel(func(pb *testing.PB) {
+					ctx := context.Background()
+					for pb.Next() {
+						if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkStreamPingPong1KiB is one message each way per op on a single
+// long-lived bidi stream.
+func BenchmarkStreamPingPong1KiB(b *testing.B) {
+	req := &testgrpc.StreamingOutputCallRequest{
+		ResponseType:       testgrpc.PayloadType_COMPRESSABLE,
+		ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1024}},
+		Payload:            &testgrpc.Payload{Body: make([]byte, 1024)},
+	}
+	for _, name := range []string{"direct", "proxy"} {
+		b.Run(name, func(b *testing.B) {
+			addr := benchTargets(b)[name]
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s, err := tc.FullDuplexCall(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			measureCPU(b, func() {
+				for range b.N {
+					if err := s.Send(req); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := s.Recv(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.StopTimer()
+			_ = s.CloseSend()
+			_, _ = s.Recv()
+		})
+	}
+}
