@@ -67,7 +67,7 @@ func TestExactProportionsOverACycle(t *testing.T) {
 		{"five one one", []uint32{5, 1, 1}},
 		{"two two one", []uint32{2, 2, 1}},
 		{"weights 1 and 10000", []uint32{1, 10000}},
-		{"one heavy among many light", append([]uint32{10000}, picktest.Equal(99)...)},
+		{"one heavy among many light", append([]uint32{10000}, picktest.Equal(19)...)},
 		{"common divisor", []uint32{3000, 1000, 2000}},
 		{"random 20", random(20, 100)},
 		{"random 300", random(300, 10)},
@@ -112,7 +112,7 @@ func TestSmooth(t *testing.T) {
 		{"one two three four", []uint32{1, 2, 3, 4}, 3},
 		{"ten one one one", []uint32{10, 1, 1, 1}, 0},
 		{"mixed 30", picktest.Mixed(30)[:30:30], 0},
-		{"one heavy among many light", append([]uint32{10000}, picktest.Equal(99)...), 0},
+		{"one heavy among many light", append([]uint32{10000}, picktest.Equal(19)...), 0},
 	}
 	// Mixed weights have a huge cycle: check them as 1..20 instead.
 	for i := range tests[5].weights {
@@ -164,14 +164,14 @@ func TestSmooth(t *testing.T) {
 }
 
 // TestLargeMixedWeights checks 10,000 endpoints with weights 1..10000, whose
-// cycle is far too long to walk: a million picks from a random start still
+// cycle is far too long to walk: 300,000 picks from a random start still
 // match the weights closely (the schedule is deterministic, so this is much
 // tighter than a random draw would be).
 func TestLargeMixedWeights(t *testing.T) {
 	weights := picktest.Mixed(10000)
 	eps, index := picktest.Endpoints(weights...)
 	p := Policy{}.Build(eps)
-	counts := picktest.Count(t, p, index, 1_000_000)
+	counts := picktest.Count(t, p, index, 300_000)
 	picktest.ExpectShares(t, counts, weights, 5)
 }
 
