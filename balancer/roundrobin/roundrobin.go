@@ -10,9 +10,11 @@
 // counter visits the n slots in turn, and slot i yields its own endpoint in
 // Count of every Capacity rounds, spread evenly over the rounds like a
 // Bresenham line, and its alias in the others. Over a full cycle each endpoint
-// gets exactly its weight's share; within the cycle light endpoints are
-// evenly spaced and heavy ones are interleaved between them (weights 3:1 give
-// A A A B, 5:1:1 give A B A A C A ..., never A A A A A B C).
+// gets exactly its weight's share; within the cycle, an endpoint lighter
+// than average is picked at even intervals (its average gap, rounded to a
+// multiple of n), and heavier ones fill the rounds in between. Weights 3:1
+// give A A A B repeated, 5:1:1 give A B A A A C A A A A B ..., not bursts
+// such as A A A A A B C.
 //
 // Why not the alternatives: a precomputed schedule (nginx's smooth weighted
 // round robin unrolled into a table) costs memory proportional to the weight
