@@ -301,6 +301,23 @@ clusters:
 			},
 		},
 		{
+			name: "odd keys stay on one line",
+			yaml: "log:\n  \"a\\nb\": 1\n  ? [x]\n  : 2\n  \"\": 3\n",
+			want: []string{
+				`t.yaml:2:3: log."a\nb": unknown field "a\nb"`,
+				`t.yaml:3:5: log: a key must be a field name, not a list`,
+				`t.yaml:5:3: log."": unknown field ""`,
+			},
+		},
+		{
+			name: "odd values stay on one line",
+			yaml: "listeners: [{name: a, address: \":0\", cluster: c, max_connections: !!int \"1\\n2\"}]\nclusters: [{name: c, endpoints: [\"x\\ny\"]}]\n",
+			want: []string{
+				`t.yaml:1:67: listeners[0].max_connections: must be an integer from 0 to 2147483647, not "1\n2"`,
+				`t.yaml:2:34: clusters[0].endpoints[0]: must be a mapping like {address: "x\ny"}, not the string "x\ny"`,
+			},
+		},
+		{
 			name: "duplicate keys",
 			yaml: "log:\n  level: info\n  level: debug\n",
 			want: []string{`t.yaml:3:3: log.level: duplicate field "level" (first at line 2)`},
@@ -532,7 +549,7 @@ clusters:
 				`t.yaml:3:12: listeners[0].name: invalid name "my api": use letters, digits, '-', '_' and '.'`,
 				`t.yaml:3:46: listeners[0].cluster: invalid name "c/1": use letters, digits, '-', '_' and '.'`,
 				`t.yaml:5:11: clusters[0].name: invalid name "c/1": use letters, digits, '-', '_' and '.'`,
-				`t.yaml:6:17: clusters[0].endpoints[0]: must be a mapping like {address: h:1}, not the string "h:1"`,
+				`t.yaml:6:17: clusters[0].endpoints[0]: must be a mapping like {address: "h:1"}, not the string "h:1"`,
 			},
 		},
 	} {

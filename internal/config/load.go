@@ -156,7 +156,7 @@ func syntaxError(errs *errorsAt, data []byte, err error) {
 		}
 	} else if m := yamlAnchorRE.FindStringSubmatch(msg); m != nil {
 		pos = findText(data, "*"+m[1])
-		msg = fmt.Sprintf("alias *%s refers to no anchor (&%s) defined before it", shorten(m[1]), shorten(m[1]))
+		msg = fmt.Sprintf("alias *%s refers to no anchor (&%s) defined before it", clean(m[1]), clean(m[1]))
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}

@@ -268,7 +268,7 @@ func (w *walker) decodeEndpoints(raw *yaml.Node, path string) []Endpoint {
 func (w *walker) decodeEndpoint(raw *yaml.Node, path string) (Endpoint, *yaml.Node) {
 	ep := Endpoint{Weight: DefaultWeight}
 	if n := resolve(raw); n != nil && n.Kind == yaml.ScalarNode && !isNull(n) {
-		w.errs.at(n, path, "must be a mapping like {address: %s}, not %s", shorten(n.Value), describe(n))
+		w.errs.at(n, path, "must be a mapping like {address: %s}, not %s", quote(n.Value), describe(n))
 		return ep, nil
 	}
 	f, m, ok := w.mapping(raw, path, endpointKeys)

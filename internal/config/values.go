@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Defaults, as documented in DESIGN.md's configuration section (and, for the
@@ -112,7 +113,7 @@ func parseSize(s string) (int64, error) {
 	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
 		i++
 	}
-	num, unit := s[:i], strings.TrimSpace(s[i:])
+	num, unit := s[:i], strings.TrimPrefix(s[i:], " ")
 	if num == "" {
 		return 0, fmt.Errorf("invalid size %s: must be a number of bytes or a size like 4MiB, 512KiB, 1GiB", quote(s))
 	}
@@ -302,6 +303,18 @@ func quote(s string) string {
 	return strconv.Quote(shorten(s))
 }
 
+// clean returns s shortened, and quoted if it holds anything unprintable, so
+// a message never spans lines or carries control characters.
+func clean(s string) string {
+	s = shorten(s)
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
 // shorten cuts s to a length fit for a message.
 func shorten(s string) string {
 	const limit = 64
@@ -313,6 +326,21 @@ func shorten(s string) string {
 		cut--
 	}
 	return s[:cut] + "..."
+}
+
+// pathKey renders a mapping key as a path element: as is when it is a plain
+// name, quoted otherwise.
+func pathKey(key string) string {
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return quote(key)
+		}
+	}
+	if key == "" {
+		return `""`
+	}
+	return key
 }
 
 // suggest returns the candidate closest to word if it is close enough to be

@@ -98,9 +98,9 @@ func describe(n *yaml.Node) string {
 		case "!!str":
 			return "the string " + quote(n.Value)
 		case "!!int", "!!float":
-			return "the number " + shorten(n.Value)
+			return "the number " + clean(n.Value)
 		case "!!bool":
-			return "the boolean " + n.Value
+			return "the boolean " + clean(n.Value)
 		case "!!timestamp":
 			return "the date " + quote(n.Value)
 		default:
@@ -181,7 +181,7 @@ func (w *walker) mapping(raw *yaml.Node, path string, known []string) (fields, *
 	}
 	for _, e := range f.entries {
 		if !slices.Contains(known, e.name) {
-			w.errs.at(e.key, join(path, e.name), "unknown field %s%s", quote(e.name), didYouMean(e.name, known))
+			w.errs.at(e.key, join(path, pathKey(e.name)), "unknown field %s%s", quote(e.name), didYouMean(e.name, known))
 		}
 	}
 	return f, n, true
@@ -211,7 +211,7 @@ func (w *walker) collect(at, n *yaml.Node, path string, f *fields, merging []*ya
 			continue
 		}
 		if first := f.find(k.Value, own); first != nil {
-			w.errs.at(k, join(path, k.Value), "duplicate field %s (first at line %d)", quote(k.Value), first.key.Line)
+			w.errs.at(k, join(path, pathKey(k.Value)), "duplicate field %s (first at line %d)", quote(k.Value), first.key.Line)
 			continue
 		}
 		if !f.has(k.Value) {
@@ -332,7 +332,7 @@ func (w *walker) integer(raw *yaml.Node, path string, lo, hi int64) (int64, bool
 	var v int64
 	if n.ShortTag() != "!!int" || n.Decode(&v) != nil {
 		if n.ShortTag() == "!!int" || n.ShortTag() == "!!float" && allDigits(strings.TrimPrefix(n.Value, "-")) {
-			w.errs.at(n, path, "must be an integer from %d to %d, not %s", lo, hi, shorten(n.Value))
+			w.errs.at(n, path, "must be an integer from %d to %d, not %s", lo, hi, clean(n.Value))
 		} else {
 			w.errs.at(n, path, "must be an integer, not %s", describe(n))
 		}
@@ -374,10 +374,10 @@ func (w *walker) duration(raw *yaml.Node, path string, zeroOK bool) (time.Durati
 		w.errs.at(n, path, "invalid duration %s: use a Go duration like 5s, 250ms or 1m30s", quote(n.Value))
 		return 0, false
 	case d < 0:
-		w.errs.at(n, path, "must not be negative, not %s", shorten(n.Value))
+		w.errs.at(n, path, "must not be negative, not %s", clean(n.Value))
 		return 0, false
 	case d == 0 && !zeroOK:
-		w.errs.at(n, path, "must be positive, not %s", shorten(n.Value))
+		w.errs.at(n, path, "must be positive, not %s", clean(n.Value))
 		return 0, false
 	}
 	return d, true
@@ -438,7 +438,7 @@ func (w *walker) size(raw *yaml.Node, path string) (int64, bool) {
 	switch n.ShortTag() {
 	case "!!int":
 		if n.Decode(&v) != nil {
-			w.errs.at(n, path, "must be at most %s, not %s", formatSize(MaxMessageSize), shorten(n.Value))
+			w.errs.at(n, path, "must be at most %s, not %s", formatSize(MaxMessageSize), clean(n.Value))
 			return 0, false
 		}
 	case "!!str":
@@ -452,7 +452,7 @@ func (w *walker) size(raw *yaml.Node, path string) (int64, bool) {
 		return 0, false
 	}
 	if v < MinMessageSize || v > MaxMessageSize {
-		w.errs.at(n, path, "must be from %s to %s, not %s", formatSize(MinMessageSize), formatSize(MaxMessageSize), shorten(n.Value))
+		w.errs.at(n, path, "must be from %s to %s, not %s", formatSize(MinMessageSize), formatSize(MaxMessageSize), clean(n.Value))
 		return 0, false
 	}
 	return v, true
