@@ -2,6 +2,7 @@ package config
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -101,4 +102,12 @@ func (c *errorsAt) atPos(pos Pos, path, format string, args ...any) {
 		File: c.file, Line: max(pos.Line, 1), Col: max(pos.Col, 1),
 		Path: path, Msg: fmt.Sprintf(format, args...),
 	})
+}
+
+// Errorf builds an Error in this configuration's file at pos, for problems
+// found after loading (a listener address that cannot be bound, say). A %w
+// verb in format makes the error wrap its operand, as with fmt.Errorf.
+func (c *Config) Errorf(pos Pos, path, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{File: c.File, Line: pos.Line, Col: pos.Col, Path: path, Msg: err.Error(), Err: errors.Unwrap(err)}
 }

@@ -247,3 +247,15 @@ func TestParseTooLarge(t *testing.T) {
 		t.Errorf("Parse(huge) = %v", err)
 	}
 }
+
+func TestConfigErrorf(t *testing.T) {
+	cfg := mustParse(t, "listeners: [{name: a, address: \":0\", cluster: c}]\nclusters: [{name: c, endpoints: [{address: \"h:1\"}]}]\n")
+	cfg.File = "vigil.yaml"
+	err := cfg.Errorf(cfg.Listeners[0].Pos, "listeners[0].address", "cannot listen: %w", fs.ErrPermission)
+	if want := "vigil.yaml:1:13: listeners[0].address: cannot listen: permission denied"; err.Error() != want {
+		t.Errorf("Errorf = %q, want %q", err, want)
+	}
+	if !errors.Is(err, fs.ErrPermission) {
+		t.Error("Errorf does not wrap its %w operand")
+	}
+}
