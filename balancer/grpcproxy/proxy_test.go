@@ -836,3 +836,26 @@ func TestMaxConnections(t *testing.T) {
 		return err == nil
 	})
 }
+
+func TestBackendDyingBetweenProbesCostsNoRPC(t *testing.T) {
+	backends := []*backend{startBackend(t, nil), startBackend(t, nil), startBackend(t, nil)}
+	var eps []*balancer.Endpoint
+	for _, b := range backends {
+		eps = append(eps, endpointFor(t, b.addr))
+	}
+	_, addr := startProxy(t, clusterOf(t, nil, eps...), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	for range 6 { // every endpoint connected and used
+		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The backend dies; the cluster still lists it as healthy (no probe
+	// has noticed yet).
+	backends[0].stop()
+	for i := range 30 {
+		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+			t.Fatalf("RPC %d after a backend died: %v", i, err)
+		}
+	}
+}
