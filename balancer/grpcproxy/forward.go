@@ -129,7 +129,7 @@ func (p *Proxy) open(ctx context.Context, c *call, cl *balancer.Cluster, method 
 		}
 		ep.Release()
 		lastErr = err
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+		if !unreachable(ctx, err) {
 			return nil, err
 		}
 		if p.metrics != nil {
@@ -141,6 +141,22 @@ func (p *Proxy) open(ctx context.Context, c *call, cl *balancer.Cluster, method 
 		return nil, lastErr
 	}
 	return nil, status.Errorf(codes.Unavailable, "no healthy upstream in cluster %s", cl.Name())
+}
+
+// unreachable tells whether a NewStream error means the endpoint could not
+// be reached, so that the RPC, of which nothing was sent, may go elsewhere:
+// UNAVAILABLE (refused, reset, transient failure), or CANCELLED while the
+// client's own context is fine (the endpoint's connection was closed under
+// us: it was removed between the pick and the call).
+func unreachable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled:
+		return true
+	}
+	return false
 }
 
 func seen(tried []*balancer.Endpoint, ep *balancer.Endpoint) bool {

@@ -65,8 +65,8 @@ type Options struct {
 	MaxConnections int
 	// Health is the proxy's own health service, owned by the caller and
 	// shared by all grpc listeners; it is registered on this listener and
-	// answered locally. nil registers a private one (every service
-	// SERVING).
+	// answered locally. nil registers a private one, in which only
+	// service "" is SERVING.
 	Health *health.Server
 	// Logger receives the listener's few log records; nil discards them.
 	Logger *slog.Logger

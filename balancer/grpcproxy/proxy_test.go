@@ -859,3 +859,19 @@ func TestBackendDyingBetweenProbesCostsNoRPC(t *testing.T) {
 		}
 	}
 }
+
+func TestRetriesEndpointWhoseConnectionWasClosed(t *testing.T) {
+	a, b := startBackend(t, nil), startBackend(t, nil)
+	gone := endpointFor(t, a.addr)
+	_ = gone.Conn().Close() // removed and closed between the pick and the call
+	_, addr := startProxy(t, clusterOf(t, nil, gone, endpointFor(t, b.addr)), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	for i := range 10 {
+		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+			t.Fatalf("RPC %d: %v", i, err)
+		}
+	}
+	if b.calls.Load() != 10 {
+		t.Errorf("live backend served %d of 10", b.calls.Load())
+	}
+}
