@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+)
+
+// caller makes one UnaryCall and returns the server_id that answered.
+type caller interface {
+	call(ctx context.Context) (serverID string, err error)
+	Close() error
+}
+
+// newCaller returns the caller for opts.mode.
+func newCaller(opts options) (caller, error) {
+	req := &testpb.SimpleRequest{
+		FillServerId: true,
+		ResponseSize: int32(opts.size),
+		Payload:      &testpb.Payload{Body: make([]byte, opts.size)},
+	}
+	switch opts.mode {
+	case modeTCP:
+		// Fail now on a target gRPC cannot parse, not on every call.
+		conn, err := dialTarget(opts.target)
+		if err != nil {
+			return nil, err
+		}
+		conn.Close()
+		return &connPerCall{target: opts.target, req: req}, nil
+	default:
+		conn, err := dialTarget(opts.target)
+		if err != nil {
+			return nil, err
+		}
+		return &sharedConn{conn: conn, client: testpb.NewTestServiceClient(conn), req: req}, nil
+	}
+}
+
+func dialTarget(target string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithNoProxy(), // vigil is the proxy under test; never go around it
+	)
+	if err != nil {
+		return nil, fmt.Errorf("gRPC client for %s: %w", target, err)
+	}
+	return conn, nil
+}
+
+// sharedConn sends every call over one ClientConn: a grpc listener balances
+// each RPC, so the spread shows per-RPC balancing.
+type sharedConn struct {
+	conn   *grpc.ClientConn
+	client testpb.TestServiceClient
+	req    *testpb.SimpleRequest // read-only, shared by concurrent calls
+}
+
+func (s *sharedConn) call(ctx context.Context) (string, error) {
+	resp, err := s.client.UnaryCall(ctx, s.req)
+	return resp.GetServerId(), err
+}
+
+func (s *sharedConn) Close() error { return s.conn.Close() }
+
+// connPerCall opens a new connection for every call and closes it after: a
+// tcp listener balances per connection, so only new connections spread.
+type connPerCall struct {
+	target string
+	req    *testpb.SimpleRequest
+}
+
+func (c *connPerCall) call(ctx context.Context) (string, error) {
+	conn, err := dialTarget(c.target)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	resp, err := testpb.NewTestServiceClient(conn).UnaryCall(ctx, c.req)
+	return resp.GetServerId(), err
+}
+
+func (c *connPerCall) Close() error { return nil }
+
+// sendTraffic starts a call every 1/rate seconds (the first at once) until
+// ctx is done, with at most opts.concurrency calls in flight, and records
+// each outcome. It returns once every call it started has finished; calls
+// are not cancelled by ctx, only bounded by opts.timeout, so a final report
+// does not count calls cut short by the client itself.
+func sendTraffic(ctx context.Context, c caller, opts options, rec *recorder) {
+	interval := time.Duration(float64(time.Second) / opts.rate)
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	inFlight := make(chan struct{}, opts.concurrency)
+	callCtx := context.WithoutCancel(ctx)
+	var calls sync.WaitGroup
+	defer calls.Wait()
+	for {
+		select {
+		case inFlight <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		calls.Go(func() {
+			defer func() { <-inFlight }()
+			ctx, cancel := context.WithTimeout(callCtx, opts.timeout)
+			defer cancel()
+			rec.record(c.call(ctx))
+		})
+		select {
+		case <-ticker.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
