@@ -367,6 +367,10 @@ func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *HealthCheck)
 	}
 }
 
+// maxSuggestWork bounds the name comparisons made for "did you mean"
+// suggestions of unknown cluster references in one file.
+const maxSuggestWork = 1_000_000
+
 // crossCheck reports what no single value shows: duplicate names and
 // listen addresses, and listeners naming a cluster that does not exist.
 func (w *walker) crossCheck(cfg *Config, src *sources) {
@@ -386,6 +390,7 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 	}
 
 	listenerNames := make(map[string]int, len(cfg.Listeners))
+	suggestWork := 0
 	type bound struct {
 		what string
 		line int
@@ -414,7 +419,13 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 		}
 		if ls.cluster != nil {
 			if _, ok := clusterNames[l.Cluster]; !ok {
-				w.errs.at(ls.cluster, join(path, "cluster"), "unknown cluster %s%s", quote(l.Cluster), didYouMean(l.Cluster, names))
+				hint := ""
+				// Suggestions compare with every cluster name: bound their
+				// total cost for files with huge numbers of both.
+				if suggestWork += len(names); suggestWork <= maxSuggestWork {
+					hint = didYouMean(l.Cluster, names)
+				}
+				w.errs.at(ls.cluster, join(path, "cluster"), "unknown cluster %s%s", quote(l.Cluster), hint)
 			}
 		}
 	}

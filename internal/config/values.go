@@ -349,16 +349,13 @@ func suggest(word string, candidates []string) string {
 	if len(word) > 4*MaxNameLen {
 		return ""
 	}
-	norm := func(s string) string {
-		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
-	}
-	w := norm(word)
+	w := normalizeName(word)
 	best, bestDist := "", -1
 	for _, c := range candidates {
 		if c == word {
 			continue
 		}
-		nc := norm(c)
+		nc := normalizeName(c)
 		if nc == w {
 			return c // differs only in case or separators: lb-policy, lbPolicy
 		}
@@ -368,6 +365,30 @@ func suggest(word string, candidates []string) string {
 		}
 	}
 	return best
+}
+
+// normalizeName lowers s and drops '_' and '-', so that lb-policy, lbPolicy
+// and lb_policy compare equal.
+func normalizeName(s string) string {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c != '_' && c != '-' && (c < 'A' || c > 'Z')
+	}
+	if plain {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '_' || c == '-':
+		case c >= 'A' && c <= 'Z':
+			b = append(b, c+'a'-'A')
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // editDistance is the optimal string alignment distance between a and b
