@@ -138,3 +138,21 @@ func TestBillionLaughs(t *testing.T) {
 		})
 	}
 }
+
+// TestManyKeys: a mapping with many keys (all unknown here) is handled in
+// linear time and each key is reported once; duplicates among them too.
+func TestManyKeys(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("log:\n")
+	for i := range 20000 {
+		fmt.Fprintf(&b, "  k%d: 1\n", i)
+	}
+	b.WriteString("  k7: 2\n  level: warn\n")
+	lines := errorLines(t, b.String())
+	if len(lines) != 20001 {
+		t.Fatalf("%d errors, want 20001", len(lines))
+	}
+	if want := `t.yaml:20002:3: log.k7: duplicate field "k7" (first at line 9)`; lines[20000] != want {
+		t.Errorf("last error = %q, want %q", lines[20000], want)
+	}
+}

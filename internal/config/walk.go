@@ -128,17 +128,38 @@ type entry struct {
 }
 
 // fields are the entries of a mapping after merges, in order. Mappings of
-// the schema have a handful of keys, so a slice scanned linearly beats a map.
+// the schema have a handful of keys, scanned linearly; a mapping with many
+// (unknown) keys gets an index so that it is not quadratic.
 type fields struct {
 	entries []entry
+	index   map[string]int // name -> position in entries, once large
 }
 
+// indexAbove is the entry count past which fields keeps an index.
+const indexAbove = 16
+
+// add appends an entry whose name is not in f yet.
 func (f *fields) add(e entry) {
 	f.entries = append(f.entries, e)
+	switch {
+	case f.index != nil:
+		f.index[e.name] = len(f.entries) - 1
+	case len(f.entries) > indexAbove:
+		f.index = make(map[string]int, 2*len(f.entries))
+		for i, e := range f.entries {
+			f.index[e.name] = i
+		}
+	}
 }
 
 // find returns the entry for key among entries[from:], or nil.
 func (f *fields) find(key string, from int) *entry {
+	if f.index != nil {
+		if i, ok := f.index[key]; ok && i >= from {
+			return &f.entries[i]
+		}
+		return nil
+	}
 	for i := from; i < len(f.entries); i++ {
 		if f.entries[i].name == key {
 			return &f.entries[i]
