@@ -1,0 +1,138 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/vigil-proxy/vigil/checker"
+	"github.com/vigil-proxy/vigil/internal/state"
+)
+
+// ClustersResponse is the answer of GET /clusters (DESIGN.md, "Admin API").
+type ClustersResponse struct {
+	Clusters []Cluster `json:"clusters"`
+}
+
+// Cluster is one cluster in ClustersResponse.
+type Cluster struct {
+	Name string `json:"name"`
+	// Healthy and Total count the endpoints in the configuration (Total
+	// leaves out draining ones, like the eviction log's healthy/total).
+	Healthy int  `json:"healthy"`
+	Total   int  `json:"total"`
+	Panic   bool `json:"panic"`
+	// LBPolicy, PanicThreshold and Check are the cluster's settings.
+	LBPolicy       string     `json:"lb_policy"`
+	PanicThreshold int        `json:"panic_threshold"`
+	Check          string     `json:"check"`
+	Endpoints      []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one endpoint in ClustersResponse.
+type Endpoint struct {
+	Address string `json:"address"`
+	Weight  uint32 `json:"weight"`
+	// Health is pending, healthy, unhealthy or draining.
+	Health string `json:"health"`
+	// Reason is what evicted the endpoint, or its latest failure while it
+	// stays out; "" when it is healthy.
+	Reason string `json:"reason"`
+	// Cause is who decided: "answer" (the backend said so), "transport"
+	// (it could not be asked), or "" when healthy.
+	Cause string `json:"cause"`
+	// Since is when Health last changed.
+	Since time.Time `json:"since"`
+	// Failures counts consecutive failed probes.
+	Failures int `json:"failures"`
+	// Check is the health-check mode in force.
+	Check string `json:"check"`
+	// LastProbe is when the latest probe result arrived (null before the
+	// first, or when unknown).
+	LastProbe *time.Time `json:"last_probe"`
+	// LastLatencyMS is how long the latest timed probe took, in
+	// milliseconds (null when unknown).
+	LastLatencyMS *float64 `json:"last_latency_ms"`
+	// Inflight counts the connections and RPCs open to the endpoint.
+	Inflight int64 `json:"inflight"`
+}
+
+// snapshotClusters reads every cluster and endpoint from one consistent
+// view of the store.
+func (s *Server) snapshotClusters() (*ClustersResponse, error) {
+	txn := s.opts.Store.Snapshot()
+	rows, err := txn.Clusters(nil)
+	if err != nil {
+		return nil, err
+	}
+	resp := &ClustersResponse{Clusters: make([]Cluster, 0, len(rows))}
+	for _, row := range rows {
+		eps, err := txn.EndpointsByCluster(nil, row.Name)
+		if err != nil {
+			return nil, err
+		}
+		resp.Clusters = append(resp.Clusters, s.cluster(row, eps))
+	}
+	return resp, nil
+}
+
+func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
+	c := Cluster{
+		Name:           row.Name,
+		Panic:          row.Panic,
+		LBPolicy:       string(row.LBPolicy),
+		PanicThreshold: row.PanicThreshold,
+		Check:          string(row.HealthCheck.Mode),
+		Endpoints:      make([]Endpoint, 0, len(eps)),
+	}
+	for _, e := range eps {
+		switch e.Status.Health {
+		case checker.Healthy:
+			c.Healthy++
+			c.Total++
+		case checker.Draining:
+		default:
+			c.Total++
+		}
+		ep := Endpoint{
+			Address:  e.Address,
+			Weight:   e.Weight,
+			Health:   e.Status.Health.String(),
+			Reason:   e.Status.Reason,
+			Since:    e.Status.Since.UTC(),
+			Failures: e.Status.Failures,
+			Check:    string(e.Check),
+		}
+		if e.Status.Cause != checker.CauseNone {
+			ep.Cause = e.Status.Cause.String()
+		}
+		if s.opts.Stats != nil {
+			if st, ok := s.opts.Stats(e.Cluster, e.Address); ok {
+				if !st.LastProbe.IsZero() {
+					t := st.LastProbe.UTC()
+					ep.LastProbe = &t
+					ms := float64(st.LastLatency) / float64(time.Millisecond)
+					ep.LastLatencyMS = &ms
+				}
+				ep.Inflight = st.Inflight
+			}
+		}
+		c.Endpoints = append(c.Endpoints, ep)
+	}
+	return c
+}
+
+func (s *Server) clusters(w http.ResponseWriter, _ *http.Request) {
+	resp, err := s.snapshotClusters()
+	if err != nil {
+		s.log.Error("admin: read clusters", "err", err)
+		http.Error(w, fmt.Sprintf("read clusters: %v", err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(resp)
+}
