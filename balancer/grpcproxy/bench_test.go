@@ -2,6 +2,7 @@ package grpcproxy
 
 import (
 	"context"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -55,15 +56,22 @@ func BenchmarkUnary1KiB(b *testing.B) {
 			if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
 				b.Fatal(err)
 			}
+			lat := make([]time.Duration, b.N)
 			b.ReportAllocs()
 			b.ResetTimer()
 			measureCPU(b, func() {
-				for range b.N {
+				for i := range b.N {
+					start := time.Now()
 					if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
 						b.Fatal(err)
 					}
+					lat[i] = time.Since(start)
 				}
 			})
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 		})
 	}
 }

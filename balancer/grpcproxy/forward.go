@@ -45,6 +45,9 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 		return status.Error(codes.Internal, "vigil: no method on the server stream")
 	}
 	cl := p.cluster.Load()
+	if cl == nil {
+		return status.Error(codes.Unavailable, "vigil: the listener has no cluster")
+	}
 	var start time.Time
 	if p.metrics != nil {
 		start = time.Now()
