@@ -99,11 +99,7 @@ func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
 	rt.group = checker.NewGroup(checkerConfig(cfg.HealthCheck), checker.GroupOptions{
 		Cluster: cfg.Name,
 		Logger:  s.log,
-		OnChange: func(ch checker.Change) {
-			if err := s.store.SetEndpointStatus(ch.Cluster, ch.Address, ch.New); err != nil {
-				s.log.Error("store endpoint health", "cluster", ch.Cluster, "endpoint", ch.Address, "err", err)
-			}
-		},
+		OnChange: rt.changed,
 		OnProbe: func(address string, r checker.Result) { s.metrics.probe(cfg.Name, address, r) },
 	})
 	rt.wg.Add(1)
@@ -118,6 +114,17 @@ func policyFor(name config.LBPolicy) balancer.Policy {
 	// The config package only lets registered names through.
 	p, _ := balancer.PolicyByName(string(config.RoundRobin))
 	return p
+}
+
+// changed records a prober's status change in the store and installs the
+// picker that follows from it before returning, so that once the checker
+// logs an eviction no new connection or RPC goes to that endpoint.
+func (rt *clusterRT) changed(ch checker.Change) {
+	if err := rt.s.store.SetEndpointStatus(ch.Cluster, ch.Address, ch.New); err != nil {
+		rt.log.Error("store endpoint health", "cluster", ch.Cluster, "endpoint", ch.Address, "err", err)
+	}
+	rt.s.metrics.change(ch)
+	rt.rebuild(nil)
 }
 
 // watch rebuilds the picker each time the cluster's endpoints change in the
@@ -309,11 +316,13 @@ func (rt *clusterRT) write(w state.Writer, p clusterPlan, now time.Time) error {
 
 // commit makes the running cluster match the plan, after the store has.
 // It logs "endpoint added" and "endpoint removed" when reload is true.
+//
+// The checker is called without rt.mu held: a prober reporting a change
+// rebuilds the picker (which takes rt.mu) while Remove waits for that
+// prober to stop.
 func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Duration) {
 	rt.mu.Lock()
-	if p.healthChanged {
-		rt.group.Reconfigure(checkerConfig(p.cfg.HealthCheck))
-	}
+	var removed []*endpointRT
 	for _, e := range slices.Concat(p.added, p.readded) {
 		// A draining endpoint may have finished draining since plan
 		// looked: then it is new again.
@@ -324,17 +333,11 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 			er.draining = false
 			er.stopDrain()
 		}
-		rt.group.Add(e.Address, checker.Status{Health: checker.Pending, Since: time.Now()})
-		if reload {
-			rt.log.Info("endpoint added", "cluster", rt.name, "endpoint", e.Address)
-		}
 	}
 	for _, addr := range p.removed {
 		er := rt.endpoints[addr]
 		er.draining = true
-		rt.group.Remove(addr)
-		rt.startDrain(addr, er, drainTimeout)
-		rt.log.Info("endpoint removed", "cluster", rt.name, "endpoint", addr, "drain_timeout", drainTimeout.String())
+		removed = append(removed, er)
 	}
 	rt.cfg, rt.removed = p.cfg, false
 	rt.policy = policyFor(p.cfg.LBPolicy)
@@ -342,6 +345,25 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 		rt.built = false
 	}
 	rt.mu.Unlock()
+
+	if p.healthChanged {
+		rt.group.Reconfigure(checkerConfig(p.cfg.HealthCheck))
+	}
+	for _, e := range slices.Concat(p.added, p.readded) {
+		rt.group.Add(e.Address, checker.Status{Health: checker.Pending, Since: time.Now()})
+		if reload {
+			rt.log.Info("endpoint added", "cluster", rt.name, "endpoint", e.Address)
+		}
+	}
+	for i, addr := range p.removed {
+		rt.group.Remove(addr)
+		rt.mu.Lock()
+		if removed[i].draining { // not added back meanwhile
+			rt.startDrain(addr, removed[i], drainTimeout)
+		}
+		rt.mu.Unlock()
+		rt.log.Info("endpoint removed", "cluster", rt.name, "endpoint", addr, "drain_timeout", drainTimeout.String())
+	}
 	rt.rebuild(nil)
 }
 
