@@ -28,14 +28,37 @@
 // SERVING pushed on a Watch stream. See CheckOnce for the exact
 // classification.
 //
+// # Watch mode
+//
+// Mode watch keeps one Watch stream per endpoint; every pushed status takes
+// effect at once. Broken streams are re-opened with backoff, each failed
+// attempt counting as a failure; Watch UNIMPLEMENTED falls back to Check
+// polling; a liveness Check every interval on the stream's connection
+// evicts a blackholed endpoint within interval + timeout. The details are
+// in watch.go.
+//
 // # Eviction log
 //
 // Transitions are logged with log/slog: "endpoint admitted" (INFO: cluster,
 // endpoint, check), "endpoint evicted" (WARN: cluster, endpoint, check,
 // reason, failures, healthy, total, and hint where the cause is usually a
 // mistake on the backend) and "endpoint readmitted" (INFO: cluster,
-// endpoint, check, healthy, total). Records of a flapping endpoint are
-// rate-limited and summarised (see flapPolicy in eventlog.go).
+// endpoint, check, healthy, total). check is the mode in use: "check" for
+// a Watch endpoint that fell back to Check.
+//
+// A flapping endpoint cannot flood the log. Its transition records draw
+// from a token bucket of 5 that refills at one record per 5 s. A
+// transition that finds the bucket empty is still applied and reported to
+// OnChange and OnProbe, but not logged. 5 s after the first such
+// suppressed transition, one WARN record "endpoint flapping" (keys cluster,
+// endpoint, check, suppressed, evictions, readmissions, over, health,
+// healthy, total) summarises what was suppressed since; a pending summary
+// is logged at once on Remove and Close. A continuous flap thus logs about
+// one transition and one summary every 5 s per endpoint.
+//
+// Two warnings are logged once per endpoint: "endpoint has no health
+// service, serving it anyway" (on_unimplemented: serve) and "endpoint does
+// not implement Watch, polling with Check".
 //
 // # Connections
 //

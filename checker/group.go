@@ -112,9 +112,10 @@ type endpoint struct {
 	// them. It survives Reconfigure.
 	conn *grpc.ClientConn
 
-	// warnedUnimplemented is set once the on_unimplemented: serve warning
-	// was logged; owned like conn.
+	// Once-per-endpoint warnings (on_unimplemented: serve, Watch
+	// fallback), set when logged; owned like conn.
 	warnedUnimplemented bool
+	warnedNoWatch       bool
 
 	flap flapState // under Group.emitMu
 

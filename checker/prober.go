@@ -37,8 +37,8 @@ func (p *prober) run(ctx context.Context, firstDelay time.Duration) {
 	case <-p.timer.C:
 	}
 	if p.mode == ModeWatch {
-		// Phase 1: Watch is not implemented yet; poll with Check.
-		p.mode = ModeCheck
+		p.watch(ctx)
+		return
 	}
 	p.poll(ctx)
 }
