@@ -107,18 +107,29 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
+// servers are the test servers by base URL.
+var servers = map[string]*Server{}
+
 // start serves a Server built from opts on 127.0.0.1:0 and returns it and
 // its base URL; the server is shut down when the test ends.
 func start(t *testing.T, opts Options) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, ln, opts)
+}
+
+// serveOn serves a Server built from opts on ln until the test ends.
+func serveOn(t *testing.T, ln net.Listener, opts Options) (*Server, string) {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	srv := New(opts)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := "http://" + ln.Addr().String()
+	servers[base] = srv
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -130,8 +141,9 @@ func start(t *testing.T, opts Options) (*Server, string) {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		delete(servers, base)
 	})
-	return srv, "http://" + ln.Addr().String()
+	return srv, base
 }
 
 // get fetches url and returns the status code, headers and body.
@@ -218,7 +230,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
 
 func contains(s string, subs ...string) bool {
 	for _, sub := range subs {
