@@ -18,7 +18,7 @@ import (
 func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("vigil status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", admin.DefaultAddress, "admin API `ADDR`ess: host:port or http://host:port")
+	addr := fs.String("admin", admin.DefaultAddress, "`ADDR` of the admin API: host:port or http://host:port")
 	watch := fs.Bool("watch", false, "follow the eviction log and redraw after every event (Ctrl-C to stop)")
 	asJSON := fs.Bool("json", false, "print the raw /clusters JSON (with --watch: one line per change)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each answer")
