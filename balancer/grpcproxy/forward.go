@@ -141,7 +141,11 @@ func (p *Proxy) open(ctx context.Context, c *call, cl *balancer.Cluster, method 
 		p.log.Debug("endpoint unreachable, trying another", "cluster", cl.Name(), "endpoint", ep.Address(), "error", err)
 	}
 	if lastErr != nil {
-		return nil, lastErr
+		// Every endpoint tried was unreachable: UNAVAILABLE (also when the
+		// last one's connection was closed under us, which grpc-go reports
+		// as CANCELLED although the client cancelled nothing).
+		return nil, status.Errorf(codes.Unavailable, "vigil: no reachable endpoint in cluster %s (tried %d): %s",
+			cl.Name(), attempts, status.Convert(lastErr).Message())
 	}
 	return nil, status.Errorf(codes.Unavailable, "no healthy upstream in cluster %s", cl.Name())
 }

@@ -875,3 +875,13 @@ func TestRetriesEndpointWhoseConnectionWasClosed(t *testing.T) {
 		t.Errorf("live backend served %d of 10", b.calls.Load())
 	}
 }
+
+func TestAllEndpointsUnreachable(t *testing.T) {
+	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, refusedAddr(t)), endpointFor(t, deadListener(t))), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	_, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{})
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no reachable endpoint in cluster orders (tried 2)") {
+		t.Fatalf("EmptyCall = %v, want UNAVAILABLE naming the cluster and the 2 endpoints tried", err)
+	}
+}
