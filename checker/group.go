@@ -404,7 +404,7 @@ func (g *Group) report(ep *endpoint, mode Mode, cfg Config, r Result) {
 
 // apply runs ep's state machine on r and, if its Status changes, commits
 // the change: the endpoint and the group's counts under the group's lock,
-// then the eviction-log record and OnChange. It must be called by ep's
+// then OnChange and the eviction-log record. It must be called by ep's
 // single writer. A result that changes nothing takes no lock. It reports
 // whether a change was committed: not if ep was removed meanwhile.
 func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Time) bool {
@@ -430,15 +430,17 @@ func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Ti
 	healthy, total := g.healthy, len(g.endpoints)
 	g.mu.Unlock()
 
-	if tr != NoTransition {
-		g.logTransitionLocked(ep, mode, cfg, tr, next, healthy, total, now)
-	}
+	// OnChange first: whoever reads the eviction log (a person, a script,
+	// the admin event stream) must find the change already in force.
 	if g.onChange != nil {
 		g.onChange(Change{
 			Cluster: g.cluster, Address: ep.address,
 			Old: old, New: next, Transition: tr, Result: r,
 			Healthy: healthy, Total: total,
 		})
+	}
+	if tr != NoTransition {
+		g.logTransitionLocked(ep, mode, cfg, tr, next, healthy, total, now)
 	}
 	return true
 }
