@@ -58,6 +58,9 @@ func newBackend(opts options, id string, logger *slog.Logger) *backend {
 		b.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	b.grpc = grpc.NewServer(
+		// Room for the largest payload the TestService serves, plus framing.
+		grpc.MaxRecvMsgSize(maxPayload+maxPayloadSlack),
+		grpc.MaxSendMsgSize(maxPayload+maxPayloadSlack),
 		grpc.ChainUnaryInterceptor(b.countUnary),
 		grpc.ChainStreamInterceptor(b.countStream),
 	)

@@ -24,6 +24,9 @@ const (
 // gets an error instead of a huge allocation.
 const maxPayload = 16 << 20
 
+// maxPayloadSlack is what a message may hold beyond its payload.
+const maxPayloadSlack = 64 << 10
+
 // testService implements grpc.testing.TestService with the interop server's
 // semantics (response sizes, status echo, metadata echo, response intervals)
 // and fills server_id with the backend's id when asked. It is written here

@@ -61,8 +61,12 @@ type options struct {
 	name        string
 }
 
-// maxSize matches the backend's bound on response sizes.
-const maxSize = 16 << 20
+// maxSize matches the backend's bound on response sizes; maxSizeSlack is
+// what a message may hold beyond its payload.
+const (
+	maxSize      = 16 << 20
+	maxSizeSlack = 64 << 10
+)
 
 var errUsage = errors.New("usage")
 

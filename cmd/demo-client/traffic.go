@@ -46,6 +46,10 @@ func dialTarget(target string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithNoProxy(), // vigil is the proxy under test; never go around it
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(maxSize+maxSizeSlack),
+			grpc.MaxCallSendMsgSize(maxSize+maxSizeSlack),
+		),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("gRPC client for %s: %w", target, err)
