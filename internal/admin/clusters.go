@@ -51,8 +51,9 @@ type Endpoint struct {
 	// LastProbe is when the latest probe result arrived (null before the
 	// first, or when unknown).
 	LastProbe *time.Time `json:"last_probe"`
-	// LastLatencyMS is how long the latest timed probe took, in
-	// milliseconds (null when unknown).
+	// LastLatencyMS is how long the latest probe took, in milliseconds
+	// (null when unknown: before the first probe, or when the latest
+	// result was a status pushed on a Watch stream).
 	LastLatencyMS *float64 `json:"last_latency_ms"`
 	// Inflight counts the connections and RPCs open to the endpoint.
 	Inflight int64 `json:"inflight"`
@@ -112,6 +113,10 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 				if !st.LastProbe.IsZero() {
 					t := st.LastProbe.UTC()
 					ep.LastProbe = &t
+				}
+				// A status pushed on a Watch stream is not timed: no
+				// latency rather than zero.
+				if st.LastLatency > 0 {
 					ms := float64(st.LastLatency) / float64(time.Millisecond)
 					ep.LastLatencyMS = &ms
 				}

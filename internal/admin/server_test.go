@@ -79,10 +79,15 @@ func TestClustersJSONShape(t *testing.T) {
 			t.Errorf("endpoint %s = %#v; want %#v", k, ep[k], want)
 		}
 	}
-	// An endpoint never probed has null probe figures.
-	pending := clusters[1].(map[string]any)["endpoints"].([]any)[1].(map[string]any)
-	if pending["last_probe"] != nil || pending["last_latency_ms"] != nil {
-		t.Errorf("never-probed endpoint: last_probe %v, last_latency_ms %v; want null", pending["last_probe"], pending["last_latency_ms"])
+	// An endpoint never probed has null probe figures; one whose
+	// statuses are pushed has a time but no latency.
+	draining := orders["endpoints"].([]any)[2].(map[string]any)
+	if draining["last_probe"] != nil || draining["last_latency_ms"] != nil {
+		t.Errorf("never-probed endpoint: last_probe %v, last_latency_ms %v; want null", draining["last_probe"], draining["last_latency_ms"])
+	}
+	pushed := clusters[1].(map[string]any)["endpoints"].([]any)[1].(map[string]any)
+	if pushed["last_probe"] != "2026-11-24T10:03:11Z" || pushed["last_latency_ms"] != nil {
+		t.Errorf("pushed-status endpoint: last_probe %v, last_latency_ms %v; want a time and null", pushed["last_probe"], pushed["last_latency_ms"])
 	}
 }
 

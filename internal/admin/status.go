@@ -150,7 +150,7 @@ func age(d time.Duration) string {
 func formatMillis(ms float64) string {
 	switch {
 	case ms < 1:
-		return fmt.Sprintf("%.2fms", ms)
+		return fmt.Sprintf("%.0fµs", ms*1000)
 	case ms < 1000:
 		return fmt.Sprintf("%.1fms", ms)
 	}

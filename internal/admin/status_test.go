@@ -413,7 +413,7 @@ func TestAge(t *testing.T) {
 			t.Errorf("age(%v) = %q; want %q", tc.d, got, tc.want)
 		}
 	}
-	for ms, want := range map[float64]string{0.42: "0.42ms", 1.234: "1.2ms", 999: "999.0ms", 1500: "1.50s"} {
+	for ms, want := range map[float64]string{0.0042: "4µs", 0.42: "420µs", 1.234: "1.2ms", 999: "999.0ms", 1500: "1.50s"} {
 		if got := formatMillis(ms); got != want {
 			t.Errorf("formatMillis(%v) = %q; want %q", ms, got, want)
 		}

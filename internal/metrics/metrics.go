@@ -190,9 +190,8 @@ func (m *Metrics) Probe(cluster, endpoint string, r checker.Result) {
 	}
 	es := m.endpoint(cluster, endpoint, true)
 	es.lastProbe.Store(now.UnixNano())
-	if !r.Pushed {
-		es.lastLatency.Store(int64(r.Latency))
-	}
+	es.lastLatency.Store(int64(r.Latency)) // zero for a pushed status: not timed
+
 }
 
 // Change records an endpoint's health transition (checker.GroupOptions.
@@ -235,7 +234,8 @@ type EndpointStats struct {
 	// LastProbe is when the latest health-check result arrived; zero
 	// before the first.
 	LastProbe time.Time
-	// LastLatency is how long the latest timed probe took.
+	// LastLatency is how long the latest probe took; zero when the latest
+	// result was a status pushed on a Watch stream, which is not timed.
 	LastLatency time.Duration
 	// Inflight counts the TCP connections and gRPC streams open to the
 	// endpoint through the data paths.

@@ -397,9 +397,9 @@ func TestEndpointStatsFromProbes(t *testing.T) {
 	if !found || st.LastLatency != 3*time.Millisecond || st.LastProbe.Before(before) || st.Inflight != 0 {
 		t.Fatalf("after a probe: %+v, %v", st, found)
 	}
-	// A pushed status moves the time but keeps the last measured latency.
+	// A pushed status moves the time and has no latency.
 	m.Probe("orders", "127.0.0.1:1", checker.Result{OK: true, Pushed: true})
-	if st2, _ := m.Endpoint("orders", "127.0.0.1:1"); st2.LastLatency != 3*time.Millisecond || st2.LastProbe.Before(st.LastProbe) {
+	if st2, _ := m.Endpoint("orders", "127.0.0.1:1"); st2.LastLatency != 0 || st2.LastProbe.Before(st.LastProbe) {
 		t.Fatalf("after a pushed status: %+v", st2)
 	}
 	g, tc := m.GRPC("api"), m.TCP("raw")
