@@ -22,5 +22,11 @@ staticcheck:
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+# The demo: three backends (demo-2 turns NOT_SERVING 8 s in, for 8 s, every
+# 40 s), vigil serving config.example.yaml, and a client on each listener.
+# Ctrl-C stops every process it started.
+run: build
+	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml
+
 clean:
 	rm -rf $(BIN) .run
