@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -91,15 +92,19 @@ func (c *connPerCall) call(ctx context.Context) (string, error) {
 
 func (c *connPerCall) Close() error { return nil }
 
-// sendTraffic starts a call every 1/rate seconds (the first at once) until
-// ctx is done, with at most opts.concurrency calls in flight, and records
-// each outcome. It returns once every call it started has finished; calls
+// sendTraffic starts calls at rate per second on average (the first at
+// once) until ctx is done. Arrivals are random (exponential gaps, as from
+// many independent users): two clients at the same steady rate would
+// otherwise alternate in lockstep on vigil's round robin, and each would
+// see only some of the backends. At most opts.concurrency calls are in
+// flight; each outcome is recorded. It returns once every call it started has finished; calls
 // are not cancelled by ctx, only bounded by opts.timeout, so a final report
 // does not count calls cut short by the client itself.
 func sendTraffic(ctx context.Context, c caller, opts options, rec *recorder) {
-	interval := time.Duration(float64(time.Second) / opts.rate)
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
+	mean := float64(time.Second) / opts.rate
+	next := time.NewTimer(0)
+	defer next.Stop()
+	<-next.C
 	inFlight := make(chan struct{}, opts.concurrency)
 	callCtx := context.WithoutCancel(ctx)
 	var calls sync.WaitGroup
@@ -116,8 +121,9 @@ func sendTraffic(ctx context.Context, c caller, opts options, rec *recorder) {
 			defer cancel()
 			rec.record(c.call(ctx))
 		})
+		next.Reset(time.Duration(rand.ExpFloat64() * mean))
 		select {
-		case <-ticker.C:
+		case <-next.C:
 		case <-ctx.Done():
 			return
 		}
