@@ -2,6 +2,7 @@ package grpcproxy
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"syscall"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding/gzip"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/vigil-proxy/vigil/internal/loadgen"
 )
 
 // Benchmarks run the client, the proxy and the backend in this process, so
@@ -192,5 +195,32 @@ func BenchmarkUnary1MiB(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkLoad runs internal/loadgen (closed loop, 1 KiB each way, one
+// client connection) at concurrency 1 and 64 and reports throughput and
+// latency percentiles, direct and through the proxy.
+func BenchmarkLoad(b *testing.B) {
+	for _, conc := range []int{1, 64} {
+		for _, name := range []string{"direct", "proxy"} {
+			b.Run(fmt.Sprintf("c%d/%s", conc, name), func(b *testing.B) {
+				addr := benchTargets(b)[name]
+				r, err := loadgen.Run(context.Background(), loadgen.Config{
+					Target: addr, Concurrency: conc, Requests: b.N,
+					RequestSize: 1024, ResponseSize: 1024, Warmup: 10,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if r.Errors > 0 {
+					b.Fatalf("%d RPCs failed, first: %v", r.Errors, r.FirstErr)
+				}
+				b.ReportMetric(r.QPS, "rpc/s")
+				b.ReportMetric(float64(r.P50.Nanoseconds()), "p50-ns")
+				b.ReportMetric(float64(r.P99.Nanoseconds()), "p99-ns")
+				b.ReportMetric(float64(r.CPUPerRPC.Nanoseconds()), "cpu-ns/op")
+			})
+		}
 	}
 }
