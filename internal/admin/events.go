@@ -56,6 +56,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		timeout: s.opts.WriteTimeout,
 	}
 	st.jsonLog = slog.NewJSONHandler(&st.record, &slog.HandlerOptions{Level: slog.LevelDebug})
+	// The server's read timeout bounds reading the request; left in
+	// place, it would end the stream (net/http cancels the request when
+	// its background read of the idle connection times out).
+	if err := st.rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		http.Error(w, "cannot stream", http.StatusInternalServerError)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

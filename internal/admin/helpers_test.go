@@ -172,8 +172,8 @@ func get(t *testing.T, url string) (int, http.Header, []byte) {
 // eventStream is a client following /events in a goroutine the test owns.
 type eventStream struct {
 	events chan Event
-	done   chan error
-	cancel context.CancelFunc
+	done   chan struct{} // closed when Events returned, with err set
+	err    error
 }
 
 func follow(t *testing.T, base string, opts EventsOptions) *eventStream {
@@ -183,9 +183,10 @@ func follow(t *testing.T, base string, opts EventsOptions) *eventStream {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	st := &eventStream{events: make(chan Event, 1024), done: make(chan error, 1), cancel: cancel}
+	st := &eventStream{events: make(chan Event, 1024), done: make(chan struct{})}
 	go func() {
-		st.done <- c.Events(ctx, opts, func(ev Event) error {
+		defer close(st.done)
+		st.err = c.Events(ctx, opts, func(ev Event) error {
 			st.events <- ev
 			return nil
 		})
@@ -203,8 +204,8 @@ func (st *eventStream) next(t *testing.T) Event {
 	select {
 	case ev := <-st.events:
 		return ev
-	case err := <-st.done:
-		t.Fatalf("event stream ended: %v", err)
+	case <-st.done:
+		t.Fatalf("event stream ended: %v", st.err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event within 10s")
 	}

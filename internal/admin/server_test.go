@@ -534,3 +534,33 @@ func TestRequestsAreBounded(t *testing.T) {
 		t.Fatalf("first request = %d", code)
 	}
 }
+
+// TestStreamsOutliveTheReadTimeout checks that the server's read timeout,
+// which protects it from slow clients, does not end event streams.
+func TestStreamsOutliveTheReadTimeout(t *testing.T) {
+	s := newStore(t)
+	srv := New(Options{Store: s, Heartbeat: 10 * time.Millisecond})
+	srv.http.ReadTimeout = 50 * time.Millisecond
+	srv.http.ReadHeaderTimeout = 50 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-served
+	})
+	connected := make(chan struct{}, 1)
+	st := follow(t, "http://"+ln.Addr().String(), EventsOptions{Connected: func() { connected <- struct{}{} }})
+	<-connected
+	time.Sleep(200 * time.Millisecond) // four read timeouts
+	var logs logBuffer
+	logEviction(eventLogger(s, &logs), 1)
+	if ev := st.next(t); ev.Seq != 1 {
+		t.Fatalf("event %d after the read timeout; want 1", ev.Seq)
+	}
+}
