@@ -1,22 +1,34 @@
 package tcpproxy
 
 // The benchmarks compare a transfer through the proxy with the same transfer
-// made directly. To measure the proxy's own CPU time, separate from that of
-// the benchmark's clients and backends, the proxy runs in a child process:
-// the test binary re-executes itself with benchHelperEnv set, serves a
-// Proxy on 127.0.0.1, and answers "cpu" on stdin with its user+system CPU
-// time from getrusage. So "proxy-cpu-µs/MB" is what the proxy process alone
-// spent, comparable with HAProxy's or nginx's CPU time on the same load.
+// made directly and, when they are installed, through HAProxy (mode tcp) and
+// nginx (stream), all fed by the same client and backend.
 //
-//	go test -run '^$' -bench . -benchtime 2s ./balancer/tcpproxy/
+// To measure the proxy's own CPU time, separate from that of the
+// benchmark's clients and backends, the proxy runs in a child process: the
+// test binary re-executes itself with benchHelperEnv set, serves a Proxy on
+// 127.0.0.1, and answers "cpu" on stdin with its user+system CPU time from
+// getrusage. HAProxy's and nginx's CPU time is read from /proc/PID/stat (in
+// clock ticks, so runs should last a second or more). "proxy-cpu-µs/MB" is
+// thus what the proxy process alone spent; "ends-cpu-µs/MB" is what the
+// benchmark's own client and backend spent (the whole cost of a direct
+// transfer).
+//
+//	go test -run '^$' -bench . -benchtime 2s -count 5 ./balancer/tcpproxy/
+//
+// The machine's other load moves MB/s a lot; compare runs made together,
+// preferably with -count and benchstat. The CPU figures are steadier.
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +40,9 @@ const (
 	benchHelperEnv   = "VIGIL_TCPPROXY_BENCH_HELPER"
 	benchUpstreamEnv = "VIGIL_TCPPROXY_BENCH_UPSTREAM"
 	benchIdleEnv     = "VIGIL_TCPPROXY_BENCH_IDLE"
+	// benchProfileEnv, set when running the benchmarks, makes each proxy
+	// process write a CPU profile to this path plus a sequence number.
+	benchProfileEnv = "VIGIL_TCPPROXY_BENCH_CPUPROFILE"
 )
 
 // runBenchHelper is the child process's main: a proxy to the upstream named
@@ -44,6 +59,13 @@ func runBenchHelper() int {
 	}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(ln) }()
+	if path := os.Getenv(benchProfileEnv); path != "" {
+		f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	fmt.Println(ln.Addr())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -68,7 +90,15 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// helperProxy is a proxy running in a child process.
+// proxyProcess is a proxy under test running in its own process.
+type proxyProcess interface {
+	// address is where the proxy listens.
+	address() string
+	// cpu is the process's user+system CPU time so far.
+	cpu(b *testing.B) time.Duration
+}
+
+// helperProxy is vigil's proxy running in a child process.
 type helperProxy struct {
 	addr string
 	cmd  *exec.Cmd
@@ -106,6 +136,8 @@ func startHelperProxy(b *testing.B, upstream string, idle time.Duration) *helper
 	return h
 }
 
+func (h *helperProxy) address() string { return h.addr }
+
 // cpu asks the child for its CPU time so far.
 func (h *helperProxy) cpu(b *testing.B) time.Duration {
 	b.Helper()
@@ -122,8 +154,8 @@ func (h *helperProxy) cpu(b *testing.B) time.Duration {
 	return time.Duration(us) * time.Microsecond
 }
 
-// sink is a backend that reads everything and reports the byte count of
-// each connection.
+// startSink starts a backend that reads everything and reports the byte
+// count of each connection that sent any.
 func startSink(b *testing.B) (*backend, chan int64) {
 	received := make(chan int64, 1)
 	be := startBackend(b, func(c *net.TCPConn) {
@@ -136,31 +168,45 @@ func startSink(b *testing.B) (*backend, chan int64) {
 				break
 			}
 		}
-		received <- n
+		if n > 0 { // not a readiness probe of an external proxy
+			received <- n
+		}
 	})
 	return be, received
+}
+
+// benchTargets are the ways a benchmark reaches its backend.
+var benchTargets = []struct {
+	name  string
+	start func(b *testing.B, upstream string) proxyProcess // nil: direct
+}{
+	{"direct", nil},
+	{"proxy", func(b *testing.B, upstream string) proxyProcess {
+		return startHelperProxy(b, upstream, 0)
+	}},
+	{"proxy_idle_timeout", func(b *testing.B, upstream string) proxyProcess {
+		return startHelperProxy(b, upstream, 5*time.Second)
+	}},
+	{"haproxy", func(b *testing.B, upstream string) proxyProcess {
+		return startExternalProxy(b, "haproxy", upstream, haproxyConfig)
+	}},
+	{"nginx", func(b *testing.B, upstream string) proxyProcess {
+		return startExternalProxy(b, "nginx", upstream, nginxConfig)
+	}},
 }
 
 // BenchmarkBulk measures one long transfer, client to backend, in 1 MiB
 // operations: direct, through the proxy, and through the proxy with an idle
 // timeout (whose deadline-driven copy loop must not cost throughput).
 func BenchmarkBulk(b *testing.B) {
-	for _, tc := range []struct {
-		name  string
-		proxy bool
-		idle  time.Duration
-	}{
-		{"direct", false, 0},
-		{"proxy", true, 0},
-		{"proxy_idle_timeout", true, 5 * time.Second},
-	} {
+	for _, tc := range benchTargets {
 		b.Run(tc.name, func(b *testing.B) {
 			sink, received := startSink(b)
 			addr := sink.addr()
-			var h *helperProxy
-			if tc.proxy {
-				h = startHelperProxy(b, addr, tc.idle)
-				addr = h.addr
+			var h proxyProcess
+			if tc.start != nil {
+				h = tc.start(b, addr)
+				addr = h.address()
 			}
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -179,6 +225,7 @@ func BenchmarkBulk(b *testing.B) {
 			if h != nil {
 				cpuBefore = h.cpu(b)
 			}
+			ownBefore := processCPU()
 			b.ResetTimer()
 			for range b.N {
 				if _, err := c.Write(buf); err != nil {
@@ -188,6 +235,8 @@ func BenchmarkBulk(b *testing.B) {
 			c.(*net.TCPConn).CloseWrite()
 			got := <-received
 			b.StopTimer()
+			own := processCPU() - ownBefore
+			b.ReportMetric(float64(own.Microseconds())/float64(b.N), "ends-cpu-µs/MB")
 			if want := int64(warmup+b.N) * int64(len(buf)); got != want {
 				b.Fatalf("backend received %d bytes, want %d", got, want)
 			}
@@ -202,19 +251,16 @@ func BenchmarkBulk(b *testing.B) {
 // BenchmarkConnect measures connection setup: each operation dials, sends a
 // byte, reads the echo and closes, from several clients at once.
 func BenchmarkConnect(b *testing.B) {
-	for _, tc := range []struct {
-		name  string
-		proxy bool
-	}{
-		{"direct", false},
-		{"proxy", true},
-	} {
+	for _, tc := range benchTargets {
+		if tc.name == "proxy_idle_timeout" {
+			continue
+		}
 		b.Run(tc.name, func(b *testing.B) {
 			addr := startBackend(b, echo).addr()
-			var h *helperProxy
-			if tc.proxy {
-				h = startHelperProxy(b, addr, 0)
-				addr = h.addr
+			var h proxyProcess
+			if tc.start != nil {
+				h = tc.start(b, addr)
+				addr = h.address()
 			}
 			var cpuBefore time.Duration
 			if h != nil {
@@ -248,4 +294,117 @@ func BenchmarkConnect(b *testing.B) {
 			}
 		})
 	}
+}
+
+// externalProxy is another proxy program (HAProxy, nginx) run for
+// comparison.
+type externalProxy struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+func (e *externalProxy) address() string { return e.addr }
+
+// cpu reads utime and stime from /proc/PID/stat.
+func (e *externalProxy) cpu(b *testing.B) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime and stime are fields 14 and 15.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("parse /proc/%d/stat: %q", e.cmd.Process.Pid, stat)
+	}
+	const clockTicksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicksPerSecond
+}
+
+// startExternalProxy runs program with the configuration built by config
+// for a listening address and upstream, or skips the benchmark when the
+// program is not installed.
+func startExternalProxy(b *testing.B, program, upstream string, config func(dir, listen, upstream string) []string) *externalProxy {
+	b.Helper()
+	path, err := exec.LookPath(program)
+	if err != nil {
+		b.Skipf("%s is not installed", program)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(path, config(b.TempDir(), listen, upstream)...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start %s: %v", program, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+	waitFor(b, program+" to listen", func() bool {
+		select {
+		case err := <-exited:
+			exited <- err // for the cleanup
+			b.Fatalf("%s exited: %v", program, err)
+		default:
+		}
+		c, err := net.Dial("tcp", listen)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return &externalProxy{addr: listen, cmd: cmd}
+}
+
+// haproxyConfig is HAProxy in mode tcp with its defaults (threads as many
+// as CPUs, no splicing).
+func haproxyConfig(dir, listen, upstream string) []string {
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	os.WriteFile(cfg, []byte(`global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind `+listen+`
+    default_backend bench
+backend bench
+    server upstream `+upstream+`
+`), 0o644)
+	return []string{"-db", "-f", cfg}
+}
+
+// nginxConfig is nginx's stream proxy as one process (no master), so that
+// its CPU time is that of one pid.
+func nginxConfig(dir, listen, upstream string) []string {
+	cfg := filepath.Join(dir, "nginx.conf")
+	module := ""
+	if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_module.so"); err == nil {
+		module = "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+	}
+	os.WriteFile(cfg, []byte(module+`daemon off;
+master_process off;
+pid `+filepath.Join(dir, "nginx.pid")+`;
+error_log stderr warn;
+events { worker_connections 4096; }
+stream {
+    server {
+        listen `+listen+`;
+        proxy_pass `+upstream+`;
+    }
+}
+`), 0o644)
+	return []string{"-p", dir, "-c", cfg}
 }

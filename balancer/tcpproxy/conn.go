@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"slices"
@@ -126,37 +125,19 @@ const (
 	toClient   = 1 // endpoint → client
 )
 
-var directionNames = [2]string{"to_upstream", "to_client"}
-
-var (
-	// errIdle ends a copy when the pair carried no byte for IdleTimeout.
-	errIdle = errors.New("idle timeout")
-	// errStalled ends a copy whose destination accepted no data for
-	// IdleTimeout.
-	errStalled = errors.New("peer accepted no data within the idle timeout")
-)
-
 // pair is one client connection with its endpoint connection.
 type pair struct {
 	conns   [2]net.Conn // indexed by the direction that reads from it: client, upstream
 	results chan copyResult
+	// eofs counts the directions that ended with their source's FIN.
+	eofs atomic.Int32
 
-	// Idle tracking, used only with an idle timeout. Times are nanoseconds
-	// since start.
-	idle, window time.Duration
-	start        time.Time
-	quiet        [2]quietState // per direction
-}
-
-// quietState is what one direction knows about its own traffic.
-type quietState struct {
-	// since is when this direction last moved a byte, as far as it knows:
-	// the end of the last copy window that made progress (or the start).
-	since atomic.Int64
-	// checked is the end of the last window this direction completed:
-	// nothing moved between since and checked. math.MaxInt64 once the
-	// direction is finished, since it will never move a byte again.
-	checked atomic.Int64
+	// window is how long one io.Copy may wait for data before it returns
+	// and reports its activity; zero when the idle watch does not need the
+	// reports (no idle timeout, or kernel counters).
+	window time.Duration
+	// activity is what each direction reports to the idle watch.
+	activity [2]activity
 }
 
 type copyResult struct {
@@ -171,42 +152,53 @@ func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats 
 	pr := &pair{
 		conns:   [2]net.Conn{client, upstream},
 		results: make(chan copyResult, 2),
-		idle:    p.idleTimeout,
-		// Four windows per idle period: a pair is closed at most a quarter
-		// of the idle timeout late, for four timer updates per direction
-		// per idle period.
-		window: max(p.idleTimeout/4, time.Millisecond),
-		start:  time.Now(),
+	}
+	var watch *idleWatch
+	var ticks <-chan time.Time
+	if p.idleTimeout > 0 {
+		tick := p.idleTimeout / ticksPerIdle
+		watch = newIdleWatch(p.idleTimeout, p.activity, pr, time.Now())
+		if !watch.kernel {
+			pr.window = tick // the copies report about once a tick
+		}
+		ticker := time.NewTicker(tick)
+		defer ticker.Stop()
+		ticks = ticker.C
 	}
 	go pr.copy(toUpstream)
 	go pr.copy(toClient)
 
+	var finished [2]bool
 	epClosed, cut := ep.Closed(), p.cutCtx.Done()
 	for pending := 2; pending > 0; {
 		select {
 		case r := <-pr.results:
 			pending--
+			finished[r.dir] = true
 			if r.dir == toUpstream {
 				stats.BytesToUpstream = r.n
 			} else {
 				stats.BytesToClient = r.n
 			}
-			if r.err == nil || stats.Outcome != "" {
-				continue
-			}
-			if errors.Is(r.err, errIdle) || errors.Is(r.err, errStalled) {
-				stats.Outcome = OutcomeIdleTimeout
-				if p.log.Enabled(context.Background(), slog.LevelDebug) {
-					p.log.Debug("closing idle connection", "cluster", stats.Cluster, "endpoint", stats.Endpoint,
-						"client", client.RemoteAddr().String(), "reason", r.err.Error(), "direction", directionNames[r.dir])
-				}
-				client.Close()
-				upstream.Close()
-			} else {
+			if r.err != nil && stats.Outcome == "" {
 				stats.Outcome = OutcomeError
 				abort(client)
 				abort(upstream)
 			}
+		case now := <-ticks:
+			reason := watch.tick(pr, finished, now)
+			if reason == "" || stats.Outcome != "" {
+				continue
+			}
+			stats.Outcome = OutcomeIdleTimeout
+			if p.log.Enabled(context.Background(), slog.LevelDebug) {
+				p.log.Debug("closing idle connection", "cluster", stats.Cluster, "endpoint", stats.Endpoint,
+					"client", client.RemoteAddr().String(), "reason", reason,
+					"client_fin", finished[toUpstream], "endpoint_fin", finished[toClient])
+			}
+			client.Close()
+			upstream.Close()
+			ticks = nil
 		case <-epClosed:
 			epClosed = nil
 			if stats.Outcome == "" {
@@ -234,8 +226,10 @@ func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats 
 func (pr *pair) copy(dir int) {
 	src, dst := pr.conns[dir], pr.conns[1-dir]
 	n, err := pr.pump(dir, dst, src)
-	if err == nil {
-		// Forward the FIN and keep the other direction going.
+	// Forward the FIN and keep the other direction going. When the other
+	// direction has already ended the same way, the pair is about to be
+	// closed, and closing sends the FIN: skip a shutdown(2) per connection.
+	if err == nil && pr.eofs.Add(1) == 1 {
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		} else {
@@ -245,66 +239,31 @@ func (pr *pair) copy(dir int) {
 	pr.results <- copyResult{dir: dir, n: n, err: err}
 }
 
-// pump copies src to dst until src's EOF (nil error), an error, or the
-// pair's idle timeout.
+// pump copies src to dst until src's EOF (nil error) or an error.
 //
-// io.Copy between two *net.TCPConn splices, and splice honours read
-// deadlines without losing data (a read timeout fires only while nothing is
-// in flight). So with an idle timeout each io.Copy runs under a read
-// deadline one window away; when it returns on that deadline the direction
-// records whether it moved bytes, and the pair is closed once both
-// directions have seen no byte over a span of IdleTimeout.
-//
-// A write deadline guards against a peer that stops reading while the
-// proxy has data for it. That deadline must end the pair: a write timeout
-// inside splice drops the bytes already taken from src. Read timeouts fire
-// one window after the deadlines were set and write timeouts IdleTimeout
-// later than that, so a timeout seen IdleTimeout+window after arming is
-// treated as a stall. Only a goroutine kept off the CPU for a whole
-// IdleTimeout could make a read timeout look like a stall, and then the
-// pair is closed, never corrupted.
+// io.Copy between two *net.TCPConn splices. When the idle watch needs the
+// copies' reports (pr.window > 0, see idle.go), each io.Copy waits for data
+// under a read deadline one window away, so that it returns and reports
+// about once a window. Splice honours read deadlines without losing data:
+// the deadline is checked only while nothing is in flight. There is
+// deliberately no write deadline: a write timeout inside splice would drop
+// the bytes in flight. A copy blocked writing to a peer that does not read
+// is found by the idle watch instead, which closes the pair.
 func (pr *pair) pump(dir int, dst, src net.Conn) (int64, error) {
-	if pr.idle <= 0 {
+	if pr.window == 0 {
 		return io.Copy(dst, src)
 	}
-	q := &pr.quiet[dir]
+	a := &pr.activity[dir]
 	var total int64
 	for {
-		armed := time.Now()
-		src.SetReadDeadline(armed.Add(pr.window))
-		dst.SetWriteDeadline(armed.Add(pr.idle + pr.window))
+		src.SetReadDeadline(time.Now().Add(pr.window))
 		n, err := io.Copy(dst, src)
 		total += n
-		now := time.Now()
-		at := int64(now.Sub(pr.start))
-		if n > 0 {
-			q.since.Store(at)
-		}
-		if err == nil {
-			q.since.Store(at)
-			q.checked.Store(math.MaxInt64)
-			return total, nil
-		}
+		a.report(n)
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return total, err
 		}
-		if now.Sub(armed) >= pr.idle+pr.window {
-			return total, errStalled
-		}
-		q.checked.Store(at)
-		if pr.quietFor() >= pr.idle {
-			return total, errIdle
-		}
 	}
-}
-
-// quietFor is the longest span both directions know to have carried
-// nothing: from the later of their last progress to the earlier of their
-// last completed window.
-func (pr *pair) quietFor() time.Duration {
-	from := max(pr.quiet[toUpstream].since.Load(), pr.quiet[toClient].since.Load())
-	to := min(pr.quiet[toUpstream].checked.Load(), pr.quiet[toClient].checked.Load())
-	return time.Duration(to - from)
 }
 
 // abort closes c with a reset rather than a FIN, so its peer learns that the

@@ -174,13 +174,16 @@ func refusedAddr(t testing.TB) string {
 }
 
 // startProxy serves p on a fresh loopback listener and closes it at cleanup,
-// checking that Serve returned nil.
-func startProxy(t testing.TB, cluster *balancer.Cluster, opts Options) (*Proxy, string) {
+// checking that Serve returned nil. configure runs before Serve.
+func startProxy(t testing.TB, cluster *balancer.Cluster, opts Options, configure ...func(*Proxy)) (*Proxy, string) {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger(t)
 	}
 	p := New(cluster, opts)
+	for _, f := range configure {
+		f(p)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
@@ -309,4 +312,17 @@ func outcomes(stats []ConnStats) map[Outcome]int {
 		m[s.Outcome]++
 	}
 	return m
+}
+
+// activityModes are the two sources of activity of the idle watch: the
+// kernel's counters, and the copies' own reports used where the kernel's
+// are not available.
+var activityModes = []struct {
+	name      string
+	configure func(*Proxy)
+}{
+	{"kernel counters", func(*Proxy) {}},
+	{"copy reports", func(p *Proxy) {
+		p.activity = func(net.Conn) (uint64, bool) { return 0, false }
+	}},
 }

@@ -65,6 +65,9 @@ type Proxy struct {
 	maxConns    int64
 	log         *slog.Logger
 	metrics     Metrics
+	// activity tells the idle watch how much a connection carried; tests
+	// replace it to exercise the fallback without kernel counters.
+	activity activityFunc
 
 	active        atomic.Int64
 	lastLimitWarn atomic.Int64 // unix nanoseconds of the last "connection limit reached" record
@@ -96,6 +99,7 @@ func New(cluster *balancer.Cluster, opts Options) *Proxy {
 		maxConns:      int64(max(opts.MaxConnections, 0)),
 		log:           opts.Logger,
 		metrics:       opts.Metrics,
+		activity:      kernelActivity,
 		listeners:     map[net.Listener]struct{}{},
 		stopAccepting: make(chan struct{}),
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,20 +42,27 @@ func TestEcho(t *testing.T) {
 }
 
 // TestBytesExact sends large random payloads both ways at once and checks
-// every byte, with and without the idle timeout's windowed copy.
+// every byte, without and with an idle timeout (whose fallback copies in
+// read-deadline windows).
 func TestBytesExact(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		idle time.Duration
-	}{
-		{"no idle timeout", 0},
-		{"idle timeout", time.Second},
-	} {
+	cases := []struct {
+		name      string
+		idle      time.Duration
+		configure func(*Proxy)
+	}{{"no idle timeout", 0, func(*Proxy) {}}}
+	for _, m := range activityModes {
+		cases = append(cases, struct {
+			name      string
+			idle      time.Duration
+			configure func(*Proxy)
+		}{"idle timeout, " + m.name, time.Second, m.configure})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startBackend(t, echo)
 			cluster, _ := newCluster("bulk", be.addr())
 			rec := &recorder{}
-			_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: tc.idle})
+			_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: tc.idle}, tc.configure)
 
 			const size = 16 << 20
 			payload := make([]byte, size)
@@ -91,50 +99,55 @@ func sha256Sum(b []byte) []byte {
 	return s[:]
 }
 
-// TestPacedTransferWithIdleTimeout streams for many idle windows so that the
-// copy returns on its read deadline while data flows; no byte may be lost or
-// duplicated when it restarts.
+// TestPacedTransferWithIdleTimeout streams across several idle ticks, so
+// that, without kernel counters, the copy returns on its read deadline
+// while data flows: no byte may be lost or duplicated when it restarts.
 func TestPacedTransferWithIdleTimeout(t *testing.T) {
-	const chunk, chunks = 64 << 10, 100
-	be := startBackend(t, func(c *net.TCPConn) {
-		buf := make([]byte, chunk)
-		for i := range chunks {
-			for j := range buf {
-				buf[j] = byte(i + j)
-			}
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		c.CloseWrite()
-		io.Copy(io.Discard, c)
-	})
-	cluster, _ := newCluster("paced", be.addr())
-	rec := &recorder{}
-	// A 200ms idle timeout means a 50ms window: the 500ms+ stream spans
-	// ten of them.
-	_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: 200 * time.Millisecond})
+	for _, m := range activityModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			const chunk, chunks = 64 << 10, 300
+			be := startBackend(t, func(c *net.TCPConn) {
+				buf := make([]byte, chunk)
+				for i := range chunks {
+					for j := range buf {
+						buf[j] = byte(i + j)
+					}
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				c.CloseWrite()
+				io.Copy(io.Discard, c)
+			})
+			cluster, _ := newCluster("paced", be.addr())
+			rec := &recorder{}
+			// A 1s idle timeout ticks every 250ms: the 1.5s+ stream spans six
+			// ticks. (With a much shorter timeout the test would fail when
+			// the test process is starved of CPU for that long, since the
+			// paced backend then really does go quiet.)
+			_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: time.Second}, m.configure)
 
-	c := dial(t, addr)
-	c.SetReadDeadline(time.Now().Add(waitTimeout))
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read after %d bytes: %v", len(got), err)
-	}
-	c.CloseWrite()
-	if len(got) != chunk*chunks {
-		t.Fatalf("received %d bytes, want %d", len(got), chunk*chunks)
-	}
-	for i := range chunks {
-		for j := range chunk {
-			if got[i*chunk+j] != byte(i+j) {
-				t.Fatalf("byte %d of chunk %d is %d, want %d", j, i, got[i*chunk+j], byte(i+j))
+			c := dial(t, addr)
+			buf := make([]byte, chunk)
+			for i := range chunks {
+				c.SetReadDeadline(time.Now().Add(waitTimeout))
+				if _, err := io.ReadFull(c, buf); err != nil {
+					t.Fatalf("chunk %d: %v", i, err)
+				}
+				for j := range buf {
+					if buf[j] != byte(i+j) {
+						t.Fatalf("byte %d of chunk %d is %d, want %d", j, i, buf[j], byte(i+j))
+					}
+				}
 			}
-		}
-	}
-	if s := rec.waitClosed(t, 1)[0]; s.Outcome != OutcomeOK {
-		t.Errorf("outcome %q, want ok", s.Outcome)
+			expectClosed(t, c)
+			c.CloseWrite()
+			if s := rec.waitClosed(t, 1)[0]; s.Outcome != OutcomeOK {
+				t.Errorf("outcome %q, want ok", s.Outcome)
+			}
+		})
 	}
 }
 
@@ -402,10 +415,11 @@ func isTimeoutErr(err error) bool {
 // connection.
 func blackholeAddr(t *testing.T) string {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatalf("socket: %v", err)
 	}
+	syscall.CloseOnExec(fd)
 	t.Cleanup(func() { syscall.Close(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatalf("bind: %v", err)
@@ -471,18 +485,26 @@ func TestAllEndpointsRefuse(t *testing.T) {
 }
 
 func TestIdleTimeout(t *testing.T) {
+	for _, m := range activityModes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			testIdleTimeout(t, m.name == "kernel counters", m.configure)
+		})
+	}
+}
+
+func testIdleTimeout(t *testing.T, kernel bool, configure func(*Proxy)) {
 	const idle = 300 * time.Millisecond
 
 	t.Run("idle pair closed", func(t *testing.T) {
-		t.Parallel()
 		be := startBackend(t, echo)
 		cluster, _ := newCluster("idle", be.addr())
 		rec := &recorder{}
-		_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: idle})
+		_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: idle}, configure)
 
 		c := dial(t, addr)
+		last := time.Now() // before the last bytes move
 		roundTrip(t, c, "ping")
-		last := time.Now()
 		expectClosed(t, c)
 		if quiet := time.Since(last); quiet < idle {
 			t.Errorf("closed after %v of silence, before the %v idle timeout", quiet, idle)
@@ -492,75 +514,93 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	})
 
-	// A pair stays open while bytes flow, in either direction or both, for
-	// several idle periods.
-	for _, tc := range []struct {
-		name             string
-		clientSends      bool
-		backendSends     bool
-		clientExpectsAck bool
-	}{
-		{name: "busy both ways", clientSends: true, clientExpectsAck: true},
-		{name: "busy client to backend", clientSends: true},
-		{name: "busy backend to client", backendSends: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			const tick, ticks = 30 * time.Millisecond, 40 // 1.2s: four idle periods
-			be := startBackend(t, func(c *net.TCPConn) {
-				switch {
-				case tc.clientExpectsAck:
-					echo(c)
-				case tc.backendSends:
-					for range ticks {
-						if _, err := c.Write([]byte{'.'}); err != nil {
-							return
-						}
-						time.Sleep(tick)
-					}
-					c.CloseWrite()
-					io.Copy(io.Discard, c)
-				default:
-					io.Copy(io.Discard, c)
-					c.CloseWrite()
-				}
-			})
-			cluster, _ := newCluster("busy", be.addr())
-			rec := &recorder{}
-			_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: idle})
-
-			c := dial(t, addr)
-			switch {
-			case tc.clientExpectsAck:
+	t.Run("busy pairs stay open", func(t *testing.T) {
+		// Three pairs at once, busy both ways, client to backend only, and
+		// backend to client only, each for three idle periods. The timeout
+		// is longer here: a test process starved of CPU for a whole idle
+		// timeout moves no byte, and the proxy would rightly see the pair
+		// as idle.
+		const busyIdle = 600 * time.Millisecond
+		const tick, ticks = 20 * time.Millisecond, 90
+		be := startBackend(t, func(c *net.TCPConn) {
+			var mode [1]byte
+			if _, err := io.ReadFull(c, mode[:]); err != nil {
+				return
+			}
+			switch mode[0] {
+			case 'e':
+				echo(c)
+			case 'd':
+				io.Copy(io.Discard, c)
+				c.CloseWrite()
+			case 's':
 				for range ticks {
-					roundTrip(t, c, ".")
-					time.Sleep(tick)
-				}
-			case tc.clientSends:
-				for i := range ticks {
 					if _, err := c.Write([]byte{'.'}); err != nil {
-						t.Fatalf("write %d: %v", i, err)
+						return
 					}
 					time.Sleep(tick)
 				}
-			default:
-				if got := readN(t, c, ticks); got != strings.Repeat(".", ticks) {
-					t.Fatalf("read %q", got)
-				}
-			}
-			c.CloseWrite()
-			c.SetReadDeadline(time.Now().Add(waitTimeout))
-			if _, err := io.Copy(io.Discard, c); err != nil {
-				t.Fatalf("connection ended with %v, want a clean EOF", err)
-			}
-			if s := rec.waitClosed(t, 1)[0]; s.Outcome != OutcomeOK {
-				t.Errorf("outcome %q, want ok: a busy pair was cut", s.Outcome)
+				c.CloseWrite()
+				io.Copy(io.Discard, c)
 			}
 		})
-	}
+		cluster, _ := newCluster("busy", be.addr())
+		rec := &recorder{}
+		_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: busyIdle}, configure)
+
+		var wg sync.WaitGroup
+		errs := make(chan error, 3)
+		for _, mode := range []byte("eds") {
+			wg.Go(func() {
+				c, err := net.DialTimeout("tcp", addr, waitTimeout)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(waitTimeout))
+				if _, err := c.Write([]byte{mode}); err != nil {
+					errs <- err
+					return
+				}
+				var b [1]byte
+				for i := range ticks {
+					switch mode {
+					case 'e':
+						_, err = c.Write([]byte{'.'})
+						if err == nil {
+							_, err = io.ReadFull(c, b[:])
+						}
+					case 'd':
+						_, err = c.Write([]byte{'.'})
+					case 's':
+						_, err = io.ReadFull(c, b[:])
+					}
+					if err != nil {
+						errs <- fmt.Errorf("mode %c, tick %d: %w", mode, i, err)
+						return
+					}
+					if mode != 's' {
+						time.Sleep(tick)
+					}
+				}
+				c.(*net.TCPConn).CloseWrite()
+				if _, err := io.Copy(io.Discard, c); err != nil {
+					errs <- fmt.Errorf("mode %c: connection ended with %w, want a clean EOF", mode, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if o := outcomes(rec.waitClosed(t, 3)); o[OutcomeOK] != 3 {
+			t.Errorf("outcomes = %v, want 3 ok: a busy pair was cut", o)
+		}
+	})
 
 	t.Run("peer stops reading", func(t *testing.T) {
-		t.Parallel()
 		// The backend floods a client that never reads: once the socket
 		// buffers are full nothing moves, and the pair must not stay open.
 		be := startBackend(t, func(c *net.TCPConn) {
@@ -573,13 +613,52 @@ func TestIdleTimeout(t *testing.T) {
 		})
 		cluster, _ := newCluster("stall", be.addr())
 		rec := &recorder{}
-		p, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: idle})
+		p, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: idle}, configure)
 
 		dial(t, addr) // and never read
 		if s := rec.waitClosed(t, 1)[0]; s.Outcome != OutcomeIdleTimeout {
 			t.Errorf("outcome %q, want %q", s.Outcome, OutcomeIdleTimeout)
 		}
 		waitFor(t, "no active connection", func() bool { return p.ActiveConnections() == 0 })
+	})
+
+	if !kernel {
+		return // bytes already handed to the kernel are not watched
+	}
+	t.Run("slow reader drains after the copy ended", func(t *testing.T) {
+		// The backend sends more than the socket buffers hold and ends; the
+		// proxy's copy ends once the last byte is in its send buffer, and
+		// the client then takes several idle timeouts to drain the rest.
+		// It keeps acknowledging, so the pair stays.
+		const size, step = 16 << 20, 64 << 10
+		be := startBackend(t, func(c *net.TCPConn) {
+			c.Write(make([]byte, size))
+			c.CloseWrite()
+			io.Copy(io.Discard, c)
+		})
+		cluster, _ := newCluster("slow", be.addr())
+		rec := &recorder{}
+		_, addr := startProxy(t, cluster, Options{Metrics: rec, IdleTimeout: idle}, configure)
+
+		c := dial(t, addr)
+		buf := make([]byte, step)
+		got, start := 0, time.Now()
+		for {
+			c.SetReadDeadline(time.Now().Add(waitTimeout))
+			n, err := io.ReadFull(c, buf)
+			got += n
+			if err != nil {
+				if got != size {
+					t.Fatalf("read %d bytes then %v, want %d bytes", got, err, size)
+				}
+				break
+			}
+			time.Sleep(5 * time.Millisecond) // at most 12.8 MB/s
+		}
+		c.CloseWrite()
+		if s := rec.waitClosed(t, 1)[0]; s.Outcome != OutcomeOK {
+			t.Errorf("outcome %q after %v, want ok: a slow but steady reader was cut", s.Outcome, time.Since(start))
+		}
 	})
 }
 
@@ -913,30 +992,132 @@ func addrOf(ep *balancer.Endpoint) string {
 	return ep.Address()
 }
 
-func TestQuietFor(t *testing.T) {
-	const ms = int64(time.Millisecond)
+// fakeConn stands for a connection in idle watch tests.
+type fakeConn struct {
+	net.Conn
+	id int
+}
+
+// TestIdleWatch drives the idle decision tick by tick. Each step advances
+// the clock, applies what the kernel counters (per connection) or the
+// copies (per direction) reported since the last tick, and checks the
+// verdict.
+func TestIdleWatch(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	const tick = idle / ticksPerIdle
+	type step struct {
+		after    time.Duration
+		kernel   [2]uint64 // kernel counter growth per connection
+		returns  [2]uint64 // io.Copy returns per direction
+		busy     [2]uint64 // of which moved bytes
+		finished [2]bool
+		want     string // verdict prefix; "" for none
+	}
+	// quiet is a tick with nothing moving, the copies returning on their
+	// read deadlines.
+	quiet := func(after time.Duration, want string) step {
+		return step{after: after, returns: [2]uint64{1, 1}, want: want}
+	}
 	for _, tc := range []struct {
-		name           string
-		since, checked [2]int64
-		want           time.Duration
+		name   string
+		kernel bool
+		steps  []step
 	}{
-		{name: "fresh pair", want: 0},
-		{name: "one direction checked only", checked: [2]int64{300 * ms, 0}, want: 0},
-		{name: "both quiet since start", checked: [2]int64{300 * ms, 320 * ms}, want: 300 * time.Millisecond},
-		{name: "other direction moved recently", since: [2]int64{0, 250 * ms}, checked: [2]int64{400 * ms, 310 * ms}, want: 60 * time.Millisecond},
-		{name: "one direction finished", since: [2]int64{100 * ms, 50 * ms}, checked: [2]int64{1 << 62, 450 * ms}, want: 350 * time.Millisecond},
+		{"idle after four quiet ticks", false, []step{
+			quiet(tick, ""), quiet(tick, ""), quiet(tick, ""), quiet(tick, "idle"),
+		}},
+		{"bytes one way keep the pair open", false, []step{
+			quiet(tick, ""), quiet(tick, ""), quiet(tick, ""),
+			{after: tick, returns: [2]uint64{1, 1}, busy: [2]uint64{0, 1}},
+			quiet(tick, ""), quiet(tick, ""), quiet(tick, ""), quiet(tick, "idle"),
+		}},
+		{"a long pause counts as one tick", false, []step{
+			quiet(10*idle, ""), quiet(tick, ""), quiet(tick, ""), quiet(tick, "idle"),
+		}},
+		{"bytes waiting after a pause keep the pair open", false, []step{
+			quiet(10*idle, ""), {after: tick, returns: [2]uint64{1, 1}, busy: [2]uint64{1, 0}},
+			quiet(tick, ""), quiet(tick, ""), quiet(tick, ""), quiet(tick, "idle"),
+		}},
+		{"ticks alone are not enough", false, []step{
+			quiet(tick/4, ""), quiet(tick/4, ""), quiet(tick/4, ""), quiet(tick/4, ""), quiet(tick/4, ""),
+			quiet(idle, "idle"),
+		}},
+		{"a copy that never returns is stalled", false, []step{
+			{after: tick, returns: [2]uint64{0, 1}},
+			{after: tick, returns: [2]uint64{0, 1}, busy: [2]uint64{0, 1}},
+			{after: tick, returns: [2]uint64{0, 1}, busy: [2]uint64{0, 1}},
+			{after: tick, returns: [2]uint64{0, 1}, busy: [2]uint64{0, 1}, want: "stalled"},
+		}},
+		{"a finished copy is not stalled", false, []step{
+			{after: tick, returns: [2]uint64{0, 1}, finished: [2]bool{true, false}},
+			{after: tick, returns: [2]uint64{0, 1}, finished: [2]bool{true, false}, busy: [2]uint64{0, 1}},
+			{after: tick, returns: [2]uint64{0, 1}, finished: [2]bool{true, false}},
+			{after: tick, returns: [2]uint64{0, 1}, finished: [2]bool{true, false}},
+			{after: tick, returns: [2]uint64{0, 1}, finished: [2]bool{true, false}},
+			{after: tick, returns: [2]uint64{0, 1}, finished: [2]bool{true, false}, want: "idle"},
+		}},
+		{"kernel: idle after four quiet ticks", true, []step{
+			{after: tick}, {after: tick}, {after: tick}, {after: tick, want: "idle"},
+		}},
+		{"kernel: either connection's counter keeps the pair open", true, []step{
+			{after: tick}, {after: tick, kernel: [2]uint64{0, 5}}, {after: tick}, {after: tick},
+			{after: tick, kernel: [2]uint64{7, 0}}, {after: tick}, {after: tick}, {after: tick},
+			{after: tick, want: "idle"},
+		}},
+		{"kernel: blocked copies are not a stall while bytes are acknowledged", true, []step{
+			{after: tick, kernel: [2]uint64{1, 0}}, {after: tick, kernel: [2]uint64{1, 0}},
+			{after: tick, kernel: [2]uint64{1, 0}}, {after: tick, kernel: [2]uint64{1, 0}},
+			{after: tick, kernel: [2]uint64{1, 0}}, {after: tick}, {after: tick}, {after: tick},
+			{after: tick, want: "idle"},
+		}},
+		{"kernel: a long pause counts as one tick", true, []step{
+			{after: 10 * idle}, {after: tick}, {after: tick}, {after: tick, want: "idle"},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var pr pair
-			for d := range 2 {
-				pr.quiet[d].since.Store(tc.since[d])
-				pr.quiet[d].checked.Store(tc.checked[d])
+			counters := [2]uint64{100, 200}
+			activity := func(c net.Conn) (uint64, bool) {
+				return counters[c.(*fakeConn).id], tc.kernel
 			}
-			if got := pr.quietFor(); got != tc.want {
-				t.Errorf("quietFor = %v, want %v", got, tc.want)
+			pr := pair{conns: [2]net.Conn{&fakeConn{id: 0}, &fakeConn{id: 1}}}
+			now := time.Unix(0, 0)
+			w := newIdleWatch(idle, activity, &pr, now)
+			if w.kernel != tc.kernel {
+				t.Fatalf("kernel mode = %v, want %v", w.kernel, tc.kernel)
+			}
+			for i, st := range tc.steps {
+				now = now.Add(st.after)
+				for d := range 2 {
+					counters[d] += st.kernel[d]
+					pr.activity[d].returns.Add(st.returns[d])
+					pr.activity[d].busy.Add(st.busy[d])
+				}
+				got := w.tick(&pr, st.finished, now)
+				if !strings.HasPrefix(got, st.want) || (st.want == "") != (got == "") {
+					t.Fatalf("step %d: verdict %q, want %q", i, got, st.want)
+				}
 			}
 		})
 	}
+}
+
+// TestKernelActivity checks that the kernel counters work here, so that the
+// idle tests in "kernel counters" mode do test them.
+func TestKernelActivity(t *testing.T) {
+	be := startBackend(t, echo)
+	c := dial(t, be.addr())
+	before, ok := kernelActivity(c)
+	if !ok {
+		if runtime.GOOS == "linux" {
+			t.Fatal("no TCP_INFO counters on Linux")
+		}
+		t.Skip("no kernel counters on " + runtime.GOOS)
+	}
+	roundTrip(t, c, "12345")
+	waitFor(t, "the counters to count 5 bytes each way", func() bool {
+		after, _ := kernelActivity(c)
+		return after-before == 10
+	})
 }
 
 // TestConcurrentClients runs many clients at once against several backends
