@@ -345,6 +345,9 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 		rt.built = false
 	}
 	rt.mu.Unlock()
+	// The picker without the removed endpoints (and with the new policy
+	// and weights) is in force before anything is logged.
+	rt.rebuild(nil)
 
 	if p.healthChanged {
 		rt.group.Reconfigure(checkerConfig(p.cfg.HealthCheck))
@@ -364,7 +367,6 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 		rt.mu.Unlock()
 		rt.log.Info("endpoint removed", "cluster", rt.name, "endpoint", addr, "drain_timeout", drainTimeout.String())
 	}
-	rt.rebuild(nil)
 }
 
 // dial returns the endpoint's data connection; it connects lazily, so
