@@ -39,9 +39,11 @@ type Options struct {
 	// DefaultRetries and a negative value disables retries.
 	Retries int
 	// IdleTimeout closes a connection pair that carried no byte either way
-	// for this long, and one whose peer accepted none of the data the proxy
-	// had for it for this long. A pair is closed between IdleTimeout and
-	// 1.25×IdleTimeout after its last byte moved. Zero means no idle timeout.
+	// for this long: nothing received from either peer and nothing
+	// acknowledged by either, so a peer that stopped reading counts as idle
+	// and a slow one that keeps reading does not. A pair is closed between
+	// IdleTimeout and about 1.5×IdleTimeout after its last byte. Zero means
+	// no idle timeout.
 	IdleTimeout time.Duration
 	// MaxConnections caps the concurrent client connections; beyond it a
 	// new connection is closed as soon as it is accepted. Zero means no cap.
