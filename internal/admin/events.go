@@ -63,16 +63,35 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot stream", http.StatusInternalServerError)
 		return
 	}
+	// Where the stream starts is fixed before the answer goes out: an
+	// event logged once the client has the response headers is live.
+	ws := memdb.NewWatchSet()
+	history, err := s.opts.Store.Snapshot().EventsAfter(ws, 0)
+	if err != nil {
+		s.log.Error("admin: read events", "err", err)
+		http.Error(w, fmt.Sprintf("read events: %v", err), http.StatusInternalServerError)
+		return
+	}
+	replayed, after := s.startingEvents(history, after, replay)
+
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 	st.printf("retry: %d\n: vigil eviction log\n\n", retryMillis)
+	for _, ev := range replayed {
+		if err := st.event(ev); err != nil {
+			s.log.Error("admin: event stream", "err", err)
+			return
+		}
+	}
 	if err := st.flush(); err != nil {
 		return
 	}
-	if err := s.follow(r.Context(), st, after, replay); err != nil && r.Context().Err() == nil {
+	s.following.Add(1)
+	defer s.following.Add(-1)
+	if err := s.follow(r.Context(), st, ws, after); err != nil && r.Context().Err() == nil {
 		s.log.Debug("admin: event stream ended", "remote", r.RemoteAddr, "err", err)
 	}
 }
@@ -116,23 +135,30 @@ func (s *Server) streamStart(r *http.Request) (after uint64, replay int, err err
 	return 0, replay, nil
 }
 
-// follow writes the events after `after` (or the last `replay` ones) and
-// then every new one as it is appended, until ctx ends or a write fails.
-func (s *Server) follow(ctx context.Context, st *stream, after uint64, replay int) error {
-	first := true
+// follow waits for ws to fire, writes the events after `after`, and so on
+// until ctx ends or a write fails; an idle stream gets a heartbeat comment.
+func (s *Server) follow(ctx context.Context, st *stream, ws memdb.WatchSet, after uint64) error {
 	for {
-		ws := memdb.NewWatchSet()
-		from := after
-		if first {
-			from = 0 // the whole history: startingEvents picks from it
+		// WatchCtx blocks until the table changes, the heartbeat is due,
+		// or the stream ends. The watch set is never nil: EventsAfter
+		// always adds the table's channel.
+		wait, cancel := context.WithTimeout(ctx, s.opts.Heartbeat)
+		err := ws.WatchCtx(wait)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
 		}
-		evs, err := s.opts.Store.Snapshot().EventsAfter(ws, from)
+		if err != nil { // the heartbeat is due; nothing changed
+			st.printf(": heartbeat\n\n")
+			if err := st.flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		ws = memdb.NewWatchSet()
+		evs, err := s.opts.Store.Snapshot().EventsAfter(ws, after)
 		if err != nil {
 			return fmt.Errorf("read events: %w", err)
-		}
-		if first {
-			first = false
-			evs, after = s.startingEvents(evs, after, replay)
 		}
 		for _, ev := range evs {
 			if err := st.event(ev); err != nil {
@@ -141,21 +167,6 @@ func (s *Server) follow(ctx context.Context, st *stream, after uint64, replay in
 			after = ev.Seq
 		}
 		if len(evs) > 0 {
-			if err := st.flush(); err != nil {
-				return err
-			}
-		}
-		// WatchCtx blocks until the table changes, the heartbeat is due,
-		// or the stream ends. The watch set is never nil: EventsAfter
-		// always adds the table's channel.
-		wait, cancel := context.WithTimeout(ctx, s.opts.Heartbeat)
-		err = ws.WatchCtx(wait)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil { // the heartbeat is due
-			st.printf(": heartbeat\n\n")
 			if err := st.flush(); err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,6 +89,9 @@ type Server struct {
 	mu      sync.Mutex
 	closed  bool
 	streams sync.WaitGroup // event streams in progress
+	// following counts the event streams past their replay, following
+	// the store live.
+	following atomic.Int64
 }
 
 // New returns a server; Serve starts it.

@@ -201,8 +201,8 @@ func TestStatusWatchPrintsAfterEachEvent(t *testing.T) {
 	c, s := seededClient(t)
 	out, stop := runStatus(t, StatusOptions{Client: c, Watch: true, Now: fixedNow})
 	waitFor(t, "the first table", func() bool { return strings.Contains(out.String(), "127.0.0.1:50062") })
-	// The stream is connected once the server counts it; only then is an
-	// event live rather than history.
+	// Only once the server follows the stream live is an event not
+	// history (which a watch does not replay).
 	waitFor(t, "the event stream", func() bool { return streams(t, c) == 1 })
 
 	evict(t, s, "orders", "127.0.0.1:50051")
@@ -221,15 +221,15 @@ func TestStatusWatchPrintsAfterEachEvent(t *testing.T) {
 	}
 }
 
-// streams counts the event streams the server behind c is serving,
-// through the one place that knows: the stream slots.
-func streams(t *testing.T, c *Client) int {
+// streams counts the event streams the server behind c is following
+// live: an event logged once it counts one is delivered to it.
+func streams(t *testing.T, c *Client) int64 {
 	t.Helper()
 	srv := servers[c.Base()]
 	if srv == nil {
 		t.Fatalf("no test server at %s", c.Base())
 	}
-	return len(srv.streamSlots)
+	return srv.following.Load()
 }
 
 func TestStatusWatchJSON(t *testing.T) {
@@ -282,7 +282,7 @@ func TestStatusWatchRidesOutARestart(t *testing.T) {
 	go func() { served <- srv.Serve(ln) }()
 	c, _ := NewClient(addr)
 	out, stop := runStatus(t, StatusOptions{Client: c, Watch: true, Now: fixedNow})
-	waitFor(t, "the event stream", func() bool { return len(srv.streamSlots) == 1 })
+	waitFor(t, "the event stream", func() bool { return srv.following.Load() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -299,7 +299,7 @@ func TestStatusWatchRidesOutARestart(t *testing.T) {
 	}
 	srv2, _ := serveOn(t, ln, Options{Store: s})
 	waitFor(t, "the reconnection", func() bool { return strings.Contains(out.String(), "== reconnected to http://"+addr) })
-	waitFor(t, "the new stream", func() bool { return len(srv2.streamSlots) == 1 })
+	waitFor(t, "the new stream", func() bool { return srv2.following.Load() == 1 })
 	evict(t, s, "orders", "127.0.0.1:50051")
 	waitFor(t, "the event after the restart", func() bool { return strings.Contains(out.String(), "endpoint evicted") })
 	if err := stop(); err != nil {
