@@ -170,8 +170,9 @@ func (rt *clusterRT) rebuild(ws memdb.WatchSet) {
 	}
 	if !rt.built || !slices.Equal(members, rt.members) {
 		snap := rt.bal.Update(rt.policy, rt.cfg.PanicThreshold, members)
+		first := !rt.built
 		rt.members, rt.built = members, true
-		rt.observe(snap)
+		rt.observe(snap, first)
 	}
 	if probed && !rt.ready {
 		rt.ready = true
@@ -183,7 +184,7 @@ func (rt *clusterRT) rebuild(ws memdb.WatchSet) {
 
 // observe logs and publishes what a new snapshot changed: panic mode and
 // whether the cluster can serve.
-func (rt *clusterRT) observe(snap *balancer.Snapshot) {
+func (rt *clusterRT) observe(snap *balancer.Snapshot, first bool) {
 	if snap.Panic != rt.panic {
 		rt.panic = snap.Panic
 		if _, err := rt.s.store.SetClusterPanic(rt.name, snap.Panic); err != nil {
@@ -197,7 +198,7 @@ func (rt *clusterRT) observe(snap *balancer.Snapshot) {
 		}
 	}
 	rt.s.metrics.cluster(rt.name, snap)
-	if serving := snap.Healthy > 0; serving != rt.serving || !rt.built {
+	if serving := snap.Healthy > 0; serving != rt.serving || first {
 		rt.serving = serving
 		rt.s.setClusterServing(rt.name, serving)
 	}
