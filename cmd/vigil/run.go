@@ -46,7 +46,7 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
-	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store})
+	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store, Version: version})
 	logger.LogAttrs(context.Background(), slog.LevelInfo, "config loaded", cfg.Attrs()...)
 	if err := srv.Start(cfg); err != nil {
 		logger.Error("cannot start", "errors", errorLines(err))

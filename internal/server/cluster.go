@@ -97,10 +97,10 @@ func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
 	}
 	rt.policy = policyFor(cfg.LBPolicy)
 	rt.group = checker.NewGroup(checkerConfig(cfg.HealthCheck), checker.GroupOptions{
-		Cluster: cfg.Name,
-		Logger:  s.log,
+		Cluster:  cfg.Name,
+		Logger:   s.log,
 		OnChange: rt.changed,
-		OnProbe: func(address string, r checker.Result) { s.metrics.probe(cfg.Name, address, r) },
+		OnProbe:  func(address string, r checker.Result) { s.metrics.probe(cfg.Name, address, r) },
 	})
 	rt.wg.Add(1)
 	go rt.watch()

@@ -17,6 +17,7 @@ import (
 	_ "github.com/vigil-proxy/vigil/balancer/policies"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/logging"
+	"github.com/vigil-proxy/vigil/internal/metrics"
 	"github.com/vigil-proxy/vigil/internal/state"
 )
 
@@ -27,6 +28,11 @@ type Options struct {
 	Logs   *logging.Switch
 	Logger *slog.Logger
 	Store  *state.Store
+	// Metrics is where the server's metrics go; nil makes a registry of
+	// its own (served by the admin API all the same).
+	Metrics *metrics.Metrics
+	// Version is reported in vigil_build_info.
+	Version string
 }
 
 // Server runs one vigil process's listeners, clusters and health checks.
@@ -36,6 +42,8 @@ type Server struct {
 	store   *state.Store
 	health  *health.Server
 	metrics *metricsHooks
+	// metricsRegistry is what /metrics serves.
+	metricsRegistry *metrics.Metrics
 
 	// ctx is for log calls that need one; it is never cancelled.
 	ctx context.Context
@@ -50,6 +58,7 @@ type Server struct {
 	clusters  map[string]*clusterRT
 	listeners map[string]*listenerRT
 	acceptors map[string]*acceptor
+	admin     *adminRT
 	stopped   bool
 
 	// healthMu orders the proxy's own health changes with the start of
@@ -69,19 +78,24 @@ type Server struct {
 
 // New returns a server that runs nothing yet.
 func New(opts Options) *Server {
+	m := opts.Metrics
+	if m == nil {
+		m = metrics.New(metrics.Options{Store: opts.Store, Version: opts.Version})
+	}
 	s := &Server{
-		ctx:       context.Background(),
-		log:       opts.Logger,
-		logs:      opts.Logs,
-		store:     opts.Store,
-		health:    health.NewServer(),
-		metrics:   newMetricsHooks(),
-		clusters:  map[string]*clusterRT{},
-		listeners: map[string]*listenerRT{},
-		acceptors: map[string]*acceptor{},
-		readyCh:   make(chan struct{}),
-		retire:    make(chan *clusterRT),
-		quit:      make(chan struct{}),
+		ctx:             context.Background(),
+		log:             opts.Logger,
+		logs:            opts.Logs,
+		store:           opts.Store,
+		health:          health.NewServer(),
+		metrics:         &metricsHooks{m: m},
+		metricsRegistry: m,
+		clusters:        map[string]*clusterRT{},
+		listeners:       map[string]*listenerRT{},
+		acceptors:       map[string]*acceptor{},
+		readyCh:         make(chan struct{}),
+		retire:          make(chan *clusterRT),
+		quit:            make(chan struct{}),
 	}
 	// grpc-go's health server starts with "" SERVING; vigil is not ready
 	// before its first round of probes.
@@ -148,6 +162,13 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 	if err != nil {
 		return err
 	}
+	adminLn, err := s.bindAdmin(cfg)
+	if err != nil {
+		for _, a := range bound {
+			a.close()
+		}
+		return config.ErrorList{err.(*config.Error)}
+	}
 
 	type step struct {
 		rt   *clusterRT
@@ -184,6 +205,9 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 		for _, a := range bound {
 			a.close()
 		}
+		if adminLn != nil {
+			_ = adminLn.Close()
+		}
 		return fmt.Errorf("record configuration: %w", err)
 	}
 
@@ -196,6 +220,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 	}
 
 	s.applyListeners(cfg, bound)
+	s.applyAdmin(cfg, adminLn)
 	if s.logs != nil {
 		s.logs.Set(cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
 	}
@@ -215,8 +240,7 @@ func (s *Server) bind(cfg *config.Config) (map[string]*acceptor, error) {
 		}
 		a, err := listen(l.Address, s.log)
 		if err != nil {
-			errs = append(errs, &config.Error{File: cfg.File, Line: l.Pos.Line, Col: l.Pos.Col,
-				Path: fmt.Sprintf("listeners[%d].address", i), Msg: err.Error()})
+			errs = append(errs, cfg.Errorf(l.Pos, fmt.Sprintf("listeners[%d].address", i), "%w", err))
 			continue
 		}
 		bound[key] = a
@@ -401,8 +425,8 @@ func (s *Server) Shutdown(ctx context.Context) {
 		return
 	}
 	s.stopped = true
-	listeners, acceptors, clusters := s.listeners, s.acceptors, s.clusters
-	s.listeners, s.acceptors, s.clusters = map[string]*listenerRT{}, map[string]*acceptor{}, map[string]*clusterRT{}
+	listeners, acceptors, clusters, adm := s.listeners, s.acceptors, s.clusters, s.admin
+	s.listeners, s.acceptors, s.clusters, s.admin = map[string]*listenerRT{}, map[string]*acceptor{}, map[string]*clusterRT{}, nil
 	var delay, timeout time.Duration
 	if s.cfg != nil {
 		delay, timeout = s.cfg.Shutdown.DrainDelay, s.cfg.Shutdown.Timeout
@@ -432,6 +456,11 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	wg.Wait()
 
+	// The admin server goes last, so that /ready answers 503 for as long
+	// as the proxy drains.
+	if adm != nil {
+		s.stopAdmin(adm)
+	}
 	close(s.quit)
 	s.wg.Wait()
 	for _, rt := range clusters {
