@@ -12,6 +12,10 @@ type Member struct {
 	// PanicEligible endpoints are unhealthy only for transport reasons and
 	// take traffic while the cluster is in panic.
 	PanicEligible bool
+	// Pending endpoints have not been judged yet: they take no traffic and
+	// do not count toward the panic threshold, so that a cluster whose
+	// endpoints are still being probed for the first time is not in panic.
+	Pending bool
 }
 
 // Snapshot is an immutable view of a cluster for the data path.
@@ -21,8 +25,9 @@ type Snapshot struct {
 	Routable []Weighted
 	// Healthy and Total count the cluster's members.
 	Healthy, Total int
-	// Panic is true when fewer than the panic threshold of the members are
-	// healthy and the picker also uses panic-eligible endpoints.
+	// Panic is true when fewer than the panic threshold of the judged
+	// (not pending) members are healthy; the picker then also uses
+	// panic-eligible endpoints.
 	Panic bool
 }
 
@@ -72,12 +77,16 @@ func (c *Cluster) Update(policy Policy, panicThreshold int, members []Member) *S
 // BuildSnapshot computes the snapshot for members without installing it.
 func BuildSnapshot(policy Policy, panicThreshold int, members []Member) *Snapshot {
 	s := &Snapshot{Total: len(members)}
+	judged := 0
 	for _, m := range members {
 		if m.Healthy {
 			s.Healthy++
 		}
+		if !m.Pending {
+			judged++
+		}
 	}
-	s.Panic = panicThreshold > 0 && s.Total > 0 && s.Healthy*100 < panicThreshold*s.Total
+	s.Panic = panicThreshold > 0 && judged > 0 && s.Healthy*100 < panicThreshold*judged
 	routable := make([]Weighted, 0, len(members))
 	for _, m := range members {
 		if m.Healthy || (s.Panic && m.PanicEligible) {

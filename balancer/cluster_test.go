@@ -29,6 +29,7 @@ func members(states ...string) []balancer.Member {
 			Weight:        1,
 			Healthy:       s == healthy,
 			PanicEligible: s == transport,
+			Pending:       s == pendingHost,
 		}
 	}
 	return ms
@@ -63,6 +64,8 @@ func TestBuildSnapshot(t *testing.T) {
 		{"nothing healthy, transport only", []string{transport, transport}, 50, []int{0, 1}, 0, 2, true},
 		{"nothing healthy, panic off", []string{transport, transport}, 0, nil, 0, 2, false},
 		{"nothing routable in panic", []string{answered, pendingHost}, 50, nil, 0, 2, true},
+		{"all pending is no panic", []string{pendingHost, pendingHost, pendingHost}, 50, nil, 0, 3, false},
+		{"pending members do not count toward panic", []string{healthy, pendingHost, pendingHost, transport}, 50, []int{0}, 1, 4, false},
 		{"one third healthy below 34%", []string{healthy, transport, transport}, 34, []int{0, 1, 2}, 1, 3, true},
 		{"one third healthy at 33%", []string{healthy, transport, transport}, 33, []int{0}, 1, 3, false},
 	}

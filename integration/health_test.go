@@ -48,6 +48,9 @@ func TestAdmitsThreeBackends(t *testing.T) {
 	if n := len(v.logs.find(0, match("endpoint admitted"))); n != 3 {
 		t.Errorf("%d admitted records; want exactly 3", n)
 	}
+	if rs := v.logs.find(0, match("cluster panic")); len(rs) > 0 {
+		t.Errorf("a cluster whose endpoints are still pending was reported in panic: %v", rs)
+	}
 	loaded := v.logs.find(0, match("config loaded"))
 	if len(loaded) != 1 || loaded[0].num("endpoints") != 3 || loaded[0].num("listeners") != 2 || loaded[0].num("clusters") != 1 {
 		t.Errorf("config loaded records = %v", loaded)

@@ -166,6 +166,7 @@ func (rt *clusterRT) rebuild(ws memdb.WatchSet) {
 			Weight:        r.Weight,
 			Healthy:       r.Status.Health == checker.Healthy,
 			PanicEligible: r.Status.PanicEligible(),
+			Pending:       r.Status.Health == checker.Pending,
 		})
 	}
 	if !rt.built || !slices.Equal(members, rt.members) {
