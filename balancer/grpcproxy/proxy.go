@@ -1,14 +1,15 @@
 // Package grpcproxy is vigil's gRPC data path: the listener behind
-// `protocol: grpc`. It terminates HTTP/2 (h2c) with a grpc.Server, picks a
-// healthy endpoint of its cluster for every RPC, and forwards the RPC on
-// that endpoint's shared, multiplexed connection without decoding any
-// message: a passthrough codec moves grpc-go's pooled buffers from one side
-// to the other. Any service and method is forwarded, unary or streaming,
-// with headers, trailers, status details, deadlines, cancellation and
-// compression. The listener answers grpc.health.v1.Health itself.
+// `protocol: grpc`. It terminates HTTP/2 (h2c) from clients, picks a healthy
+// endpoint of its cluster for every RPC (every HTTP/2 stream), and forwards
+// the stream's frames on a multiplexed HTTP/2 connection to that endpoint,
+// without decoding any message: headers are re-encoded for the backend
+// connection, DATA passes as it came (compressed messages stay
+// compressed), trailers and resets go back, with per-stream flow control
+// on both sides. The listener answers grpc.health.v1.Health itself.
 //
-// Per RPC the proxy costs one extra goroutine (the client-to-backend pump;
-// the handler goroutine pumps the responses) and no lock on the pick.
+// This frame-level design (the way HAProxy and Envoy forward gRPC) costs a
+// fraction of terminating gRPC with grpc-go on both sides: see the
+// benchmarks in this package and the report that introduced it.
 package grpcproxy
 
 import (
@@ -19,15 +20,13 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	_ "google.golang.org/grpc/encoding/gzip" // gzip requests are accepted and forwarded
 	"google.golang.org/grpc/health"
-	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/vigil-proxy/vigil/balancer"
 )
@@ -79,36 +78,38 @@ type Options struct {
 	Retries int
 }
 
-// Proxy is one grpc listener: a grpc.Server that forwards every RPC it
-// does not serve itself to a picked endpoint of its cluster.
+// Proxy is one grpc listener.
 type Proxy struct {
-	cluster  atomic.Pointer[balancer.Cluster]
-	srv      *grpc.Server
-	log      *slog.Logger
-	metrics  Metrics
-	retries  int
-	maxConns int
+	cluster     atomic.Pointer[balancer.Cluster]
+	health      *health.Server
+	log         *slog.Logger
+	metrics     Metrics
+	retries     int
+	maxConns    int
+	maxStreams  uint32
+	maxMsg      int
+	idleTimeout time.Duration
 
-	// callOpts are the options of every backend call; compressed and
-	// content-subtype variants are cached (see callOptions).
-	callOpts   []grpc.CallOption
-	variantsMu sync.Mutex
-	variants   atomic.Pointer[map[variantKey][]grpc.CallOption]
-
-	// pumps counts the request pumps, which may outlive their handler by
-	// the moment grpc-go needs to close the client's stream.
-	pumps sync.WaitGroup
+	// pools are the frame engine's connections per endpoint
+	// (*balancer.Endpoint -> *upPool).
+	pools sync.Map
+	// wg counts every goroutine the proxy starts: client connections,
+	// backend connections, endpoint watchers, health Watch calls.
+	wg sync.WaitGroup
 
 	// stopping is cancelled when Shutdown or Close begins: health Watch
-	// streams end so they do not hold the graceful stop open.
+	// streams end and connections get GOAWAY.
 	stopping context.Context
 	stop     context.CancelFunc
+	// done is closed once everything is stopped: endpoint watchers end.
+	done      chan struct{}
+	closeOnce sync.Once
 
-	// endpoint watchers cut the streams of closed endpoints.
-	watchers   sync.Map // *balancer.Endpoint -> *endpointWatch
-	watchersWG sync.WaitGroup
-	done       chan struct{}
-	closeOnce  sync.Once
+	connsMu   sync.Mutex
+	closing   bool // no new connections are served
+	conns     map[*downConn]struct{}
+	listeners map[net.Listener]struct{}
+	idle      chan struct{} // closed when conns empties during shutdown
 
 	connLimit connLimit
 }
@@ -139,46 +140,20 @@ func New(cluster *balancer.Cluster, opts Options) *Proxy {
 		opts.Health = health.NewServer()
 	}
 	p := &Proxy{
-		log:      opts.Logger,
-		metrics:  opts.Metrics,
-		retries:  opts.Retries,
-		maxConns: opts.MaxConnections,
-		done:     make(chan struct{}),
+		health:      opts.Health,
+		log:         opts.Logger,
+		metrics:     opts.Metrics,
+		retries:     opts.Retries,
+		maxConns:    opts.MaxConnections,
+		maxStreams:  opts.MaxConcurrentStreams,
+		maxMsg:      opts.MaxMessageSize,
+		idleTimeout: opts.IdleTimeout,
+		done:        make(chan struct{}),
+		conns:       map[*downConn]struct{}{},
+		listeners:   map[net.Listener]struct{}{},
 	}
 	p.stopping, p.stop = context.WithCancel(context.Background())
 	p.cluster.Store(cluster)
-	cdc := newCodec()
-	p.callOpts = []grpc.CallOption{
-		grpc.ForceCodecV2(cdc),
-		grpc.MaxCallRecvMsgSize(opts.MaxMessageSize),
-		grpc.MaxCallSendMsgSize(opts.MaxMessageSize),
-	}
-	p.variants.Store(&map[variantKey][]grpc.CallOption{})
-	p.srv = grpc.NewServer(
-		grpc.ForceServerCodecV2(cdc),
-		grpc.UnknownServiceHandler(p.forward),
-		grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams),
-		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
-		grpc.MaxSendMsgSize(opts.MaxMessageSize),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionIdle: opts.IdleTimeout,
-			// Find dead clients (no FIN ever came) within a few minutes.
-			Time:    2 * time.Minute,
-			Timeout: 20 * time.Second,
-		}),
-		// Clients may ping every 10s even without RPCs: stricter policies
-		// make well-configured clients reconnect with too_many_pings.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
-			PermitWithoutStream: true,
-		}),
-		// A client that connects and sends nothing is closed soon.
-		grpc.ConnectionTimeout(10*time.Second),
-		grpc.MaxHeaderListSize(1<<20),
-		// Stop waits for handlers, so no pump starts after it.
-		grpc.WaitForHandlers(true),
-	)
-	healthgrpc.RegisterHealthServer(p.srv, &healthService{Server: opts.Health, stopping: p.stopping})
 	return p
 }
 
@@ -195,11 +170,107 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	if p.maxConns > 0 || p.metrics != nil {
 		ln = &limitListener{Listener: ln, p: p}
 	}
-	err := p.srv.Serve(ln)
-	if err == nil || errors.Is(err, grpc.ErrServerStopped) {
+	p.connsMu.Lock()
+	if p.closing {
+		p.connsMu.Unlock()
+		_ = ln.Close()
 		return nil
 	}
-	return fmt.Errorf("serve grpc on %s: %w", ln.Addr(), err)
+	p.listeners[ln] = struct{}{}
+	p.connsMu.Unlock()
+	defer func() {
+		p.connsMu.Lock()
+		delete(p.listeners, ln)
+		p.connsMu.Unlock()
+		_ = ln.Close()
+	}()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if p.stopping.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of file descriptors or similar: wait, do not spin.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				p.log.Warn("accept failed, retrying", "listener", ln.Addr().String(), "error", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("serve grpc on %s: %w", ln.Addr(), err)
+		}
+		delay = 0
+		p.connsMu.Lock()
+		if p.closing {
+			p.connsMu.Unlock()
+			_ = nc.Close()
+			return nil
+		}
+		p.wg.Add(1)
+		p.connsMu.Unlock()
+		go func() {
+			defer p.wg.Done()
+			p.serveConn(nc)
+		}()
+	}
+}
+
+// trackConn registers a client connection; false once the proxy is
+// closing.
+func (p *Proxy) trackConn(dc *downConn) bool {
+	p.connsMu.Lock()
+	defer p.connsMu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.conns[dc] = struct{}{}
+	return true
+}
+
+func (p *Proxy) untrackConn(dc *downConn) {
+	p.connsMu.Lock()
+	defer p.connsMu.Unlock()
+	delete(p.conns, dc)
+	if len(p.conns) == 0 && p.idle != nil {
+		select {
+		case <-p.idle:
+		default:
+			close(p.idle)
+		}
+	}
+}
+
+// beginStop stops accepting: listeners close, health Watch streams end,
+// and every client connection gets a GOAWAY (graceful) or is closed.
+func (p *Proxy) beginStop(graceful bool) chan struct{} {
+	p.stop()
+	p.connsMu.Lock()
+	p.closing = true
+	idle := make(chan struct{})
+	p.idle = idle
+	for ln := range p.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*downConn, 0, len(p.conns))
+	for dc := range p.conns {
+		conns = append(conns, dc)
+	}
+	if len(p.conns) == 0 {
+		close(idle)
+	}
+	p.connsMu.Unlock()
+	for _, dc := range conns {
+		dc.w.mu.Lock()
+		if graceful {
+			dc.goAwayLocked()
+		} else {
+			dc.closeLocked()
+		}
+		dc.w.mu.Unlock()
+	}
+	return idle
 }
 
 // Shutdown stops accepting connections, tells clients to go away (HTTP/2
@@ -208,18 +279,12 @@ func (p *Proxy) Serve(ln net.Listener) error {
 // ctx's error. Health Watch streams end at once with UNAVAILABLE: the
 // caller has set the statuses they were waiting for before shutting down.
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.stop()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		p.srv.GracefulStop()
-	}()
+	idle := p.beginStop(true)
 	var err error
 	select {
-	case <-stopped:
+	case <-idle:
 	case <-ctx.Done():
-		p.srv.Stop()
-		<-stopped
+		p.beginStop(false)
 		err = fmt.Errorf("grpc listener shutdown: in-flight RPCs cut: %w", context.Cause(ctx))
 	}
 	p.finish()
@@ -228,17 +293,29 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // Close stops the listener at once, cutting in-flight RPCs.
 func (p *Proxy) Close() error {
-	p.stop()
-	p.srv.Stop()
+	p.beginStop(false)
 	p.finish()
 	return nil
 }
 
-// finish waits for everything the proxy started, once the server stopped.
+// finish closes the backend connections and waits for every goroutine the
+// proxy started.
 func (p *Proxy) finish() {
-	p.pumps.Wait()
-	p.closeOnce.Do(func() { close(p.done) })
-	p.watchersWG.Wait()
+	p.closeOnce.Do(func() {
+		p.connsMu.Lock()
+		for dc := range p.conns {
+			dc.w.mu.Lock()
+			dc.closeLocked()
+			dc.w.mu.Unlock()
+		}
+		p.connsMu.Unlock()
+		close(p.done)
+		p.pools.Range(func(_, v any) bool {
+			v.(*upPool).close("vigil: listener closed")
+			return true
+		})
+	})
+	p.wg.Wait()
 }
 
 // Dial returns the data connection for an endpoint at address, with what

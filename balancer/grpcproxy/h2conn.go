@@ -1,0 +1,335 @@
+package grpcproxy
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+)
+
+// HTTP/2 parameters of the frame engine.
+const (
+	// streamWindow is the per-stream receive window the proxy advertises
+	// on both sides. Data is only acknowledged (stream WINDOW_UPDATE) once
+	// it has been forwarded, so it bounds what one stream can make the
+	// proxy buffer in each direction.
+	streamWindow = 1 << 20
+	// connWindow is the connection-level receive window. Connection credit
+	// is returned on receipt: the stream windows bound the buffering.
+	connWindow = 1 << 26
+	// maxHeaderListSize bounds one decoded header list (request headers,
+	// response headers or trailers).
+	maxHeaderListSize = 1 << 20
+	// defaultMaxFrame is HTTP/2's initial SETTINGS_MAX_FRAME_SIZE.
+	defaultMaxFrame = 16 << 10
+	// bufSize is the read and write buffer of each connection.
+	bufSize = 64 << 10
+)
+
+// h2writer is the write side of one HTTP/2 connection, shared by every
+// goroutine that forwards frames to it. mu guards all fields and the send
+// state (window, pending data) of every stream half writing to it.
+type h2writer struct {
+	nc   net.Conn
+	mu   sync.Mutex
+	bw   *bufio.Writer
+	fr   *http2.Framer
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+
+	sendWin  int64  // connection-level send window granted by the peer
+	initWin  int64  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
+	blocked  []*half
+	halves   map[*half]struct{} // halves writing here, for SETTINGS changes
+	dirty    bool               // frames written since the last flush
+	err      error              // the first write error: the connection is dead
+	owed     int64              // connection credit owed to the peer
+}
+
+func newH2writer(nc net.Conn) *h2writer {
+	w := &h2writer{
+		nc:       nc,
+		bw:       bufio.NewWriterSize(nc, bufSize),
+		sendWin:  65535,
+		initWin:  65535,
+		maxFrame: defaultMaxFrame,
+		halves:   map[*half]struct{}{},
+	}
+	w.fr = http2.NewFramer(w.bw, nil)
+	w.henc = hpack.NewEncoder(&w.hbuf)
+	return w
+}
+
+// flushLocked writes buffered frames to the connection.
+func (w *h2writer) flushLocked() {
+	if !w.dirty || w.err != nil {
+		return
+	}
+	w.dirty = false
+	if err := w.bw.Flush(); err != nil {
+		w.err = err
+		_ = w.nc.Close()
+	}
+}
+
+func (w *h2writer) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushLocked()
+}
+
+// note records a frame write error.
+func (w *h2writer) note(err error) {
+	w.dirty = true
+	if err != nil && w.err == nil {
+		w.err = err
+		_ = w.nc.Close()
+	}
+}
+
+// writeHeadersLocked encodes fields with this connection's HPACK state
+// and writes them as HEADERS (+ CONTINUATION) on stream id.
+func (w *h2writer) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) {
+	w.hbuf.Reset()
+	for _, f := range fields {
+		_ = w.henc.WriteField(f)
+	}
+	block := w.hbuf.Bytes()
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), int(w.maxFrame))
+		chunk, rest := block[:n], block[n:]
+		if first {
+			w.note(w.fr.WriteHeaders(http2.HeadersFrameParam{
+				StreamID: id, BlockFragment: chunk, EndStream: endStream, EndHeaders: len(rest) == 0,
+			}))
+			first = false
+		} else {
+			w.note(w.fr.WriteContinuation(id, len(rest) == 0, chunk))
+		}
+		block = rest
+	}
+}
+
+// creditLocked owes the peer n bytes of connection window, sent in
+// batches to save frames.
+func (w *h2writer) creditLocked(n int64) {
+	w.owed += n
+	if w.owed >= connWindow/4 {
+		w.note(w.fr.WriteWindowUpdate(0, uint32(w.owed)))
+		w.owed = 0
+	}
+}
+
+// half is one direction of a forwarded stream: what is written to dst.
+// dst.mu guards it.
+type half struct {
+	dst      *h2writer
+	id       uint32 // the stream's id on dst; 0 until opened there
+	win      int64  // stream-level send window on dst
+	buf      []byte // data waiting for window (or for the stream to open)
+	end      bool   // END_STREAM once buf is written
+	trailers []hpack.HeaderField
+	queued   bool // in dst.blocked
+	done     bool // no more data: END_STREAM or RST_STREAM written, or abandoned
+	// closed: the stream is closed on dst, not even RST_STREAM is due (it
+	// was written, or the peer ended the stream). A request half that sent
+	// END_STREAM still gets an RST_STREAM when the client cancels.
+	closed bool
+	toPeer bool // a response half: END_STREAM to the client closes it
+	// src and srcID receive stream credit for the bytes written.
+	src   *h2writer
+	srcID uint32
+	owed  int64 // stream credit owed to src
+	// endStream is finished with endCode once the half is done: set when
+	// the backend ended while data for the client still waits for window.
+	endStream *fstream
+	endCode   codes.Code
+}
+
+// sendLocked writes as much of data (then buf) as dst's windows allow and
+// keeps the rest. It returns the bytes written, whose stream credit the
+// caller owes the source.
+func (h *half) sendLocked(data []byte, end bool) int64 {
+	if h.done {
+		return 0
+	}
+	if len(h.buf) > 0 || h.id == 0 {
+		h.buf = append(h.buf, data...)
+		h.end = h.end || end
+		return h.drainLocked()
+	}
+	n := h.writeLocked(data, end)
+	if n < int64(len(data)) {
+		h.buf = append(h.buf, data[n:]...)
+		h.end = h.end || end
+		h.blockLocked()
+	}
+	return n
+}
+
+// writeLocked writes the prefix of data that the windows allow, with
+// END_STREAM when all of it went and end is set.
+func (h *half) writeLocked(data []byte, end bool) int64 {
+	w := h.dst
+	var sent int64
+	for {
+		n := min(int64(len(data)), h.win, w.sendWin, int64(w.maxFrame))
+		if n < 0 {
+			n = 0
+		}
+		last := end && n == int64(len(data))
+		if n == 0 && !last {
+			return sent
+		}
+		w.note(w.fr.WriteData(h.id, last, data[:n]))
+		h.win -= n
+		w.sendWin -= n
+		sent += n
+		data = data[n:]
+		if last {
+			h.done = true
+			h.trailers = nil
+			return sent
+		}
+		if len(data) == 0 {
+			return sent
+		}
+	}
+}
+
+// drainLocked writes what the windows now allow of buf, then END_STREAM or
+// the trailers. It returns the data bytes written.
+func (h *half) drainLocked() int64 {
+	if h.done || h.id == 0 {
+		return 0
+	}
+	end := h.end && h.trailers == nil
+	n := h.writeLocked(h.buf, end)
+	h.buf = h.buf[n:]
+	if len(h.buf) == 0 {
+		h.buf = nil
+		if h.trailers != nil && !h.done {
+			h.dst.writeHeadersLocked(h.id, h.trailers, true)
+			h.trailers = nil
+			h.done = true
+		}
+	}
+	if !h.done && (len(h.buf) > 0 || (h.end && h.trailers == nil)) {
+		h.blockLocked()
+	}
+	return n
+}
+
+func (h *half) blockLocked() {
+	if !h.queued {
+		h.queued = true
+		h.dst.blocked = append(h.dst.blocked, h)
+	}
+}
+
+// trailersLocked ends the half with trailers, after any pending data.
+func (h *half) trailersLocked(fields []hpack.HeaderField) {
+	if h.done {
+		return
+	}
+	if len(h.buf) > 0 || h.id == 0 {
+		h.trailers = fields
+		h.end = true
+		return
+	}
+	h.dst.writeHeadersLocked(h.id, fields, true)
+	h.done = true
+}
+
+// resetLocked abandons the half, with RST_STREAM code if it is open.
+func (h *half) resetLocked(code http2.ErrCode) {
+	if h.closed || (h.toPeer && h.done) {
+		h.done = true
+		return
+	}
+	h.done, h.closed = true, true
+	h.buf, h.trailers = nil, nil
+	if h.id != 0 {
+		h.dst.note(h.dst.fr.WriteRSTStream(h.id, code))
+	}
+}
+
+// credit is stream credit owed to a source connection, sent after dst's
+// lock is released (two connection locks are never held together); or,
+// with end set, a stream to finish once that lock is released.
+type credit struct {
+	w    *h2writer
+	id   uint32
+	n    int64
+	end  *fstream
+	code codes.Code
+}
+
+// owedLocked accumulates n bytes of stream credit for the source and
+// returns a credit to send when enough is owed.
+func (h *half) owedLocked(n int64) (credit, bool) {
+	if n <= 0 || h.src == nil {
+		return credit{}, false
+	}
+	h.owed += n
+	if h.owed < streamWindow/4 {
+		return credit{}, false
+	}
+	c := credit{w: h.src, id: h.srcID, n: h.owed}
+	h.owed = 0
+	return c, true
+}
+
+// windowUpdateLocked applies a WINDOW_UPDATE from the peer and drains the
+// halves it unblocks; it returns the stream credits they owe.
+func (w *h2writer) windowUpdateLocked(streamHalf *half, incr int64, credits []credit) []credit {
+	if streamHalf != nil {
+		streamHalf.win += incr
+	} else {
+		w.sendWin += incr
+	}
+	return w.drainBlockedLocked(credits)
+}
+
+func (w *h2writer) drainBlockedLocked(credits []credit) []credit {
+	blocked := w.blocked
+	w.blocked = nil
+	for _, h := range blocked {
+		h.queued = false
+		if c, ok := h.owedLocked(h.drainLocked()); ok {
+			credits = append(credits, c)
+		}
+		if h.done && h.endStream != nil {
+			credits = append(credits, credit{end: h.endStream, code: h.endCode})
+			h.endStream = nil
+		}
+	}
+	return credits
+}
+
+// settingsLocked applies the peer's SETTINGS.
+func (w *h2writer) settingsLocked(f *http2.SettingsFrame, credits []credit) []credit {
+	_ = f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - w.initWin
+			w.initWin = int64(s.Val)
+			for h := range w.halves {
+				h.win += delta
+			}
+		case http2.SettingMaxFrameSize:
+			w.maxFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			w.henc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	})
+	w.note(w.fr.WriteSettingsAck())
+	return w.drainBlockedLocked(credits)
+}

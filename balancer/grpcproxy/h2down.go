@@ -1,0 +1,358 @@
+package grpcproxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+)
+
+// downConn is one client connection of the frame engine: its reader
+// goroutine (serve) reads the client's frames and forwards them; backends'
+// frames reach the client through w.
+type downConn struct {
+	p  *Proxy
+	nc net.Conn
+	br *bufio.Reader
+	fr *http2.Framer
+	w  *h2writer
+
+	// w.mu guards these.
+	streams  map[uint32]*fstream
+	lastID   uint32 // highest client stream id seen
+	draining bool   // GOAWAY sent: no new streams, close when idle
+	closed   bool
+
+	idleTimer *time.Timer // fires p.idleTimeout after the last stream ended
+}
+
+// serveConn runs one client connection until it ends. The caller counts it
+// in p.conns.
+func (p *Proxy) serveConn(nc net.Conn) {
+	dc := &downConn{p: p, nc: nc, br: bufio.NewReaderSize(nc, bufSize), w: newH2writer(nc), streams: map[uint32]*fstream{}}
+	if !p.trackConn(dc) {
+		_ = nc.Close()
+		return
+	}
+	defer p.untrackConn(dc)
+	defer dc.close()
+
+	// The client preface must come soon: a client that connects and sends
+	// nothing is dropped.
+	_ = nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(dc.br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
+		return
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	dc.fr = http2.NewFramer(nil, dc.br)
+	dc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	dc.fr.MaxHeaderListSize = maxHeaderListSize
+	dc.fr.SetMaxReadFrameSize(defaultMaxFrame)
+
+	dc.w.mu.Lock()
+	dc.w.note(dc.w.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: p.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+	))
+	dc.w.note(dc.w.fr.WriteWindowUpdate(0, connWindow-65535))
+	dc.w.flushLocked()
+	dc.startIdleLocked()
+	if p.stopping.Err() != nil {
+		dc.goAwayLocked()
+	}
+	dc.w.mu.Unlock()
+
+	var fl flusher
+	defer fl.flushAll()
+	for {
+		f, err := dc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				dc.resetStream(se.StreamID, se.Code, &fl)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				dc.w.mu.Lock()
+				dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCode(ce), nil))
+				dc.w.flushLocked()
+				dc.w.mu.Unlock()
+			}
+			return
+		}
+		dc.handle(f, &fl)
+		if dc.br.Buffered() == 0 {
+			fl.flushAll()
+		}
+	}
+}
+
+// handle processes one frame from the client.
+func (dc *downConn) handle(f http2.Frame, fl *flusher) {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		dc.onHeaders(f, fl)
+	case *http2.DataFrame:
+		dc.onData(f, fl)
+	case *http2.RSTStreamFrame:
+		dc.resetStream(f.StreamID, 0, fl)
+	case *http2.WindowUpdateFrame:
+		var credits []credit
+		dc.w.mu.Lock()
+		if f.StreamID == 0 {
+			credits = dc.w.windowUpdateLocked(nil, int64(f.Increment), credits)
+		} else if s := dc.streams[f.StreamID]; s != nil {
+			credits = dc.w.windowUpdateLocked(&s.resp, int64(f.Increment), credits)
+		}
+		fl.touchLocked(dc.w)
+		dc.w.mu.Unlock()
+		sendCredits(fl, credits)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return
+		}
+		var credits []credit
+		dc.w.mu.Lock()
+		credits = dc.w.settingsLocked(f, credits)
+		fl.touchLocked(dc.w)
+		dc.w.mu.Unlock()
+		sendCredits(fl, credits)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			dc.w.mu.Lock()
+			dc.w.note(dc.w.fr.WritePing(true, f.Data))
+			fl.touchLocked(dc.w)
+			dc.w.mu.Unlock()
+		}
+	case *http2.GoAwayFrame:
+		// The client will open no more streams; the connection ends with
+		// them.
+		dc.w.mu.Lock()
+		dc.draining = true
+		if len(dc.streams) == 0 {
+			dc.closeLocked()
+		}
+		dc.w.mu.Unlock()
+	}
+}
+
+// onHeaders starts a stream (or ends one, for trailers from the client).
+func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) {
+	p := dc.p
+	id := f.StreamID
+	dc.w.mu.Lock()
+	if s := dc.streams[id]; s != nil {
+		dc.w.mu.Unlock()
+		// Trailers from a client end its request (gRPC clients do not send
+		// them, but HTTP/2 allows it).
+		s.clientData(nil, true, fl)
+		return
+	}
+	if id <= dc.lastID || id%2 == 0 {
+		dc.w.mu.Unlock()
+		return // a closed or invalid stream: ignore
+	}
+	dc.lastID = id
+	if dc.draining || dc.closed || len(dc.streams) >= int(p.maxStreams) {
+		dc.w.note(dc.w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream))
+		fl.touchLocked(dc.w)
+		dc.w.mu.Unlock()
+		return
+	}
+	s := &fstream{p: p, dc: dc, downID: id, start: time.Now()}
+	s.resp = half{dst: dc.w, id: id, win: dc.w.initWin, toPeer: true}
+	dc.w.halves[&s.resp] = struct{}{}
+	dc.streams[id] = s
+	dc.stopIdleLocked()
+	dc.w.mu.Unlock()
+
+	path := f.PseudoValue("path")
+	if f.PseudoValue("method") != "POST" || path == "" {
+		s.fail(codes.Unimplemented, "vigil: only gRPC (POST) requests are proxied", fl)
+		return
+	}
+	if p.isLocal(path) {
+		s.startLocal(path, f, f.StreamEnded())
+		return
+	}
+	s.open(requestHeaders(f.Fields), f.StreamEnded(), fl)
+}
+
+// requestHeaders copies the client's header list for the backend, without
+// connection-specific fields (HTTP/2 forbids them; a client that sends them
+// anyway must not make the proxy forward them).
+func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, len(fields))
+	for _, f := range fields {
+		switch f.Name {
+		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host":
+			continue
+		}
+		out = append(out, hpack.HeaderField{Name: f.Name, Value: f.Value, Sensitive: f.Sensitive})
+	}
+	return out
+}
+
+func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) {
+	n := int64(f.Length)
+	dc.w.mu.Lock()
+	// Connection credit is returned on receipt: stream windows bound what
+	// the proxy buffers.
+	if n > 0 {
+		dc.w.creditLocked(n)
+		fl.touchLocked(dc.w)
+	}
+	s := dc.streams[f.StreamID]
+	dc.w.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.clientData(f.Data(), f.StreamEnded(), fl)
+}
+
+// resetStream handles an RST_STREAM from the client (code 0) or a stream
+// error found reading its frames.
+func (dc *downConn) resetStream(id uint32, code http2.ErrCode, fl *flusher) {
+	dc.w.mu.Lock()
+	s := dc.streams[id]
+	if code != 0 {
+		dc.w.note(dc.w.fr.WriteRSTStream(id, code))
+		fl.touchLocked(dc.w)
+	}
+	dc.w.mu.Unlock()
+	if s != nil {
+		s.clientReset()
+	}
+}
+
+// removeLocked forgets a finished stream.
+func (dc *downConn) removeLocked(s *fstream) {
+	if dc.streams[s.downID] != s {
+		return
+	}
+	delete(dc.streams, s.downID)
+	delete(dc.w.halves, &s.resp)
+	if len(dc.streams) == 0 {
+		if dc.draining {
+			dc.closeLocked()
+			return
+		}
+		dc.startIdleLocked()
+	}
+}
+
+func (dc *downConn) startIdleLocked() {
+	if dc.closed {
+		return
+	}
+	if dc.idleTimer == nil {
+		dc.idleTimer = time.AfterFunc(dc.p.idleTimeout, dc.onIdle)
+		return
+	}
+	dc.idleTimer.Reset(dc.p.idleTimeout)
+}
+
+func (dc *downConn) stopIdleLocked() {
+	if dc.idleTimer != nil {
+		dc.idleTimer.Stop()
+	}
+}
+
+func (dc *downConn) onIdle() {
+	dc.w.mu.Lock()
+	defer dc.w.mu.Unlock()
+	if len(dc.streams) == 0 && !dc.closed {
+		dc.goAwayLocked()
+	}
+}
+
+// goAwayLocked tells the client to open no more streams; the connection
+// closes once its streams ended.
+func (dc *downConn) goAwayLocked() {
+	if dc.draining || dc.closed {
+		return
+	}
+	dc.draining = true
+	dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCodeNo, nil))
+	dc.w.flushLocked()
+	if len(dc.streams) == 0 {
+		dc.closeLocked()
+	}
+}
+
+func (dc *downConn) closeLocked() {
+	if dc.closed {
+		return
+	}
+	dc.closed = true
+	dc.w.flushLocked()
+	if dc.idleTimer != nil {
+		dc.idleTimer.Stop()
+	}
+	_ = dc.nc.Close()
+}
+
+// close ends the connection and every stream still on it.
+func (dc *downConn) close() {
+	dc.w.mu.Lock()
+	dc.closeLocked()
+	if dc.w.err == nil {
+		dc.w.err = net.ErrClosed
+	}
+	streams := make([]*fstream, 0, len(dc.streams))
+	for _, s := range dc.streams {
+		streams = append(streams, s)
+	}
+	dc.w.mu.Unlock()
+	for _, s := range streams {
+		s.clientReset()
+	}
+}
+
+// grpcMessage percent-encodes a status message as gRPC requires.
+func grpcMessage(msg string) string {
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c < 0x20 || c > 0x7e || c == '%' {
+			return percentEncode(msg)
+		}
+	}
+	return msg
+}
+
+func percentEncode(msg string) string {
+	const hex = "0123456789ABCDEF"
+	out := make([]byte, 0, len(msg)*2)
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			out = append(out, '%', hex[c>>4], hex[c&15])
+			continue
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// statusFields are the trailers of a status the proxy answers itself;
+// trailersOnly adds what a response without headers needs.
+func statusFields(code codes.Code, msg string, trailersOnly bool) []hpack.HeaderField {
+	var f []hpack.HeaderField
+	if trailersOnly {
+		f = append(f, hpack.HeaderField{Name: ":status", Value: "200"},
+			hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+	}
+	f = append(f, hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(code))})
+	if msg != "" {
+		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: grpcMessage(msg)})
+	}
+	return f
+}

@@ -1,0 +1,455 @@
+package grpcproxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+
+	"github.com/vigil-proxy/vigil/balancer"
+)
+
+// fstream is one forwarded RPC in the frame engine.
+//
+// Locks: mu guards the stream's placement (uc, ep, attempts, request
+// headers kept for a retry, finished flags); req is guarded by its
+// upstream writer's lock and resp by the client connection's writer lock.
+// Order: mu before a writer lock; never two writer locks.
+type fstream struct {
+	p      *Proxy
+	dc     *downConn
+	downID uint32
+	start  time.Time
+
+	mu       sync.Mutex
+	cluster  *balancer.Cluster
+	uc       *upConn
+	ep       *balancer.Endpoint
+	headers  []hpack.HeaderField // request headers, kept for a retry
+	carry    []byte              // request data while between endpoints
+	carryEnd bool                // the client half-closed while between endpoints
+	tried    [maxRetries + 1]*balancer.Endpoint
+	attempts int
+	finished bool
+
+	req  half // client -> backend (dst: uc.w)
+	resp half // backend -> client (dst: dc.w)
+
+	reqLimit, respLimit msgLimit
+	respStarted         bool // response headers sent (under dc.w.mu)
+
+	local *localCall
+}
+
+// msgLimit follows the gRPC length-prefixed messages of one direction
+// through DATA frames and reports a message over the limit.
+type msgLimit struct {
+	hdr  [5]byte
+	hdrN int
+	left uint32 // message bytes still to come
+}
+
+// feed returns the size of a message over max, or 0.
+func (m *msgLimit) feed(data []byte, max uint32) uint32 {
+	for len(data) > 0 {
+		if m.left > 0 {
+			n := min(uint32(len(data)), m.left)
+			m.left -= n
+			data = data[n:]
+			continue
+		}
+		n := copy(m.hdr[m.hdrN:], data)
+		m.hdrN += n
+		data = data[n:]
+		if m.hdrN == 5 {
+			m.hdrN = 0
+			m.left = binary.BigEndian.Uint32(m.hdr[1:])
+			if m.left > max {
+				return m.left
+			}
+		}
+	}
+	return 0
+}
+
+// open places a new stream on an endpoint of the listener's cluster.
+func (s *fstream) open(headers []hpack.HeaderField, endStream bool, fl *flusher) {
+	s.mu.Lock()
+	s.cluster = s.p.cluster.Load()
+	s.headers = headers
+	s.carryEnd = endStream
+	s.mu.Unlock()
+	if s.cluster == nil {
+		s.fail(codes.Unavailable, "vigil: the listener has no cluster", fl)
+		return
+	}
+	s.place(nil, fl)
+}
+
+// place picks an endpoint that was not tried yet and queues the stream on
+// one of its connections, moving the request data received so far with
+// it. lastErr is why the previous endpoint was unreachable, if one was.
+func (s *fstream) place(lastErr error, fl *flusher) {
+	p := s.p
+	s.mu.Lock()
+	cl := s.cluster
+	for picks := 0; !s.finished && s.attempts <= p.retries && picks < 2*(p.retries+2); picks++ {
+		ep := cl.Pick()
+		if ep == nil {
+			break
+		}
+		if seen(s.tried[:s.attempts], ep) {
+			continue
+		}
+		s.tried[s.attempts] = ep
+		s.attempts++
+		uc, err := p.upstream(ep)
+		if err == nil {
+			carry, end := s.carry, s.carryEnd
+			if uc.add(s, carry, end, fl) {
+				s.carry = nil
+				ep.Acquire()
+				s.ep, s.uc = ep, uc
+				if p.metrics != nil {
+					p.metrics.RPCStarted(cl.Name(), ep.Address())
+				}
+				s.mu.Unlock()
+				return
+			}
+			err = errors.New("connection lost")
+		}
+		lastErr = err
+		if p.metrics != nil {
+			p.metrics.RPCRetried(cl.Name(), ep.Address())
+		}
+	}
+	finished := s.finished
+	s.mu.Unlock()
+	switch {
+	case finished:
+	case lastErr != nil:
+		s.fail(codes.Unavailable, fmt.Sprintf("vigil: no reachable endpoint in cluster %s (tried %d): %v", cl.Name(), s.attempts, lastErr), fl)
+	default:
+		s.fail(codes.Unavailable, "no healthy upstream in cluster "+cl.Name(), fl)
+	}
+}
+
+// unplaced is called when uc failed before s's headers went out: nothing
+// was sent, so the stream, with its buffered request data, moves on.
+func (s *fstream) unplaced(uc *upConn, err error, fl *flusher) {
+	s.mu.Lock()
+	if s.uc != uc || s.finished {
+		s.mu.Unlock()
+		return
+	}
+	uc.w.mu.Lock()
+	carry, end := s.req.buf, s.req.end
+	s.req.buf, s.req.done = nil, true
+	delete(uc.w.halves, &s.req)
+	uc.w.mu.Unlock()
+	s.carry = append(carry, s.carry...)
+	s.carryEnd = s.carryEnd || end
+	ep := s.ep
+	s.ep, s.uc = nil, nil
+	s.mu.Unlock()
+	if ep != nil {
+		ep.Release()
+	}
+	s.place(err, fl)
+}
+
+// clientData forwards request bytes (and the client's half-close).
+func (s *fstream) clientData(data []byte, end bool, fl *flusher) {
+	if s.local != nil {
+		s.local.data(data, end, fl)
+		return
+	}
+	if len(data) > 0 {
+		if big := s.reqLimit.feed(data, uint32(s.p.maxMsg)); big > 0 {
+			s.cut(codes.ResourceExhausted, fmt.Sprintf("vigil: request message of %d bytes is over the listener's limit of %d", big, s.p.maxMsg), fl)
+			return
+		}
+	}
+	s.mu.Lock()
+	uc := s.uc
+	if uc == nil {
+		// Between two endpoints: keep the data for the next one.
+		if !s.finished {
+			s.carry = append(s.carry, data...)
+			s.carryEnd = s.carryEnd || end
+		}
+		s.mu.Unlock()
+		return
+	}
+	uc.w.mu.Lock()
+	s.mu.Unlock()
+	n := s.req.sendLocked(data, end)
+	c, ok := s.req.owedLocked(n)
+	fl.touchLocked(uc.w)
+	uc.w.mu.Unlock()
+	if ok {
+		c.sendWith(fl)
+	}
+}
+
+// clientReset: the client cancelled the stream (or its connection ended).
+func (s *fstream) clientReset() {
+	if s.local != nil {
+		s.local.cancel()
+	}
+	s.mu.Lock()
+	uc := s.uc
+	s.mu.Unlock()
+	if uc != nil {
+		uc.w.mu.Lock()
+		s.req.resetLocked(http2.ErrCodeCancel)
+		uc.w.flushLocked()
+		uc.w.mu.Unlock()
+		uc.remove(s)
+	}
+	s.dc.w.mu.Lock()
+	s.resp.done = true
+	s.resp.buf = nil
+	s.dc.w.mu.Unlock()
+	s.finish(codes.Canceled)
+}
+
+// backendHeaders forwards the backend's response headers or trailers.
+func (s *fstream) backendHeaders(fields []hpack.HeaderField, end bool, fl *flusher) {
+	w := s.dc.w
+	w.mu.Lock()
+	code := codes.OK
+	if end {
+		code = codes.Unknown
+		for _, f := range fields {
+			if f.Name == "grpc-status" {
+				if c, err := strconv.Atoi(f.Value); err == nil {
+					code = codes.Code(c)
+				}
+			}
+		}
+		s.resp.trailersLocked(fields)
+		s.respStarted = true
+	} else if !s.respStarted && !s.resp.done {
+		w.writeHeadersLocked(s.downID, fields, false)
+		s.respStarted = true
+	}
+	fl.touchLocked(w)
+	written := s.endedLocked(end, code)
+	w.mu.Unlock()
+	if end {
+		s.backendEnded(code, written)
+	}
+}
+
+// endedLocked tells, when the backend ended the stream, whether the client
+// has everything already; if not, the stream finishes when the last of it
+// is written (see drainBlockedLocked).
+func (s *fstream) endedLocked(end bool, code codes.Code) bool {
+	if !end || s.resp.done {
+		return true
+	}
+	s.resp.endStream, s.resp.endCode = s, code
+	return false
+}
+
+// backendData forwards response bytes to the client.
+func (s *fstream) backendData(data []byte, end bool, fl *flusher) {
+	if len(data) > 0 {
+		if big := s.respLimit.feed(data, uint32(s.p.maxMsg)); big > 0 {
+			s.cut(codes.ResourceExhausted, fmt.Sprintf("vigil: response message of %d bytes is over the listener's limit of %d", big, s.p.maxMsg), fl)
+			return
+		}
+	}
+	w := s.dc.w
+	w.mu.Lock()
+	n := s.resp.sendLocked(data, end)
+	c, ok := s.resp.owedLocked(n)
+	fl.touchLocked(w)
+	written := s.endedLocked(end, codes.OK)
+	w.mu.Unlock()
+	if ok {
+		c.sendWith(fl)
+	}
+	if end {
+		s.backendEnded(codes.OK, written)
+	}
+}
+
+// backendEnded: the backend finished the stream. The stream finishes now
+// if the client has everything, else once the rest is written.
+func (s *fstream) backendEnded(code codes.Code, written bool) {
+	s.mu.Lock()
+	uc := s.uc
+	s.mu.Unlock()
+	if uc != nil {
+		uc.w.mu.Lock()
+		// Nothing more goes to the backend, whatever the client sends.
+		s.req.done, s.req.closed = true, true
+		s.req.buf = nil
+		uc.w.mu.Unlock()
+		uc.remove(s)
+	}
+	if written {
+		s.finish(code)
+	}
+}
+
+// backendReset: the backend reset the stream; the client gets the same.
+func (s *fstream) backendReset(code http2.ErrCode, fl *flusher) {
+	w := s.dc.w
+	w.mu.Lock()
+	ended := s.resp.done
+	s.resp.resetLocked(code)
+	fl.touchLocked(w)
+	w.mu.Unlock()
+	s.mu.Lock()
+	uc := s.uc
+	s.mu.Unlock()
+	if uc != nil {
+		uc.w.mu.Lock()
+		s.req.done, s.req.closed = true, true
+		s.req.buf = nil
+		uc.w.mu.Unlock()
+		uc.remove(s)
+	}
+	if ended {
+		return
+	}
+	grpcCode := codes.Internal
+	switch code {
+	case http2.ErrCodeCancel:
+		grpcCode = codes.Canceled
+	case http2.ErrCodeRefusedStream:
+		grpcCode = codes.Unavailable
+	}
+	s.finish(grpcCode)
+}
+
+// backendLost: the backend connection failed after the stream's headers
+// went out. The RPC is not replayed: the client gets UNAVAILABLE.
+func (s *fstream) backendLost(reason string, refused bool, fl *flusher) {
+	if refused {
+		// GOAWAY said the backend never processed this stream: a REFUSED
+		// reset lets the client retry it safely.
+		s.backendReset(http2.ErrCodeRefusedStream, fl)
+		return
+	}
+	s.fail(codes.Unavailable, reason, fl)
+}
+
+// fail ends the stream with a status from the proxy: trailers-only when
+// no response headers went out yet. The backend side, if any, is reset.
+func (s *fstream) fail(code codes.Code, msg string, fl *flusher) {
+	s.mu.Lock()
+	uc := s.uc
+	s.mu.Unlock()
+	if uc != nil {
+		uc.w.mu.Lock()
+		s.req.resetLocked(http2.ErrCodeCancel)
+		fl.touchLocked(uc.w)
+		uc.w.mu.Unlock()
+		uc.remove(s)
+	}
+	w := s.dc.w
+	w.mu.Lock()
+	if !s.resp.done {
+		s.resp.buf, s.resp.trailers = nil, nil
+		s.resp.done = true
+		if w.err == nil {
+			w.writeHeadersLocked(s.downID, statusFields(code, msg, !s.respStarted), true)
+		}
+		s.respStarted = true
+		fl.touchLocked(w)
+	}
+	w.mu.Unlock()
+	s.finish(code)
+}
+
+// cut ends a stream the proxy refuses to carry on (message over the limit,
+// endpoint removed, shutdown deadline).
+func (s *fstream) cut(code codes.Code, msg string, fl *flusher) {
+	s.fail(code, msg, fl)
+}
+
+// finish releases the stream once: its endpoint's in-flight count, its
+// place in the client connection, metrics.
+func (s *fstream) finish(code codes.Code) {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	s.finished = true
+	ep, cl := s.ep, s.cluster
+	s.mu.Unlock()
+	if ep != nil {
+		ep.Release()
+	}
+	if m := s.p.metrics; m != nil && cl != nil {
+		addr := ""
+		if ep != nil {
+			addr = ep.Address()
+		}
+		m.RPCFinished(cl.Name(), addr, codeName(code), time.Since(s.start))
+	}
+	dc := s.dc
+	dc.w.mu.Lock()
+	dc.removeLocked(s)
+	dc.w.mu.Unlock()
+}
+
+// flusher collects the connections a reader goroutine wrote to, to flush
+// them together when it has nothing more to read: one write syscall per
+// batch. A nil flusher flushes at once.
+type flusher struct {
+	ws []*h2writer
+}
+
+// touchLocked is called with w.mu held after writing to w.
+func (fl *flusher) touchLocked(w *h2writer) {
+	if fl == nil {
+		w.flushLocked()
+		return
+	}
+	for _, x := range fl.ws {
+		if x == w {
+			return
+		}
+	}
+	fl.ws = append(fl.ws, w)
+}
+
+func (fl *flusher) flushAll() {
+	for i, w := range fl.ws {
+		w.flush()
+		fl.ws[i] = nil
+	}
+	fl.ws = fl.ws[:0]
+}
+
+// sendWith writes the credit and leaves the flush to fl.
+func (c credit) sendWith(fl *flusher) {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	if c.w.err == nil {
+		c.w.note(c.w.fr.WriteWindowUpdate(c.id, uint32(c.n)))
+		fl.touchLocked(c.w)
+	}
+}
+
+func sendCredits(fl *flusher, credits []credit) {
+	for _, c := range credits {
+		if c.end != nil {
+			c.end.finish(c.code)
+			continue
+		}
+		c.sendWith(fl)
+	}
+}
