@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	_ "github.com/vigil-proxy/vigil/balancer/policies"
 )
 
 func TestMain(m *testing.M) {
@@ -43,24 +44,13 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// roundRobin is a minimal policy for tests, so that they do not depend on
-// the real policies: picks cycle through the endpoints in order.
-type roundRobin struct{}
-
-func (roundRobin) Name() string { return "test_round_robin" }
-
-func (roundRobin) Build(endpoints []balancer.Weighted) balancer.Picker {
-	return &roundRobinPicker{endpoints: endpoints}
-}
-
-type roundRobinPicker struct {
-	endpoints []balancer.Weighted
-	next      atomic.Uint64
-}
-
-func (p *roundRobinPicker) Pick() *balancer.Endpoint {
-	n := p.next.Add(1) - 1
-	return p.endpoints[n%uint64(len(p.endpoints))].Endpoint
+// policy returns the registered policy called name.
+func policy(name string) balancer.Policy {
+	p, ok := balancer.PolicyByName(name)
+	if !ok {
+		panic("policy " + name + " is not registered")
+	}
+	return p
 }
 
 // newCluster returns a cluster whose endpoints are addrs, all healthy.
@@ -74,13 +64,18 @@ func newCluster(name string, addrs ...string) (*balancer.Cluster, []*balancer.En
 	return c, eps
 }
 
-// setHealthy makes eps the cluster's members, all healthy.
+// setHealthy makes eps the cluster's members, all healthy, balanced round
+// robin.
 func setHealthy(c *balancer.Cluster, eps ...*balancer.Endpoint) {
+	setHealthyWith(c, policy("round_robin"), eps...)
+}
+
+func setHealthyWith(c *balancer.Cluster, pol balancer.Policy, eps ...*balancer.Endpoint) {
 	members := make([]balancer.Member, len(eps))
 	for i, ep := range eps {
 		members[i] = balancer.Member{Endpoint: ep, Weight: 1, Healthy: true}
 	}
-	c.Update(roundRobin{}, 0, members)
+	c.Update(pol, 0, members)
 }
 
 // backend is a real TCP server on 127.0.0.1 running handler per connection.

@@ -288,6 +288,47 @@ func TestSpreadsConnectionsOverEndpoints(t *testing.T) {
 	}
 }
 
+// TestEveryPolicy runs connections through each shipped policy: all of
+// them succeed and reach every endpoint, and least_request sees the open
+// connections through Acquire and Release.
+func TestEveryPolicy(t *testing.T) {
+	for _, name := range balancer.Policies() {
+		t.Run(name, func(t *testing.T) {
+			names := []string{"a", "b", "c"}
+			var eps []*balancer.Endpoint
+			for _, n := range names {
+				eps = append(eps, balancer.NewEndpoint(startBackend(t, named(n)).addr(), nil))
+			}
+			cluster := balancer.NewCluster(name)
+			setHealthyWith(cluster, policy(name), eps...)
+			_, addr := startProxy(t, cluster, Options{})
+
+			reached := map[string]int{}
+			var open []*net.TCPConn
+			for range 30 {
+				c := dial(t, addr)
+				reached[readN(t, c, 1)]++
+				open = append(open, c) // held open: least_request must spread them
+			}
+			for _, n := range names {
+				if reached[n] == 0 {
+					t.Errorf("endpoint %s never reached in 30 connections: %v", n, reached)
+				}
+			}
+			if name == "least_request" {
+				for n, count := range reached {
+					if count > 15 {
+						t.Errorf("least_request sent %d of 30 open connections to %s: %v", count, n, reached)
+					}
+				}
+			}
+			for _, c := range open {
+				c.Close()
+			}
+		})
+	}
+}
+
 // TestFollowsSnapshot swaps the cluster's snapshot, then the cluster itself,
 // mid-test: no new connection may reach an endpoint that left.
 func TestFollowsSnapshot(t *testing.T) {
