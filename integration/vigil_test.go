@@ -299,10 +299,10 @@ func eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 // yamlConfig renders a vigil configuration for tests; every listener and
 // the admin server take a free port.
 type yamlConfig struct {
-	Admin     bool
+	Admin                       bool
 	DrainDelay, ShutdownTimeout string
-	Listeners []yamlListener
-	Clusters  []yamlCluster
+	Listeners                   []yamlListener
+	Clusters                    []yamlCluster
 }
 
 type yamlListener struct {
