@@ -28,5 +28,10 @@ unit:
 run: build
 	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml
 
+# Fuzz the config parser (FUZZTIME=5m for a longer run).
+FUZZTIME ?= 1m
+fuzz:
+	$(GO) test -run '^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/config
+
 clean:
 	rm -rf $(BIN) .run
