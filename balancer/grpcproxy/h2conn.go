@@ -3,8 +3,11 @@ package grpcproxy
 import (
 	"bufio"
 	"bytes"
+	"math"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -30,16 +33,34 @@ const (
 	bufSize = 64 << 10
 )
 
+// maxPending bounds the bytes queued for a client connection's writer
+// goroutine: DATA for the client waits (as for flow-control window) beyond
+// it, so a client that stops reading costs bounded memory and never blocks
+// the goroutines that forward to it.
+const maxPending = 1 << 20
+
 // h2writer is the write side of one HTTP/2 connection, shared by every
 // goroutine that forwards frames to it. mu guards all fields and the send
 // state (window, pending data) of every stream half writing to it.
+//
+// Backend connections are written synchronously by whoever forwards (one
+// write syscall per batch). Client connections are untrusted: frames are
+// queued in out and written by the connection's own writer goroutine, so a
+// client that stops reading blocks nobody else.
 type h2writer struct {
 	nc   net.Conn
 	mu   sync.Mutex
-	bw   *bufio.Writer
+	bw   *bufio.Writer // synchronous mode
 	fr   *http2.Framer
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
+
+	async bool          // client connection: out and wake are used
+	out   []byte        // frames queued for the writer goroutine
+	spare []byte        // the writer's previous buffer, reused
+	wake  chan struct{} // signals the writer goroutine
+	// closing: close the connection once the queue is written.
+	closing bool
 
 	sendWin  int64  // connection-level send window granted by the peer
 	initWin  int64  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -49,6 +70,8 @@ type h2writer struct {
 	dirty    bool               // frames written since the last flush
 	err      error              // the first write error: the connection is dead
 	owed     int64              // connection credit owed to the peer
+	recvd    int64              // DATA bytes received from the peer
+	credited int64              // connection window granted to the peer beyond the initial one
 }
 
 func newH2writer(nc net.Conn) *h2writer {
@@ -65,12 +88,46 @@ func newH2writer(nc net.Conn) *h2writer {
 	return w
 }
 
-// flushLocked writes buffered frames to the connection.
+// newAsyncWriter returns the writer of a client connection; run must
+// drain it.
+func newAsyncWriter(nc net.Conn) *h2writer {
+	w := newH2writer(nc)
+	w.async = true
+	w.wake = make(chan struct{}, 1)
+	w.fr = http2.NewFramer(queueWriter{w}, nil)
+	return w
+}
+
+// queueWriter appends frames to the writer's queue (w.mu is held).
+type queueWriter struct{ w *h2writer }
+
+func (q queueWriter) Write(b []byte) (int, error) {
+	q.w.out = append(q.w.out, b...)
+	return len(b), nil
+}
+
+// room is how many more DATA bytes the connection takes now.
+func (w *h2writer) room() int64 {
+	if !w.async {
+		return math.MaxInt64
+	}
+	return int64(maxPending - len(w.out))
+}
+
+// flushLocked writes buffered frames to the connection (or hands them to
+// the writer goroutine).
 func (w *h2writer) flushLocked() {
 	if !w.dirty || w.err != nil {
 		return
 	}
 	w.dirty = false
+	if w.async {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
 	if err := w.bw.Flush(); err != nil {
 		w.err = err
 		_ = w.nc.Close()
@@ -81,6 +138,57 @@ func (w *h2writer) flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.flushLocked()
+}
+
+// runWriter writes a client connection's queued frames until the
+// connection closes. Halves waiting for room are drained after each write;
+// the credits they owe are sent. Once closing is set and the queue is
+// written, it closes the connection; when done is closed it writes what is
+// left (briefly: the client may not be reading) and closes it.
+func (w *h2writer) runWriter(done <-chan struct{}) {
+	defer func() { _ = w.nc.Close() }()
+	for {
+		final := false
+		select {
+		case <-w.wake:
+		case <-done:
+			final = true
+			_ = w.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		}
+		w.mu.Lock()
+		buf := w.out
+		w.out = w.spare[:0]
+		w.mu.Unlock()
+		if len(buf) > 0 {
+			if _, err := w.nc.Write(buf); err != nil {
+				w.mu.Lock()
+				if w.err == nil {
+					w.err = err
+				}
+				w.mu.Unlock()
+				return
+			}
+		}
+		if final {
+			return
+		}
+		w.mu.Lock()
+		w.spare = buf[:0]
+		var credits []credit
+		if len(w.blocked) > 0 {
+			credits = w.drainBlockedLocked(nil)
+			if len(w.out) > 0 {
+				w.dirty = true
+				w.flushLocked()
+			}
+		}
+		closeNow := w.closing && len(w.out) == 0
+		w.mu.Unlock()
+		sendCredits(nil, credits)
+		if closeNow {
+			return
+		}
+	}
 }
 
 // note records a frame write error.
@@ -116,14 +224,21 @@ func (w *h2writer) writeHeadersLocked(id uint32, fields []hpack.HeaderField, end
 	}
 }
 
-// creditLocked owes the peer n bytes of connection window, sent in
-// batches to save frames.
-func (w *h2writer) creditLocked(n int64) {
+// receivedLocked accounts n bytes of DATA received from the peer and owes
+// them back as connection window, sent in batches to save frames. It
+// reports false when the peer sent more than its window allowed.
+func (w *h2writer) receivedLocked(n int64) bool {
+	w.recvd += n
+	if w.recvd > w.credited+connWindow {
+		return false
+	}
 	w.owed += n
 	if w.owed >= connWindow/4 {
 		w.note(w.fr.WriteWindowUpdate(0, uint32(w.owed)))
+		w.credited += w.owed
 		w.owed = 0
 	}
+	return true
 }
 
 // half is one direction of a forwarded stream: what is written to dst.
@@ -142,10 +257,12 @@ type half struct {
 	// END_STREAM still gets an RST_STREAM when the client cancels.
 	closed bool
 	toPeer bool // a response half: END_STREAM to the client closes it
-	// src and srcID receive stream credit for the bytes written.
-	src   *h2writer
-	srcID uint32
-	owed  int64 // stream credit owed to src
+	// src and srcID receive stream credit for the bytes written;
+	// credited counts it, for the source's flow-control check.
+	src      *h2writer
+	srcID    uint32
+	owed     int64 // stream credit owed to src
+	credited *atomic.Int64
 	// endStream is finished with endCode once the half is done: set when
 	// the backend ended while data for the client still waits for window.
 	endStream *fstream
@@ -179,7 +296,7 @@ func (h *half) writeLocked(data []byte, end bool) int64 {
 	w := h.dst
 	var sent int64
 	for {
-		n := min(int64(len(data)), h.win, w.sendWin, int64(w.maxFrame))
+		n := min(int64(len(data)), h.win, w.sendWin, int64(w.maxFrame), w.room())
 		if n < 0 {
 			n = 0
 		}
@@ -267,6 +384,7 @@ type credit struct {
 	w    *h2writer
 	id   uint32
 	n    int64
+	ctr  *atomic.Int64
 	end  *fstream
 	code codes.Code
 }
@@ -281,7 +399,7 @@ func (h *half) owedLocked(n int64) (credit, bool) {
 	if h.owed < streamWindow/4 {
 		return credit{}, false
 	}
-	c := credit{w: h.src, id: h.srcID, n: h.owed}
+	c := credit{w: h.src, id: h.srcID, n: h.owed, ctr: h.credited}
 	h.owed = 0
 	return c, true
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -35,12 +36,17 @@ type downConn struct {
 // serveConn runs one client connection until it ends. The caller counts it
 // in p.conns.
 func (p *Proxy) serveConn(nc net.Conn) {
-	dc := &downConn{p: p, nc: nc, br: bufio.NewReaderSize(nc, bufSize), w: newH2writer(nc), streams: map[uint32]*fstream{}}
+	dc := &downConn{p: p, nc: nc, br: bufio.NewReaderSize(nc, bufSize), w: newAsyncWriter(nc), streams: map[uint32]*fstream{}}
 	if !p.trackConn(dc) {
 		_ = nc.Close()
 		return
 	}
 	defer p.untrackConn(dc)
+	writerDone := make(chan struct{})
+	var writer sync.WaitGroup
+	writer.Go(func() { dc.w.runWriter(writerDone) })
+	defer writer.Wait()
+	defer close(writerDone)
 	defer dc.close()
 
 	// The client preface must come soon: a client that connects and sends
@@ -205,15 +211,21 @@ func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
 func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) {
 	n := int64(f.Length)
 	dc.w.mu.Lock()
-	// Connection credit is returned on receipt: stream windows bound what
+	// Connection window is returned on receipt: stream windows bound what
 	// the proxy buffers.
-	if n > 0 {
-		dc.w.creditLocked(n)
-		fl.touchLocked(dc.w)
-	}
+	ok := dc.w.receivedLocked(n)
+	fl.touchLocked(dc.w)
 	s := dc.streams[f.StreamID]
+	if !ok {
+		dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCodeFlowControl, nil))
+		dc.closeLocked()
+	}
 	dc.w.mu.Unlock()
-	if s == nil {
+	if !ok || s == nil {
+		return
+	}
+	if s.reqRecvd += n; s.reqRecvd > s.reqCredited.Load()+streamWindow {
+		dc.resetStream(f.StreamID, http2.ErrCodeFlowControl, fl)
 		return
 	}
 	s.clientData(f.Data(), f.StreamEnded(), fl)
@@ -289,15 +301,24 @@ func (dc *downConn) goAwayLocked() {
 	}
 }
 
+// closeLocked ends the connection gracefully: what is queued for the
+// client is written first.
 func (dc *downConn) closeLocked() {
 	if dc.closed {
 		return
 	}
 	dc.closed = true
-	dc.w.flushLocked()
 	if dc.idleTimer != nil {
 		dc.idleTimer.Stop()
 	}
+	dc.w.closing = true
+	dc.w.dirty = true
+	dc.w.flushLocked()
+}
+
+// killLocked ends the connection at once.
+func (dc *downConn) killLocked() {
+	dc.closeLocked()
 	_ = dc.nc.Close()
 }
 

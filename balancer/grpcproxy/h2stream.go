@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -42,7 +43,13 @@ type fstream struct {
 	resp half // backend -> client (dst: dc.w)
 
 	reqLimit, respLimit msgLimit
-	respStarted         bool // response headers sent (under dc.w.mu)
+	// Flow control of what the proxy receives: bytes received on each side
+	// (by that side's reader goroutine only) against the stream credit
+	// granted back (by whichever goroutine forwarded the bytes).
+	reqRecvd, respRecvd       int64
+	reqCredited, respCredited atomic.Int64
+	opened                    atomic.Bool // headers went to a backend
+	respStarted               bool        // response headers sent (under dc.w.mu)
 
 	local *localCall
 }
@@ -116,9 +123,6 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 				s.carry = nil
 				ep.Acquire()
 				s.ep, s.uc = ep, uc
-				if p.metrics != nil {
-					p.metrics.RPCStarted(cl.Name(), ep.Address())
-				}
 				s.mu.Unlock()
 				return
 			}
@@ -394,7 +398,7 @@ func (s *fstream) finish(code codes.Code) {
 	}
 	if m := s.p.metrics; m != nil && cl != nil {
 		addr := ""
-		if ep != nil {
+		if ep != nil && s.opened.Load() {
 			addr = ep.Address()
 		}
 		m.RPCFinished(cl.Name(), addr, codeName(code), time.Since(s.start))
@@ -436,6 +440,9 @@ func (fl *flusher) flushAll() {
 
 // sendWith writes the credit and leaves the flush to fl.
 func (c credit) sendWith(fl *flusher) {
+	if c.ctr != nil {
+		c.ctr.Add(c.n)
+	}
 	c.w.mu.Lock()
 	defer c.w.mu.Unlock()
 	if c.w.err == nil {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
 )
@@ -158,7 +159,7 @@ func (uc *upConn) add(s *fstream, carry []byte, end bool, fl *flusher) bool {
 	if uc.dead {
 		return false
 	}
-	s.req = half{dst: uc.w, buf: carry, end: end, src: s.dc.w, srcID: s.downID}
+	s.req = half{dst: uc.w, buf: carry, end: end, src: s.dc.w, srcID: s.downID, credited: &s.reqCredited}
 	uc.w.halves[&s.req] = struct{}{}
 	if !uc.ready {
 		uc.queue = append(uc.queue, s)
@@ -179,8 +180,11 @@ func (uc *upConn) openLocked(s *fstream) {
 	// The response half learns its source (for credit) under the client
 	// connection's lock: upstream-then-downstream is the one nesting.
 	s.dc.w.mu.Lock()
-	s.resp.src, s.resp.srcID = uc.w, id
+	s.resp.src, s.resp.srcID, s.resp.credited = uc.w, id, &s.respCredited
 	s.dc.w.mu.Unlock()
+	if m := s.p.metrics; m != nil && !s.opened.Swap(true) {
+		m.RPCStarted(s.cluster.Name(), uc.pl.ep.Address())
+	}
 	endNow := s.req.end && len(s.req.buf) == 0
 	uc.w.writeHeadersLocked(id, s.headers, endNow)
 	if endNow {
@@ -273,11 +277,11 @@ func (uc *upConn) run() {
 		return
 	}
 	_ = nc.SetReadDeadline(time.Time{})
-	var fl flusher
-	uc.w.mu.Lock()
 	uc.pl.mu.Lock()
 	uc.pl.backoff = 0
 	uc.pl.mu.Unlock()
+	var fl flusher
+	uc.w.mu.Lock()
 	uc.ready = true
 	credits := uc.applySettingsLocked(f.(*http2.SettingsFrame))
 	for _, s := range uc.queue {
@@ -356,15 +360,24 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 			s.backendHeaders(f.Fields, f.StreamEnded(), fl)
 		}
 	case *http2.DataFrame:
-		if n := int64(f.Length); n > 0 {
-			uc.w.mu.Lock()
-			uc.w.creditLocked(n)
-			fl.touchLocked(uc.w)
-			uc.w.mu.Unlock()
+		n := int64(f.Length)
+		uc.w.mu.Lock()
+		ok := uc.w.receivedLocked(n)
+		fl.touchLocked(uc.w)
+		s := uc.streams[f.StreamID]
+		uc.w.mu.Unlock()
+		if !ok {
+			uc.kill(fmt.Sprintf("vigil: endpoint %s overran its flow-control window", uc.pl.ep.Address()))
+			return
 		}
-		if s := uc.stream(f.StreamID); s != nil {
-			s.backendData(f.Data(), f.StreamEnded(), fl)
+		if s == nil {
+			return
 		}
+		if s.respRecvd += n; s.respRecvd > s.respCredited.Load()+streamWindow {
+			s.fail(codes.Internal, "vigil: the backend overran the stream's flow-control window", fl)
+			return
+		}
+		s.backendData(f.Data(), f.StreamEnded(), fl)
 	case *http2.RSTStreamFrame:
 		if s := uc.stream(f.StreamID); s != nil {
 			s.backendReset(f.ErrCode, fl)

@@ -266,7 +266,7 @@ func (p *Proxy) beginStop(graceful bool) chan struct{} {
 		if graceful {
 			dc.goAwayLocked()
 		} else {
-			dc.closeLocked()
+			dc.killLocked()
 		}
 		dc.w.mu.Unlock()
 	}
@@ -305,7 +305,7 @@ func (p *Proxy) finish() {
 		p.connsMu.Lock()
 		for dc := range p.conns {
 			dc.w.mu.Lock()
-			dc.closeLocked()
+			dc.killLocked()
 			dc.w.mu.Unlock()
 		}
 		p.connsMu.Unlock()
