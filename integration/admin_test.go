@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,20 +177,15 @@ func TestAdminReadyAcrossStartupAndShutdown(t *testing.T) {
 
 	// Shutdown: NOT_SERVING at once, while the listeners still accept for
 	// the drain delay.
-	v.signal(15) // SIGTERM
+	v.signal(syscall.SIGTERM)
 	eventually(t, 900*time.Millisecond, func() bool { code, _ := get(t, base+"/ready"); return code == http.StatusServiceUnavailable },
 		"/ready turns 503 as shutdown begins")
 	resp, err := own.Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("own health during the drain delay = %v, %v; want NOT_SERVING from a listener still open", resp, err)
 	}
-	select {
-	case <-v.done:
-		if v.exit != nil {
-			t.Errorf("vigil exited with %v; want 0", v.exit)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("vigil did not exit")
+	if err := v.exited(15 * time.Second); err != nil {
+		t.Errorf("vigil exited with %v; want 0", err)
 	}
 }
 
@@ -209,7 +205,7 @@ func TestAdminMetricsAreValidPrometheus(t *testing.T) {
 	v.wait(10*time.Second, from, match("endpoint evicted"), "evicted")
 	bs[1].serving(true)
 	v.wait(10*time.Second, from, match("endpoint readmitted"), "readmitted")
-	v.signal(1) // SIGHUP: one reload
+	v.signal(syscall.SIGHUP) // one reload
 	v.wait(10*time.Second, from, match("config reloaded"), "reloaded")
 
 	code, body := get(t, base+"/metrics")

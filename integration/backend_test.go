@@ -7,17 +7,14 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -46,24 +43,13 @@ type backendConfig struct {
 // withoutHealth registers no health service at all.
 func withoutHealth() backendOption { return func(c *backendConfig) { c.noHealth = true } }
 
-// at listens on a given address (to restart a backend on its port).
-func at(addr string) backendOption { return func(c *backendConfig) { c.addr = addr } }
-
 func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 	t.Helper()
 	cfg := backendConfig{addr: "127.0.0.1:0"}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	var ln net.Listener
-	var err error
-	// A restarted backend may find its port briefly in TIME_WAIT use.
-	for range 50 {
-		if ln, err = net.Listen("tcp", cfg.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		t.Fatalf("backend %s: %v", id, err)
 	}
@@ -71,7 +57,7 @@ func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 	if !cfg.noHealth {
 		healthpb.RegisterHealthServer(b.srv, &countingHealth{b: b})
 	}
-	testgrpc.RegisterTestServiceServer(b.srv, &idServer{TestServiceServer: interop.NewTestServer(), b: b})
+	testpb.RegisterTestServiceServer(b.srv, &idServer{TestServiceServer: interop.NewTestServer(), b: b})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -122,7 +108,7 @@ func (h *countingHealth) List(ctx context.Context, req *healthpb.HealthListReque
 }
 
 type idServer struct {
-	testgrpc.TestServiceServer
+	testpb.TestServiceServer
 	b *backend
 }
 
@@ -184,7 +170,7 @@ func (d *demoBackend) kill() {
 // client is a gRPC client of a vigil listener.
 type client struct {
 	conn *grpc.ClientConn
-	tc   testgrpc.TestServiceClient
+	tc   testpb.TestServiceClient
 }
 
 func dialClient(t testing.TB, addr string) *client {
@@ -194,7 +180,7 @@ func dialClient(t testing.TB, addr string) *client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &client{conn: conn, tc: testgrpc.NewTestServiceClient(conn)}
+	return &client{conn: conn, tc: testpb.NewTestServiceClient(conn)}
 }
 
 // call makes one UnaryCall and returns the id of the backend that served it.
@@ -214,37 +200,5 @@ func callOverNewConnection(ctx context.Context, addr string) (string, error) {
 		return "", err
 	}
 	defer conn.Close()
-	return (&client{conn: conn, tc: testgrpc.NewTestServiceClient(conn)}).call(ctx)
-}
-
-// tally counts who served what.
-type tally struct {
-	mu     sync.Mutex
-	counts map[string]int
-	errs   map[string]int
-}
-
-func newTally() *tally { return &tally{counts: map[string]int{}, errs: map[string]int{}} }
-
-func (t *tally) add(id string, err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err != nil {
-		t.errs[err.Error()]++
-		return
-	}
-	t.counts[id]++
-}
-
-func (t *tally) snapshot() (map[string]int, map[string]int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c, e := map[string]int{}, map[string]int{}
-	for k, v := range t.counts {
-		c[k] = v
-	}
-	for k, v := range t.errs {
-		e[k] = v
-	}
-	return c, e
+	return (&client{conn: conn, tc: testpb.NewTestServiceClient(conn)}).call(ctx)
 }

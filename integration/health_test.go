@@ -55,6 +55,12 @@ func TestAdmitsThreeBackends(t *testing.T) {
 	if len(loaded) != 1 || loaded[0].num("endpoints") != 3 || loaded[0].num("listeners") != 2 || loaded[0].num("clusters") != 1 {
 		t.Errorf("config loaded records = %v", loaded)
 	}
+	if err := v.stop(10 * time.Second); err != nil {
+		t.Errorf("vigil exited with %v after SIGTERM; want status 0", err)
+	}
+	if rs := v.logs.find(0, match("stopped")); len(rs) != 1 {
+		t.Errorf("no clean stop in the log: %v", rs)
+	}
 }
 
 func TestEvictsOnNotServingAndReadmits(t *testing.T) {

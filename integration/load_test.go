@@ -12,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -48,13 +47,13 @@ func startLoad(t testing.TB, spec loadSpec) *load {
 	for range spec.unary {
 		conn := newConn(t, spec.grpcAddr)
 		l.loop(ctx, "unary", func(ctx context.Context) (string, error) {
-			return (&client{conn: conn, tc: testgrpc.NewTestServiceClient(conn)}).call(ctx)
+			return (&client{conn: conn, tc: testpb.NewTestServiceClient(conn)}).call(ctx)
 		})
 	}
 	for range spec.streams {
 		conn := newConn(t, spec.grpcAddr)
 		l.loop(ctx, "stream", func(ctx context.Context) (string, error) {
-			return pingPong(ctx, testgrpc.NewTestServiceClient(conn), 10)
+			return pingPong(ctx, testpb.NewTestServiceClient(conn), 10)
 		})
 	}
 	for range spec.tcp {
@@ -106,12 +105,6 @@ func (l *load) record(kind, id string, err error) {
 	l.servedBy[id]++
 }
 
-func (l *load) excuse(f func(kind string, err error) bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.excused = f
-}
-
 // served returns how many calls each backend has served so far.
 func (l *load) served() map[string]int {
 	l.mu.Lock()
@@ -146,7 +139,7 @@ func (l *load) requireClean(t testing.TB) {
 
 // pingPong runs one FullDuplexCall with n request/response rounds and
 // returns nothing for an id: streams are counted, not attributed.
-func pingPong(ctx context.Context, tc testgrpc.TestServiceClient, n int) (string, error) {
+func pingPong(ctx context.Context, tc testpb.TestServiceClient, n int) (string, error) {
 	stream, err := tc.FullDuplexCall(ctx)
 	if err != nil {
 		return "", fmt.Errorf("open stream: %w", err)

@@ -253,12 +253,18 @@ func (v *vigilProc) signal(sig syscall.Signal) {
 func (v *vigilProc) stop(timeout time.Duration) error {
 	v.t.Helper()
 	v.signal(syscall.SIGTERM)
+	return v.exited(timeout)
+}
+
+// exited waits for vigil to exit and returns its exit error.
+func (v *vigilProc) exited(timeout time.Duration) error {
+	v.t.Helper()
 	select {
 	case <-v.done:
 		return v.exit
 	case <-time.After(timeout):
 		v.kill()
-		v.t.Fatalf("vigil did not exit within %v of SIGTERM; log:\n%s", timeout, v.logs.dump())
+		v.t.Fatalf("vigil did not exit within %v; log:\n%s", timeout, v.logs.dump())
 		return nil
 	}
 }
