@@ -44,6 +44,10 @@ type Config struct {
 	Warmup int
 	// DialOptions replace the default (insecure h2c) options.
 	DialOptions []grpc.DialOption
+	// OnMeasureStart, if set, is called once right before the measured part
+	// starts (after dialing and warm-up): to sample another process's CPU
+	// time over exactly the measured part, for instance.
+	OnMeasureStart func()
 }
 
 // Result is what a run measured.
@@ -115,6 +119,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	results := make([]workerResult, cfg.Concurrency)
 	var wg sync.WaitGroup
+	if cfg.OnMeasureStart != nil {
+		cfg.OnMeasureStart()
+	}
 	cpuStart, start := cpuTime(), time.Now()
 	for w := range cfg.Concurrency {
 		wg.Go(func() {
