@@ -3,6 +3,7 @@ package grpcproxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"math"
 	"net"
 	"sync"
@@ -102,9 +103,19 @@ func newAsyncWriter(nc net.Conn) *h2writer {
 type queueWriter struct{ w *h2writer }
 
 func (q queueWriter) Write(b []byte) (int, error) {
+	if len(q.w.out)+len(b) > maxQueued {
+		// Control frames (PING and SETTINGS acks, resets) pile up only if
+		// the client sends them without reading ours: drop it.
+		return 0, errQueueFull
+	}
 	q.w.out = append(q.w.out, b...)
 	return len(b), nil
 }
+
+// maxQueued bounds a client connection's queue, control frames included.
+const maxQueued = 4 * maxPending
+
+var errQueueFull = errors.New("client is not reading: write queue full")
 
 // room is how many more DATA bytes the connection takes now.
 func (w *h2writer) room() int64 {
