@@ -31,6 +31,9 @@ type downConn struct {
 	closed   bool
 
 	idleTimer *time.Timer // fires p.idleTimeout after the last stream ended
+
+	resetTokens float64 // rapid-reset bucket
+	resetAt     time.Time
 }
 
 // serveConn runs one client connection until it ends. The caller counts it
@@ -239,11 +242,40 @@ func (dc *downConn) resetStream(id uint32, code http2.ErrCode, fl *flusher) {
 	if code != 0 {
 		dc.w.note(dc.w.fr.WriteRSTStream(id, code))
 		fl.touchLocked(dc.w)
+	} else if s != nil && !dc.resetAllowedLocked() {
+		// Rapid reset (CVE-2023-44487): each stream costs a pick and a
+		// backend stream, and resetting it at once keeps the concurrent
+		// stream limit from bounding that work.
+		dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCodeEnhanceYourCalm, []byte("too many stream resets")))
+		dc.draining = true
+		dc.closeLocked() // once the GOAWAY is written
 	}
 	dc.w.mu.Unlock()
 	if s != nil {
 		s.clientReset()
 	}
+}
+
+// Client resets of open streams allowed per connection: a burst, then a
+// steady rate.
+const (
+	resetBurst = 1000
+	resetRate  = 200 // per second
+)
+
+// resetAllowedLocked takes a token from the connection's reset bucket.
+func (dc *downConn) resetAllowedLocked() bool {
+	now := time.Now()
+	if dc.resetAt.IsZero() {
+		dc.resetTokens, dc.resetAt = resetBurst, now
+	}
+	dc.resetTokens = min(resetBurst, dc.resetTokens+now.Sub(dc.resetAt).Seconds()*resetRate)
+	dc.resetAt = now
+	if dc.resetTokens < 1 {
+		return false
+	}
+	dc.resetTokens--
+	return true
 }
 
 // removeLocked forgets a finished stream.

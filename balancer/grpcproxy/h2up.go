@@ -317,6 +317,7 @@ func (uc *upConn) failConnect(err error) {
 	uc.queue = nil
 	uc.w.mu.Unlock()
 	uc.pl.removeConn(uc, err)
+	uc.pl.p.log.Debug("endpoint unreachable", "endpoint", uc.pl.ep.Address(), "error", err, "rpcs_moved", len(queue))
 	for _, s := range queue {
 		s.unplaced(uc, err, nil)
 	}
@@ -455,6 +456,9 @@ func (uc *upConn) lost(err error) {
 	uc.w.mu.Unlock()
 	_ = uc.nc.Close()
 	uc.pl.removeConn(uc, nil)
+	if len(streams) > 0 {
+		uc.pl.p.log.Warn("connection to endpoint lost with RPCs in flight", "endpoint", uc.pl.ep.Address(), "rpcs", len(streams), "reason", reason)
+	}
 	for _, s := range queue {
 		s.unplaced(uc, errors.New(reason), nil)
 	}

@@ -7,12 +7,15 @@ import "time"
 // are RPCStarted minus RPCFinished calls that named an endpoint; active
 // connections are ConnOpened minus ConnClosed.
 type Metrics interface {
-	// RPCStarted: an RPC of cluster was forwarded to endpoint.
+	// RPCStarted: an RPC of cluster was forwarded to endpoint (the
+	// endpoint has its headers).
 	RPCStarted(cluster, endpoint string)
 	// RPCFinished: an RPC ended with the canonical gRPC code name code
-	// ("OK", "UNAVAILABLE", ...). endpoint is "" when none was reached
-	// (no healthy upstream, or every endpoint tried was unreachable); then
-	// no RPCStarted preceded it.
+	// ("OK", "UNAVAILABLE", ...): the grpc-status of the backend's
+	// trailers, CANCELLED for a reset, or the status the proxy answered.
+	// endpoint is "" when none was reached (no healthy upstream, every
+	// endpoint tried was unreachable, or the proxy's own health service);
+	// then no RPCStarted preceded it.
 	RPCFinished(cluster, endpoint, code string, elapsed time.Duration)
 	// RPCRetried: endpoint was unreachable before anything was sent and
 	// the RPC moved on to another endpoint.

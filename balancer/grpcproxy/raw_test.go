@@ -47,6 +47,12 @@ func dialRaw(t *testing.T, addr string, settings ...http2.Setting) *rawClient {
 
 func (c *rawClient) headers(id uint32, method, path string, end bool) {
 	c.t.Helper()
+	if err := c.tryHeaders(id, method, path, end); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawClient) tryHeaders(id uint32, method, path string, end bool) error {
 	c.hbuf.Reset()
 	for _, f := range []hpack.HeaderField{
 		{Name: ":method", Value: method}, {Name: ":scheme", Value: "http"},
@@ -55,9 +61,7 @@ func (c *rawClient) headers(id uint32, method, path string, end bool) {
 	} {
 		_ = c.henc.WriteField(f)
 	}
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
-		c.t.Fatal(err)
-	}
+	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true, EndStream: end})
 }
 
 // message frames m as one gRPC message.
@@ -203,5 +207,44 @@ func TestClientThatStopsReadingBlocksNobody(t *testing.T) {
 		if err != nil {
 			t.Fatalf("RPC %d while a client stalls: %v", i, err)
 		}
+	}
+}
+
+// Rapid reset (CVE-2023-44487): a client that opens and resets streams
+// without end is sent away.
+func TestRapidResetIsStopped(t *testing.T) {
+	be := startBackend(t, nil)
+	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, be.addr)), Options{})
+	c := dialRaw(t, addr)
+	id := uint32(1)
+	stopped := false
+	for range 3 * resetBurst {
+		if c.tryHeaders(id, "POST", "/grpc.testing.TestService/FullDuplexCall", false) != nil ||
+			c.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+			stopped = true // the proxy closed the connection
+			break
+		}
+		id += 2
+	}
+	if !stopped {
+		// Everything was written before the proxy reacted: its GOAWAY
+		// (or the connection's end, which may overtake it) must follow.
+		_ = c.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			f, err := c.fr.ReadFrame()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatal("the proxy let a rapid-reset client go on")
+				}
+				break
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok && g.ErrCode == http2.ErrCodeEnhanceYourCalm {
+				break
+			}
+		}
+	}
+	if _, err := testgrpc.NewTestServiceClient(dialClient(t, addr)).EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+		t.Fatalf("EmptyCall from another client: %v", err)
 	}
 }
