@@ -32,10 +32,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		n := lim.active.Add(1)
 		if max := l.p.maxConns; max > 0 && n > int64(max) {
 			lim.active.Add(-1)
-			_ = conn.Close()
 			if l.p.metrics != nil {
 				l.p.metrics.ConnRejected()
 			}
+			_ = conn.Close()
 			now := time.Now().UnixNano()
 			if last := lim.lastWarned.Load(); now-last > int64(time.Second) && lim.lastWarned.CompareAndSwap(last, now) {
 				l.p.log.Warn("client connection rejected: listener at max_connections",

@@ -134,8 +134,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				t0 := time.Now()
 				_, err := c.UnaryCall(runCtx, req)
 				if err != nil {
-					if runCtx.Err() != nil && cfg.Duration > 0 && ctx.Err() == nil {
-						return // the run's time is up: not a failure
+					if dl, ok := runCtx.Deadline(); ok && cfg.Duration > 0 && ctx.Err() == nil && !time.Now().Before(dl) {
+						// The run's time is up (grpc-go may notice the
+						// deadline before the context does): not a failure.
+						return
 					}
 					res.errors++
 					if res.firstErr == nil {
