@@ -267,7 +267,8 @@ func (h *helperProc) stop(tb testing.TB) {
 	h.stdin.Close()
 	exited := make(chan error, 1)
 	go func() {
-		_, _ = io.Copy(io.Discard, h.lines.Reader())
+		for h.lines.Scan() {
+		}
 		exited <- h.cmd.Wait()
 	}()
 	select {
@@ -624,7 +625,8 @@ type rpcLoop struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	ok, errs atomic.Int64
-	firstErr atomic.Value // error
+	mu       sync.Mutex
+	firstErr error
 }
 
 func startRPCLoop(tb testing.TB, addr string, workers int) *rpcLoop {
@@ -648,7 +650,11 @@ func startRPCLoop(tb testing.TB, addr string, workers int) *rpcLoop {
 					l.ok.Add(1)
 				case ctx.Err() == nil:
 					l.errs.Add(1)
-					l.firstErr.CompareAndSwap(nil, err)
+					l.mu.Lock()
+					if l.firstErr == nil {
+						l.firstErr = err
+					}
+					l.mu.Unlock()
 					time.Sleep(time.Millisecond) // no busy loop while vigil has no upstream
 				}
 			}
@@ -659,6 +665,12 @@ func startRPCLoop(tb testing.TB, addr string, workers int) *rpcLoop {
 		_ = conn.Close()
 	})
 	return l
+}
+
+func (l *rpcLoop) err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.firstErr
 }
 
 func (l *rpcLoop) stop() {
