@@ -165,7 +165,8 @@ func nginxTCP(upstream string) func(tb testing.TB, dir, listen string) []string 
 // nginxGRPC is nginx's grpc_pass over HTTP/2 cleartext, round robin over
 // the upstreams with kept-alive upstream connections, and limits lifted so
 // that neither side's connection is recycled every 1,000 requests (the
-// default) during a run.
+// default) during a run, and a long stream is not cut at 1 MiB of request
+// body (client_max_body_size).
 func nginxGRPC(upstreams []string) func(tb testing.TB, dir, listen string) []string {
 	return func(tb testing.TB, dir, listen string) []string {
 		var servers strings.Builder
@@ -181,6 +182,7 @@ func nginxGRPC(upstreams []string) func(tb testing.TB, dir, listen string) []str
     scgi_temp_path `+filepath.Join(dir, "scgi")+`;
     keepalive_requests 100000000;
     http2_max_concurrent_streams 1000;
+    client_max_body_size 0;
     upstream bench {
 `+servers.String()+`        keepalive 64;
         keepalive_requests 100000000;
