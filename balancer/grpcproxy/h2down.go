@@ -61,6 +61,8 @@ func (p *Proxy) serveConn(nc net.Conn) {
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	dc.fr = http2.NewFramer(nil, dc.br)
+	// DATA frames are forwarded (copied) before the next read.
+	dc.fr.SetReuseFrames()
 	dc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	dc.fr.MaxHeaderListSize = maxHeaderListSize
 	dc.fr.SetMaxReadFrameSize(defaultMaxFrame)
@@ -196,17 +198,18 @@ func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) {
 	s.open(requestHeaders(f.Fields), f.StreamEnded(), fl)
 }
 
-// requestHeaders copies the client's header list for the backend, without
-// connection-specific fields (HTTP/2 forbids them; a client that sends them
-// anyway must not make the proxy forward them).
+// requestHeaders filters the client's header list (in place: the frame's
+// list is not reused) for the backend, without connection-specific fields
+// (HTTP/2 forbids them; a client that sends them anyway must not make the
+// proxy forward them).
 func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
-	out := make([]hpack.HeaderField, 0, len(fields))
+	out := fields[:0]
 	for _, f := range fields {
 		switch f.Name {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host":
 			continue
 		}
-		out = append(out, hpack.HeaderField{Name: f.Name, Value: f.Value, Sensitive: f.Sensitive})
+		out = append(out, f)
 	}
 	return out
 }

@@ -258,6 +258,7 @@ func (uc *upConn) run() {
 	}
 	uc.br = bufio.NewReaderSize(nc, bufSize)
 	uc.fr = http2.NewFramer(nil, uc.br)
+	uc.fr.SetReuseFrames()
 	uc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	uc.fr.MaxHeaderListSize = maxHeaderListSize
 
