@@ -116,19 +116,23 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 		}
 		s.tried[s.attempts] = ep
 		s.attempts++
-		uc, err := p.upstream(ep)
-		if err == nil {
-			carry, end := s.carry, s.carryEnd
-			if uc.add(s, carry, end, fl) {
+		// A connection the pool hands out may close (idle, or lost) before
+		// the stream is added: then ask the pool once more.
+		for try := 0; try < 2; try++ {
+			uc, err := p.upstream(ep)
+			if err != nil {
+				lastErr = err
+				break
+			}
+			if uc.add(s, s.carry, s.carryEnd, fl) {
 				s.carry = nil
 				ep.Acquire()
 				s.ep, s.uc = ep, uc
 				s.mu.Unlock()
 				return
 			}
-			err = errors.New("connection lost")
+			lastErr = errors.New("connection lost")
 		}
-		lastErr = err
 		if p.metrics != nil {
 			p.metrics.RPCRetried(cl.Name(), ep.Address())
 		}

@@ -30,6 +30,11 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
+// upstreamIdle closes a backend connection without streams for that long
+// (a removed endpoint that was never Closed keeps none open). A variable
+// for tests.
+var upstreamIdle = 10 * time.Minute
+
 // upPool holds the frame engine's connections to one endpoint. The
 // endpoint's own grpc.ClientConn stays with its probes.
 type upPool struct {
@@ -142,6 +147,7 @@ type upConn struct {
 	nextID     uint32
 	maxStreams uint32
 	nc         net.Conn
+	idleTimer  *time.Timer
 }
 
 func (uc *upConn) usable() bool {
@@ -156,8 +162,11 @@ func (uc *upConn) usable() bool {
 func (uc *upConn) add(s *fstream, carry []byte, end bool, fl *flusher) bool {
 	uc.w.mu.Lock()
 	defer uc.w.mu.Unlock()
-	if uc.dead {
+	if uc.dead || uc.draining {
 		return false
+	}
+	if uc.idleTimer != nil {
+		uc.idleTimer.Stop()
 	}
 	s.req = half{dst: uc.w, buf: carry, end: end, src: s.dc.w, srcID: s.downID, credited: &s.reqCredited}
 	uc.w.halves[&s.req] = struct{}{}
@@ -203,9 +212,29 @@ func (uc *upConn) remove(s *fstream) {
 		delete(uc.streams, id)
 	}
 	delete(uc.w.halves, &s.req)
-	if uc.draining && len(uc.streams) == 0 && uc.nc != nil {
-		_ = uc.nc.Close()
+	if len(uc.streams) > 0 || len(uc.queue) > 0 || uc.nc == nil {
+		return
 	}
+	if uc.draining {
+		_ = uc.nc.Close()
+		return
+	}
+	if uc.idleTimer == nil {
+		uc.idleTimer = time.AfterFunc(upstreamIdle, uc.onIdle)
+		return
+	}
+	uc.idleTimer.Reset(upstreamIdle)
+}
+
+// onIdle closes the connection if it still carries no stream.
+func (uc *upConn) onIdle() {
+	uc.w.mu.Lock()
+	defer uc.w.mu.Unlock()
+	if len(uc.streams) > 0 || len(uc.queue) > 0 || uc.dead || uc.draining {
+		return
+	}
+	uc.draining = true
+	_ = uc.nc.Close()
 }
 
 // kill closes the connection; its reader cuts the streams with reason.
@@ -438,6 +467,9 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 func (uc *upConn) lost(err error) {
 	uc.w.mu.Lock()
 	uc.dead = true
+	if uc.idleTimer != nil {
+		uc.idleTimer.Stop()
+	}
 	reason := uc.lostReason
 	if reason == "" {
 		if errors.Is(err, io.EOF) {

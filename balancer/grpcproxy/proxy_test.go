@@ -892,3 +892,34 @@ func TestAllEndpointsUnreachable(t *testing.T) {
 		t.Fatalf("EmptyCall = %v, want UNAVAILABLE naming the cluster and the 2 endpoints tried", err)
 	}
 }
+
+func TestIdleBackendConnectionsClose(t *testing.T) {
+	old := upstreamIdle
+	upstreamIdle = 100 * time.Millisecond
+	t.Cleanup(func() { upstreamIdle = old })
+	be := startBackend(t, nil)
+	ep := endpointFor(t, be.addr)
+	p, addr := startProxy(t, clusterOf(t, nil, ep), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	conns := func() int {
+		v, ok := p.pools.Load(ep)
+		if !ok {
+			return -1
+		}
+		pl := v.(*upPool)
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		return len(pl.conns)
+	}
+	if conns() != 1 {
+		t.Fatalf("backend connections = %d, want 1", conns())
+	}
+	waitFor(t, "the idle backend connection to close", func() bool { return conns() == 0 })
+	// The next RPC dials again.
+	if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+		t.Fatalf("RPC after the idle close: %v", err)
+	}
+}
