@@ -118,7 +118,9 @@ func TestLeastRequestCountsInflightRPCs(t *testing.T) {
 		}
 		streams = append(streams, s)
 	}
-	waitFor(t, "3 streams in flight", func() bool { return epA.Inflight()+epB.Inflight() == 3 })
+	waitFor(t, "3 streams in flight", func() bool {
+		return epA.Inflight()+epB.Inflight() == 3 && a.calls.Load()+b.calls.Load() == 3
+	})
 	if a.calls.Load() != epA.Inflight() || b.calls.Load() != epB.Inflight() {
 		t.Fatalf("inflight A=%d B=%d, backend streams A=%d B=%d", epA.Inflight(), epB.Inflight(), a.calls.Load(), b.calls.Load())
 	}
