@@ -925,3 +925,31 @@ func TestIdleBackendConnectionsClose(t *testing.T) {
 		t.Fatalf("RPC after the idle close: %v", err)
 	}
 }
+
+// A backend restarting gracefully (GOAWAY, in-flight RPCs finish, listener
+// closed) under continuous traffic costs no RPC: streams it did not
+// process are refused to the client (which retries them), new ones go to
+// the other endpoint.
+func TestBackendGracefulStopUnderLoad(t *testing.T) {
+	a, b := startBackend(t, nil), startBackend(t, nil)
+	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, a.addr), endpointFor(t, b.addr)), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*100)
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				if _, err := tc.UnaryCall(ctxFor(t), &testgrpc.SimpleRequest{ResponseSize: 100}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	waitFor(t, "traffic on the first backend", func() bool { return a.calls.Load() > 50 })
+	a.srv.GracefulStop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("RPC failed during the graceful stop: %v", err)
+	}
+}
