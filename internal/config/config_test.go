@@ -105,7 +105,7 @@ clusters:
 		Shutdown: Shutdown{DrainDelay: 0, Timeout: 10 * time.Second},
 		Listeners: []Listener{{
 			Name: "api", Address: "127.0.0.1:0", Protocol: ProtocolGRPC, Cluster: "orders",
-			MaxConcurrentStreams: 1000, MaxMessageSize: 32 << 20, IdleTimeout: time.Hour, MaxConnections: 10000,
+			MaxConcurrentStreams: 100, MaxMessageSize: 32 << 20, IdleTimeout: time.Hour, MaxConnections: 10000,
 			Pos: Pos{Line: 3, Col: 5},
 		}},
 		Clusters: []Cluster{{

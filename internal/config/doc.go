@@ -11,7 +11,7 @@
 //
 // Beyond the contract of DESIGN.md, listeners take resource limits:
 //
-//	max_concurrent_streams  streams per client HTTP/2 connection, >= 1 (default 1000)
+//	max_concurrent_streams  streams per client HTTP/2 connection, >= 1 (default 100)
 //	max_message_size        bytes or 4MiB/512KiB/1GiB, 1KiB to 1GiB (default 32MiB)
 //	idle_timeout            positive duration (default 1h)
 //	max_connections         concurrent client connections, 0 = unlimited (default 10000)

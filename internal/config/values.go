@@ -30,7 +30,7 @@ const (
 	DefaultHealthyThreshold   = 2
 	DefaultOnUnimplemented    = UnimplementedEvict
 
-	DefaultMaxConcurrentStreams = 1000
+	DefaultMaxConcurrentStreams = 100
 	DefaultMaxMessageSize       = 32 << 20
 	DefaultIdleTimeout          = time.Hour
 	DefaultMaxConnections       = 10000
