@@ -15,8 +15,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-
-	"google.golang.org/grpc"
 )
 
 // Endpoint is one backend as the data path sees it. The same *Endpoint is
@@ -24,19 +22,16 @@ import (
 // its in-flight count survives rebuilds.
 type Endpoint struct {
 	address  string
-	conn     *grpc.ClientConn
 	inflight atomic.Int64
 
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
-// NewEndpoint returns an endpoint for address. conn is the endpoint's gRPC
-// connection, shared by the gRPC data path and the endpoint's probes; it may
-// be nil for endpoints that only carry TCP traffic. The caller owns conn and
-// closes it once the endpoint has drained.
-func NewEndpoint(address string, conn *grpc.ClientConn) *Endpoint {
-	return &Endpoint{address: address, conn: conn, closed: make(chan struct{})}
+// NewEndpoint returns an endpoint for address. The data paths keep their
+// own connections to it, and close them when the endpoint is closed.
+func NewEndpoint(address string) *Endpoint {
+	return &Endpoint{address: address, closed: make(chan struct{})}
 }
 
 // Close tells the data paths that e is gone for good: a removed endpoint
@@ -49,9 +44,6 @@ func (e *Endpoint) Closed() <-chan struct{} { return e.closed }
 
 // Address is the endpoint's host:port.
 func (e *Endpoint) Address() string { return e.address }
-
-// Conn is the endpoint's gRPC connection, or nil.
-func (e *Endpoint) Conn() *grpc.ClientConn { return e.conn }
 
 // Acquire counts one more connection or RPC in flight on e.
 func (e *Endpoint) Acquire() { e.inflight.Add(1) }

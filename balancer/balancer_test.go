@@ -14,12 +14,9 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestEndpoint(t *testing.T) {
-	e := balancer.NewEndpoint("127.0.0.1:50051", nil)
+	e := balancer.NewEndpoint("127.0.0.1:50051")
 	if got := e.Address(); got != "127.0.0.1:50051" {
 		t.Errorf("Address() = %q", got)
-	}
-	if e.Conn() != nil {
-		t.Errorf("Conn() = %v, want nil", e.Conn())
 	}
 	select {
 	case <-e.Closed():
@@ -36,7 +33,7 @@ func TestEndpoint(t *testing.T) {
 }
 
 func TestEndpointInflightConcurrent(t *testing.T) {
-	e := balancer.NewEndpoint("a", nil)
+	e := balancer.NewEndpoint("a")
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {

@@ -15,7 +15,7 @@ func benchCluster(b *testing.B, policy string, n int) *balancer.Cluster {
 	r := rand.New(rand.NewPCG(uint64(n), 42))
 	for i := range ms {
 		ms[i] = balancer.Member{
-			Endpoint: balancer.NewEndpoint(fmt.Sprintf("ep%d", i), nil),
+			Endpoint: balancer.NewEndpoint(fmt.Sprintf("ep%d", i)),
 			Weight:   1 + r.Uint32N(10000),
 			Healthy:  true,
 		}

@@ -25,7 +25,7 @@ func members(states ...string) []balancer.Member {
 	ms := make([]balancer.Member, len(states))
 	for i, s := range states {
 		ms[i] = balancer.Member{
-			Endpoint:      balancer.NewEndpoint(fmt.Sprintf("ep%d", i), nil),
+			Endpoint:      balancer.NewEndpoint(fmt.Sprintf("ep%d", i)),
 			Weight:        1,
 			Healthy:       s == healthy,
 			PanicEligible: s == transport,

@@ -95,15 +95,10 @@ func (b *backend) last() (metadata.MD, string) {
 	return b.md, b.comp
 }
 
-// endpointFor dials addr the way the proxy's caller does.
+// endpointFor returns the endpoint at addr, as the proxy's caller makes it.
 func endpointFor(t testing.TB, addr string) *balancer.Endpoint {
 	t.Helper()
-	conn, err := Dial(addr)
-	if err != nil {
-		t.Fatalf("Dial(%s): %v", addr, err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return balancer.NewEndpoint(addr, conn)
+	return balancer.NewEndpoint(addr)
 }
 
 // clusterOf returns a cluster named "orders" whose endpoints are all

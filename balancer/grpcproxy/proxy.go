@@ -42,9 +42,6 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 
 	"github.com/vigil-proxy/vigil/balancer"
@@ -336,39 +333,4 @@ func (p *Proxy) finish() {
 		})
 	})
 	p.wg.Wait()
-}
-
-// Dial returns the gRPC connection of an endpoint at address for its
-// probes, with the options a probe connection needs: h2c, reconnection
-// backoff bounded at 5s so a restarted backend is back fast, no keepalive
-// pings (grpc-go servers GOAWAY clients that ping more often than every 5
-// minutes; the probes themselves detect a dead backend), and the
-// passthrough resolver (address is used as is, never resolved to several
-// backends). It starts connecting at once. The caller passes it to
-// balancer.NewEndpoint and closes it once the endpoint has drained; opts
-// are applied last.
-//
-// The data path does not use it: a Proxy keeps its own HTTP/2 connections
-// to each endpoint it forwards to (opened on first use, closed when the
-// endpoint is Closed or the listener closes).
-func Dial(address string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	base := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  100 * time.Millisecond,
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   5 * time.Second,
-			},
-			MinConnectTimeout: 5 * time.Second,
-		}),
-		grpc.WithUserAgent("vigil"),
-	}
-	cc, err := grpc.NewClient("passthrough:///"+address, append(base, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", address, err)
-	}
-	cc.Connect()
-	return cc, nil
 }

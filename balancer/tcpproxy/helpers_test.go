@@ -58,7 +58,7 @@ func newCluster(name string, addrs ...string) (*balancer.Cluster, []*balancer.En
 	c := balancer.NewCluster(name)
 	eps := make([]*balancer.Endpoint, len(addrs))
 	for i, a := range addrs {
-		eps[i] = balancer.NewEndpoint(a, nil)
+		eps[i] = balancer.NewEndpoint(a)
 	}
 	setHealthy(c, eps...)
 	return c, eps

@@ -297,7 +297,7 @@ func TestEveryPolicy(t *testing.T) {
 			names := []string{"a", "b", "c"}
 			var eps []*balancer.Endpoint
 			for _, n := range names {
-				eps = append(eps, balancer.NewEndpoint(startBackend(t, named(n)).addr(), nil))
+				eps = append(eps, balancer.NewEndpoint(startBackend(t, named(n)).addr()))
 			}
 			cluster := balancer.NewCluster(name)
 			setHealthyWith(cluster, policy(name), eps...)
@@ -350,7 +350,7 @@ func TestFollowsSnapshot(t *testing.T) {
 		}
 	}
 
-	setHealthy(cluster, balancer.NewEndpoint(bes["c"].addr(), nil))
+	setHealthy(cluster, balancer.NewEndpoint(bes["c"].addr()))
 	eps[0].Close()
 	eps[1].Close()
 	before := bes["a"].accepted.Load() + bes["b"].accepted.Load()
@@ -1005,7 +1005,7 @@ func (f fixedPolicy) Build([]balancer.Weighted) balancer.Picker {
 }
 
 func TestPickUntried(t *testing.T) {
-	a, b, c := balancer.NewEndpoint("a", nil), balancer.NewEndpoint("b", nil), balancer.NewEndpoint("c", nil)
+	a, b, c := balancer.NewEndpoint("a"), balancer.NewEndpoint("b"), balancer.NewEndpoint("c")
 	members := func(eps ...*balancer.Endpoint) []balancer.Member {
 		var m []balancer.Member
 		for _, ep := range eps {

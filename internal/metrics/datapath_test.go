@@ -135,7 +135,7 @@ func TestRealTCPProxyFeedsMetrics(t *testing.T) {
 	s.addListener("raw", config.ProtocolTCP, "db")
 	m := New(Options{Store: s.Store})
 
-	ep := balancer.NewEndpoint(backend, nil)
+	ep := balancer.NewEndpoint(backend)
 	proxy := tcpproxy.New(newCluster(t, "db", ep), tcpproxy.Options{Metrics: m.TCP("raw")})
 	addr := serve(t, proxy)
 
@@ -198,12 +198,7 @@ func TestRealGRPCProxyFeedsMetrics(t *testing.T) {
 	s.addListener("api", config.ProtocolGRPC, "orders")
 	m := New(Options{Store: s.Store})
 
-	conn, err := grpcproxy.Dial(backend)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	proxy := grpcproxy.New(newCluster(t, "orders", balancer.NewEndpoint(backend, conn)),
+	proxy := grpcproxy.New(newCluster(t, "orders", balancer.NewEndpoint(backend)),
 		grpcproxy.Options{Metrics: m.GRPC("api")})
 	addr := serve(t, proxy)
 

@@ -8,10 +8,8 @@ import (
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
-	"google.golang.org/grpc"
 
 	"github.com/vigil-proxy/vigil/balancer"
-	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/state"
@@ -330,7 +328,7 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 		// looked: then it is new again.
 		switch er := rt.endpoints[e.Address]; {
 		case er == nil:
-			rt.endpoints[e.Address] = &endpointRT{ep: balancer.NewEndpoint(e.Address, rt.dial(e.Address))}
+			rt.endpoints[e.Address] = &endpointRT{ep: balancer.NewEndpoint(e.Address)}
 		case er.draining:
 			er.draining = false
 			er.stopDrain()
@@ -369,19 +367,6 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 		rt.mu.Unlock()
 		rt.log.Info("endpoint removed", "cluster", rt.name, "endpoint", addr, "drain_timeout", drainTimeout.String())
 	}
-}
-
-// dial returns the endpoint's data connection; it connects lazily, so
-// endpoints that only carry TCP never open one.
-func (rt *clusterRT) dial(address string) *grpc.ClientConn {
-	conn, err := grpcproxy.Dial(address)
-	if err != nil {
-		// Only a malformed target fails here, and the config package
-		// rejects those; the endpoint then carries no gRPC traffic.
-		rt.log.Error("create endpoint connection", "cluster", rt.name, "endpoint", address, "err", err)
-		return nil
-	}
-	return conn
 }
 
 // markRemoved notes that the cluster left the configuration; it is retired
@@ -437,8 +422,8 @@ func (rt *clusterRT) startDrain(addr string, er *endpointRT, drainTimeout time.D
 	}()
 }
 
-// finishDrain cuts whatever is still open to a drained endpoint, closes its
-// connection and deletes it from the store.
+// finishDrain cuts whatever is still open to a drained endpoint and
+// deletes it from the store.
 func (rt *clusterRT) finishDrain(addr string, er *endpointRT) {
 	rt.mu.Lock()
 	if rt.endpoints[addr] != er || !er.draining {
@@ -449,10 +434,9 @@ func (rt *clusterRT) finishDrain(addr string, er *endpointRT) {
 	retire := rt.removed && len(rt.endpoints) == 0
 	rt.mu.Unlock()
 
+	// Closing the endpoint cuts what is still open to it and makes the
+	// data paths close their connections to it.
 	er.ep.Close()
-	if conn := er.ep.Conn(); conn != nil {
-		_ = conn.Close()
-	}
 	err := rt.s.store.Update(func(w state.Writer) error {
 		row, err := w.Endpoint(nil, rt.name, addr)
 		if err != nil || row == nil || row.Status.Health != checker.Draining {
@@ -470,8 +454,7 @@ func (rt *clusterRT) finishDrain(addr string, er *endpointRT) {
 }
 
 // close stops everything the cluster runs: probers, the watcher and the
-// drains (which cut what is still in flight), and closes the data
-// connections.
+// drains (which cut what is still in flight), and closes the endpoints.
 func (rt *clusterRT) close() {
 	rt.cancel()
 	rt.group.Close()
@@ -480,9 +463,6 @@ func (rt *clusterRT) close() {
 	defer rt.mu.Unlock()
 	for addr, er := range rt.endpoints {
 		er.ep.Close()
-		if conn := er.ep.Conn(); conn != nil {
-			_ = conn.Close()
-		}
 		delete(rt.endpoints, addr)
 	}
 }

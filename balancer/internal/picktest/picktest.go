@@ -19,7 +19,7 @@ func Endpoints(weights ...uint32) ([]balancer.Weighted, map[*balancer.Endpoint]i
 	eps := make([]balancer.Weighted, len(weights))
 	index := make(map[*balancer.Endpoint]int, len(weights))
 	for i, w := range weights {
-		e := balancer.NewEndpoint(fmt.Sprintf("ep%d", i), nil)
+		e := balancer.NewEndpoint(fmt.Sprintf("ep%d", i))
 		eps[i] = balancer.Weighted{Endpoint: e, Weight: w}
 		index[e] = i
 	}
