@@ -179,7 +179,12 @@ func (g *Group) probeDialOptions(cfg Config) []grpc.DialOption {
 				Jitter:     0.2,
 				MaxDelay:   cfg.Interval,
 			},
-			MinConnectTimeout: cfg.Timeout,
+			// Longer than the probe's own timeout, so that a backend which
+			// accepts and never answers is always a probe that timed out
+			// (DEADLINE_EXCEEDED), never a connection attempt that gave up
+			// at the same moment (UNAVAILABLE). The attempt does not outlive
+			// the probe: a failed probe closes its connection.
+			MinConnectTimeout: cfg.Timeout + time.Second,
 		}),
 		grpc.WithReadBufferSize(0),
 		grpc.WithWriteBufferSize(0),
