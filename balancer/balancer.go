@@ -23,6 +23,10 @@ import (
 type Endpoint struct {
 	address  string
 	inflight atomic.Int64
+	// excluded is read by every pick of every snapshot holding the
+	// endpoint (see Exclude); it sits next to inflight, which a pick's
+	// caller writes anyway.
+	excluded atomic.Bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -44,6 +48,17 @@ func (e *Endpoint) Closed() <-chan struct{} { return e.closed }
 
 // Address is the endpoint's host:port.
 func (e *Endpoint) Address() string { return e.address }
+
+// Exclude takes e out of every snapshot's picks at once, without waiting
+// for a snapshot built without it: a cluster's owner calls it the moment e
+// becomes unfit (evicted), so that no new connection or RPC goes to e even
+// through a picker built before. Cluster.Update includes again every
+// endpoint its new snapshot makes routable. An Endpoint belongs to one
+// Cluster.
+func (e *Endpoint) Exclude() { e.excluded.Store(true) }
+
+// Excluded reports whether e was excluded and not included again since.
+func (e *Endpoint) Excluded() bool { return e.excluded.Load() }
 
 // Acquire counts one more connection or RPC in flight on e.
 func (e *Endpoint) Acquire() { e.inflight.Add(1) }

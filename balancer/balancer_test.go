@@ -1,8 +1,10 @@
 package balancer_test
 
 import (
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -84,12 +86,17 @@ type fixedPicker struct{ e *balancer.Endpoint }
 
 func (p fixedPicker) Pick() *balancer.Endpoint { return p.e }
 
+// registerRuns makes the policy name of each run of
+// TestRegisterTwicePanics new: the registry is process-wide (-count=N).
+var registerRuns atomic.Int64
+
 func TestRegisterTwicePanics(t *testing.T) {
-	balancer.Register(fixedPolicy{"test_register_twice"})
+	name := fmt.Sprintf("test_register_twice_%d", registerRuns.Add(1))
+	balancer.Register(fixedPolicy{name})
 	defer func() {
 		if recover() == nil {
 			t.Fatal("second Register of the same name did not panic")
 		}
 	}()
-	balancer.Register(fixedPolicy{"test_register_twice"})
+	balancer.Register(fixedPolicy{name})
 }

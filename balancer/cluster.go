@@ -1,6 +1,9 @@
 package balancer
 
-import "sync/atomic"
+import (
+	"math/rand/v2"
+	"sync/atomic"
+)
 
 // Member is an endpoint of a cluster with what the balancer needs to know
 // about its health. Draining endpoints are not members.
@@ -31,12 +34,32 @@ type Snapshot struct {
 	Panic bool
 }
 
-// Pick returns an endpoint, or nil when no endpoint is routable.
+// excludedRetries is how many picks in a row may land on excluded
+// endpoints before Pick looks through the routable ones instead.
+const excludedRetries = 3
+
+// Pick returns an endpoint, or nil when no endpoint is routable. An
+// endpoint excluded since the snapshot was built is never returned.
 func (s *Snapshot) Pick() *Endpoint {
 	if s.picker == nil {
 		return nil
 	}
-	return s.picker.Pick()
+	for range excludedRetries {
+		if e := s.picker.Pick(); !e.excluded.Load() {
+			return e
+		}
+	}
+	// Many endpoints were excluded since this snapshot was built (a new
+	// one is on its way): take the next one that was not, from a random
+	// place so that the stale moment does not pile onto one endpoint.
+	n := len(s.Routable)
+	start := rand.IntN(n)
+	for i := range n {
+		if e := s.Routable[(start+i)%n].Endpoint; !e.excluded.Load() {
+			return e
+		}
+	}
+	return nil
 }
 
 // Cluster is one pool of endpoints with the picker currently in force.
@@ -70,8 +93,17 @@ func (c *Cluster) Snapshot() *Snapshot { return c.snap.Load() }
 // for concurrent use with itself: one owner rebuilds a cluster.
 func (c *Cluster) Update(policy Policy, panicThreshold int, members []Member) *Snapshot {
 	s := BuildSnapshot(policy, panicThreshold, members)
+	for _, w := range s.Routable {
+		w.Endpoint.excluded.Store(false)
+	}
 	c.snap.Store(s)
 	return s
+}
+
+// PanicMode reports whether a cluster with healthy of its judged (not
+// pending) members healthy is in panic under panicThreshold percent.
+func PanicMode(panicThreshold, healthy, judged int) bool {
+	return panicThreshold > 0 && judged > 0 && healthy*100 < panicThreshold*judged
 }
 
 // BuildSnapshot computes the snapshot for members without installing it.
@@ -86,7 +118,7 @@ func BuildSnapshot(policy Policy, panicThreshold int, members []Member) *Snapsho
 			judged++
 		}
 	}
-	s.Panic = panicThreshold > 0 && judged > 0 && s.Healthy*100 < panicThreshold*judged
+	s.Panic = PanicMode(panicThreshold, s.Healthy, judged)
 	routable := make([]Weighted, 0, len(members))
 	for _, m := range members {
 		if m.Healthy || (s.Panic && m.PanicEligible) {

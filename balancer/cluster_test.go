@@ -227,3 +227,43 @@ func TestClusterPickDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestExcludedEndpointsAreNeverPicked(t *testing.T) {
+	for _, policy := range shippedPolicies {
+		t.Run(policy, func(t *testing.T) {
+			c := balancer.NewCluster("c")
+			ms := members(healthy, healthy, healthy, healthy)
+			c.Update(mustPolicy(t, policy), 0, ms)
+
+			ms[1].Endpoint.Exclude()
+			ms[2].Endpoint.Exclude()
+			for range 1000 {
+				if e := c.Pick(); e == ms[1].Endpoint || e == ms[2].Endpoint || e == nil {
+					t.Fatalf("picked %v after excluding ep1 and ep2", e)
+				}
+			}
+			if n := testing.AllocsPerRun(100, func() { c.Pick() }); n != 0 {
+				t.Errorf("Pick with excluded endpoints allocates %v times", n)
+			}
+
+			ms[0].Endpoint.Exclude()
+			ms[3].Endpoint.Exclude()
+			if e := c.Pick(); e != nil {
+				t.Fatalf("picked %v with every endpoint excluded", e)
+			}
+
+			// A snapshot that makes an endpoint routable includes it again.
+			c.Update(mustPolicy(t, policy), 0, ms[:2])
+			if ms[0].Endpoint.Excluded() || ms[1].Endpoint.Excluded() || !ms[3].Endpoint.Excluded() {
+				t.Fatal("Update did not include exactly the endpoints it made routable")
+			}
+			seen := map[*balancer.Endpoint]bool{}
+			for range 100 {
+				seen[c.Pick()] = true
+			}
+			if len(seen) != 2 || !seen[ms[0].Endpoint] || !seen[ms[1].Endpoint] {
+				t.Fatalf("picks after the new snapshot: %v", seen)
+			}
+		})
+	}
+}

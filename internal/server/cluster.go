@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	memdb "github.com/hashicorp/go-memdb"
-
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
@@ -31,8 +29,16 @@ type endpointRT struct {
 }
 
 // clusterRT runs one cluster: the checker group probing its endpoints, the
-// balancer whose picker the data paths read, and the goroutine that rebuilds
-// that picker whenever the store says the endpoints or their health changed.
+// balancer whose picker the data paths read, and the goroutine that
+// rebuilds that picker.
+//
+// Every health change is written to the store and applied here in O(1): an
+// endpoint that stops being routable is excluded from the picker in force
+// at once (balancer.Endpoint.Exclude), and the picker is rebuilt from the
+// store in the background, where a burst of changes (10,000 endpoints
+// admitted at start-up) costs one build rather than one each. Only a change
+// of panic mode, which changes what every transport-failed endpoint gets,
+// rebuilds at once.
 type clusterRT struct {
 	s     *Server
 	name  string
@@ -42,7 +48,10 @@ type clusterRT struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the watcher and the drains
+	wg     sync.WaitGroup // the builder and the drains
+	// kick asks the builder for a build; it holds at most one request, so
+	// requests made while a build runs are served by one more build.
+	kick chan struct{}
 
 	// startup marks the clusters of the first configuration, whose first
 	// round of probes makes the proxy ready.
@@ -56,9 +65,13 @@ type clusterRT struct {
 	// would produce the same is skipped.
 	members []balancer.Member
 	built   bool
-	panic   bool
-	serving bool
-	ready   bool
+	// healthy, judged (not pending) and unprobed (pending, never probed)
+	// count the members as of the last build, with the changes applied
+	// since.
+	healthy, judged, unprobed int
+	panic                     bool
+	serving                   bool
+	ready                     bool
 	// removed is set when the cluster left the configuration; the cluster
 	// is retired once its endpoints have drained, unless a reload brings
 	// it back first.
@@ -92,6 +105,7 @@ func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
 		startup:   startup,
 		cfg:       cfg,
 		endpoints: map[string]*endpointRT{},
+		kick:      make(chan struct{}, 1),
 	}
 	rt.policy = policyFor(cfg.LBPolicy)
 	rt.group = checker.NewGroup(checkerConfig(cfg.HealthCheck), checker.GroupOptions{
@@ -101,7 +115,7 @@ func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
 		OnProbe:  func(address string, r checker.Result) { s.metrics.probe(cfg.Name, address, r) },
 	})
 	rt.wg.Add(1)
-	go rt.watch()
+	go rt.builder()
 	return rt
 }
 
@@ -114,51 +128,102 @@ func policyFor(name config.LBPolicy) balancer.Policy {
 	return p
 }
 
-// changed records a prober's status change in the store and installs the
-// picker that follows from it before returning, so that once the checker
-// logs an eviction no new connection or RPC goes to that endpoint.
+// routable reports whether an endpoint in status st takes traffic.
+func routable(st checker.Status, panic bool) bool {
+	return st.Health == checker.Healthy || (panic && st.PanicEligible())
+}
+
+// unprobed reports whether an endpoint has had no probe result yet.
+func unprobed(st checker.Status) bool {
+	return st.Health == checker.Pending && st.Failures == 0
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// changed records a prober's status change in the store and applies it.
+// When it returns, an endpoint that stopped being routable gets no new
+// connection or RPC: the checker logs the eviction only after that. An
+// endpoint that became routable gets traffic from the next build, which the
+// builder makes at once.
 func (rt *clusterRT) changed(ch checker.Change) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	// Under mu, so that a build reads the store either before this change
+	// and its counts, or after both.
 	if err := rt.s.store.SetEndpointStatus(ch.Cluster, ch.Address, ch.New); err != nil {
 		rt.log.Error("store endpoint health", "cluster", ch.Cluster, "endpoint", ch.Address, "err", err)
 	}
 	rt.s.metrics.change(ch)
-	rt.rebuild(nil)
+	er := rt.endpoints[ch.Address]
+	if er == nil || er.draining || !rt.built {
+		rt.kickBuild()
+		return
+	}
+	was, now := routable(ch.Old, rt.panic), routable(ch.New, rt.panic)
+	rt.healthy += b2i(ch.New.Health == checker.Healthy) - b2i(ch.Old.Health == checker.Healthy)
+	rt.judged += b2i(ch.New.Health != checker.Pending) - b2i(ch.Old.Health != checker.Pending)
+	rt.unprobed += b2i(unprobed(ch.New)) - b2i(unprobed(ch.Old))
+	if balancer.PanicMode(rt.cfg.PanicThreshold, rt.healthy, rt.judged) != rt.panic {
+		rt.buildLocked()
+		return
+	}
+	if was && !now {
+		er.ep.Exclude()
+	}
+	if was != now {
+		rt.kickBuild()
+	}
+	rt.publishServing(false)
+	rt.checkReady()
 }
 
-// watch rebuilds the picker each time the cluster's endpoints change in the
-// store, until the cluster is closed.
-func (rt *clusterRT) watch() {
+// builder makes the builds kickBuild asks for, until the cluster is closed.
+func (rt *clusterRT) builder() {
 	defer rt.wg.Done()
 	for {
-		ws := memdb.NewWatchSet()
-		rt.rebuild(ws)
-		if err := ws.WatchCtx(rt.ctx); err != nil {
+		select {
+		case <-rt.kick:
+			rt.mu.Lock()
+			rt.buildLocked()
+			rt.mu.Unlock()
+		case <-rt.ctx.Done():
 			return
 		}
 	}
 }
 
-// rebuild reads the cluster's endpoints from the store and installs a new
-// picker if what the data path should see has changed. ws, when not nil,
-// is armed to fire on the next change.
-func (rt *clusterRT) rebuild(ws memdb.WatchSet) {
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	rows, err := rt.s.store.Snapshot().EndpointsByCluster(ws, rt.name)
+// kickBuild asks the builder for a build.
+func (rt *clusterRT) kickBuild() {
+	select {
+	case rt.kick <- struct{}{}:
+	default:
+	}
+}
+
+// buildLocked reads the cluster's endpoints from the store, recounts them,
+// and installs a new picker if what the data path should see has changed.
+// The caller holds rt.mu.
+func (rt *clusterRT) buildLocked() {
+	rows, err := rt.s.store.Snapshot().EndpointsByCluster(nil, rt.name)
 	if err != nil {
 		rt.log.Error("read cluster endpoints", "cluster", rt.name, "err", err)
 		return
 	}
 	members := make([]balancer.Member, 0, len(rows))
-	probed := true
+	rt.healthy, rt.judged, rt.unprobed = 0, 0, 0
 	for _, r := range rows {
 		er := rt.endpoints[r.Address]
 		if er == nil || er.draining || r.Status.Health == checker.Draining {
 			continue
 		}
-		if r.Status.Health == checker.Pending && r.Status.Failures == 0 {
-			probed = false
-		}
+		rt.healthy += b2i(r.Status.Health == checker.Healthy)
+		rt.judged += b2i(r.Status.Health != checker.Pending)
+		rt.unprobed += b2i(unprobed(r.Status))
 		members = append(members, balancer.Member{
 			Endpoint:      er.ep,
 			Weight:        r.Weight,
@@ -173,11 +238,26 @@ func (rt *clusterRT) rebuild(ws memdb.WatchSet) {
 		rt.members, rt.built = members, true
 		rt.observe(snap, first)
 	}
-	if probed && !rt.ready {
-		rt.ready = true
-		if rt.startup {
-			rt.s.clusterReady()
-		}
+	rt.checkReady()
+}
+
+// checkReady notes the end of the cluster's first round of probes.
+func (rt *clusterRT) checkReady() {
+	if rt.ready || !rt.built || rt.unprobed > 0 {
+		return
+	}
+	rt.ready = true
+	if rt.startup {
+		rt.s.clusterReady()
+	}
+}
+
+// publishServing publishes whether the cluster has a healthy endpoint as
+// the proxy's own health service named after the cluster.
+func (rt *clusterRT) publishServing(force bool) {
+	if serving := rt.healthy > 0; serving != rt.serving || force {
+		rt.serving = serving
+		rt.s.setClusterServing(rt.name, serving)
 	}
 }
 
@@ -197,10 +277,7 @@ func (rt *clusterRT) observe(snap *balancer.Snapshot, first bool) {
 		}
 	}
 	rt.s.metrics.cluster(rt.name, snap)
-	if serving := snap.Healthy > 0; serving != rt.serving || first {
-		rt.serving = serving
-		rt.s.setClusterServing(rt.name, serving)
-	}
+	rt.publishServing(first)
 }
 
 // clusterPlan is what a new configuration changes in one running cluster.
@@ -344,10 +421,10 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 	if p.policyChanged {
 		rt.built = false
 	}
-	rt.mu.Unlock()
 	// The picker without the removed endpoints (and with the new policy
 	// and weights) is in force before anything is logged.
-	rt.rebuild(nil)
+	rt.buildLocked()
+	rt.mu.Unlock()
 
 	if p.healthChanged {
 		rt.group.Reconfigure(checkerConfig(p.cfg.HealthCheck))
