@@ -44,6 +44,8 @@ type chaosBackend struct {
 	// delay makes health Checks and TestService calls wait this long
 	// first (or until their context ends).
 	delay atomic.Int64
+	// seen holds the chaos ids of the TestService calls that arrived.
+	seen sync.Map
 
 	flapStop chan struct{}
 	flapDone chan struct{}
@@ -88,8 +90,23 @@ func (b *chaosBackend) wait(ctx context.Context) error {
 	}
 }
 
+// note remembers the chaos id of a call that arrived.
+func (b *chaosBackend) note(ctx context.Context) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, id := range md.Get(chaosIDKey) {
+		b.seen.Store(id, true)
+	}
+}
+
+// arrived reports whether a call with chaos id id reached the backend.
+func (b *chaosBackend) arrived(id string) bool {
+	_, ok := b.seen.Load(id)
+	return ok
+}
+
 func (b *chaosBackend) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if info.FullMethod != healthpb.Health_Check_FullMethodName {
+		b.note(ctx)
 		b.active.Add(1)
 		defer b.active.Add(-1)
 	}
@@ -101,6 +118,7 @@ func (b *chaosBackend) unary(ctx context.Context, req any, info *grpc.UnaryServe
 
 func (b *chaosBackend) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if info.FullMethod != healthpb.Health_Watch_FullMethodName {
+		b.note(ss.Context())
 		b.active.Add(1)
 		defer b.active.Add(-1)
 		if err := b.wait(ss.Context()); err != nil {
