@@ -5,7 +5,8 @@
 //
 // It watches the directories holding the file and its symlink targets, not
 // the file itself: a watch on a file follows its inode, which a rename or a
-// symlink swap leaves behind. Events are debounced, and the callback runs
+// symlink swap leaves behind. Events are debounced (a steady stream of them
+// still gets a look every ten debounces), and the callback runs
 // only when the bytes actually differ from the last ones seen, so a storm of
 // writes, or a touch, does not turn into a storm of reloads.
 package filewatch
@@ -83,6 +84,11 @@ func (w *Watcher) hash() ([sha256.Size]byte, bool) {
 	return sha256.Sum256(data), true
 }
 
+// maxWaitFactor bounds how long a burst of events can postpone a look at
+// the file: maxWaitFactor debounces after its first event, however steady
+// the stream of writes.
+const maxWaitFactor = 10
+
 // Run calls changed each time the file's content changes, until ctx is
 // done; then it releases the watch. changed runs on Run's goroutine, so a
 // slow reload delays the next check instead of overlapping it.
@@ -90,6 +96,7 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 	defer w.fsw.Close()
 	var timer *time.Timer
 	var fire <-chan time.Time
+	var burst time.Time // the first event since the last look
 	for {
 		select {
 		case <-ctx.Done():
@@ -108,11 +115,18 @@ func (w *Watcher) Run(ctx context.Context, changed func()) {
 			}
 			// Any event in a watched directory may concern the file
 			// (its name, a symlink on the way, a temporary file renamed
-			// over it): look again once things have settled.
+			// over it): look again once things have settled, but not
+			// later than maxWaitFactor debounces after the first event,
+			// so that a steady stream of writes cannot starve reloads.
+			now := time.Now()
+			if fire == nil {
+				burst = now
+			}
+			wait := max(min(w.debounce, burst.Add(maxWaitFactor*w.debounce).Sub(now)), 0)
 			if timer == nil {
-				timer = time.NewTimer(w.debounce)
+				timer = time.NewTimer(wait)
 			} else {
-				timer.Reset(w.debounce)
+				timer.Reset(wait)
 			}
 			fire = timer.C
 		case <-fire:
