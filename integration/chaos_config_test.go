@@ -221,7 +221,7 @@ func TestChaosEndpointChurn(t *testing.T) {
 	cfg := yamlConfig{
 		Admin:     true,
 		Listeners: []yamlListener{{Name: "api", Cluster: "demo"}},
-		Clusters: []yamlCluster{{Name: "demo", Health: "mode: check\ninterval: 300ms\ntimeout: 300ms\njitter: 10%\nunhealthy_threshold: 3\nhealthy_threshold: 1"}},
+		Clusters:  []yamlCluster{{Name: "demo", Health: "mode: check\ninterval: 300ms\ntimeout: 300ms\njitter: 10%\nunhealthy_threshold: 3\nhealthy_threshold: 1"}},
 	}
 	endpoints := func(i int) []string {
 		return append([]string{fixed[0].addr, fixed[1].addr}, fleet.addrs[i*batch:(i+1)*batch]...)
