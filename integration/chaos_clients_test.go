@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 // chaosClients is vigil with a grpc listener "api" in front of two
@@ -359,7 +358,7 @@ func TestChaosClientOversized(t *testing.T) {
 		defer cancel()
 
 		// A request message over the limit: refused by vigil, never sent.
-		_, err := tc.UnaryCall(chaosCtx(ctx, "big-request"), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 2<<20)}})
+		_, err := tc.UnaryCall(chaosCtx(ctx, "big-request"), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 2<<20)}})
 		if codeOf(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "request message") {
 			t.Errorf("2 MiB request through a 1 MiB listener: %v; want RESOURCE_EXHAUSTED from vigil", err)
 		}
@@ -368,13 +367,13 @@ func TestChaosClientOversized(t *testing.T) {
 		}
 		t.Logf("oversized request: %v", err)
 		// A response over the limit: cut by vigil.
-		_, err = tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 2 << 20})
+		_, err = tc.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 2 << 20})
 		if codeOf(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "response message") {
 			t.Errorf("2 MiB response through a 1 MiB listener: %v; want RESOURCE_EXHAUSTED from vigil", err)
 		}
 		t.Logf("oversized response: %v", err)
 		// Just under the limit passes.
-		if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 1<<20-64)}, ResponseSize: 1<<20 - 64}); err != nil {
+		if _, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 1<<20-64)}, ResponseSize: 1<<20 - 64}); err != nil {
 			t.Errorf("a message just under the limit: %v", err)
 		}
 
@@ -413,7 +412,7 @@ func TestChaosClientOversized(t *testing.T) {
 		if err := r.headers(1, grpcRequest("/grpc.testing.TestService/UnaryCall", big...), false); err != nil {
 			t.Fatal(err)
 		}
-		_ = r.data(1, grpcMessage(t, &testpb.SimpleRequest{}), true)
+		_ = r.data(1, grpcMessage(t, &testgrpc.SimpleRequest{}), true)
 		out = r.readUntilClosedOr(10*time.Second, func(o rawOutcome) bool { return o.Statuses[1] != "" || o.Resets[1] != 0 || o.GoAway != nil })
 		t.Logf("a header list just over 1 MiB: grpc-status %q, reset %v, GOAWAY %v, reached a backend: %v", out.Statuses[1], out.Resets[1], out.GoAway, arrived("truncated-headers"))
 		if arrived("truncated-headers") || out.Statuses[1] == "0" {
@@ -539,7 +538,7 @@ func TestChaosClientThousandsOfStreams(t *testing.T) {
 						if err != nil {
 							return err
 						}
-						req := &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 32}}}
+						req := &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 32}}}
 						if err := stream.Send(req); err != nil {
 							return err
 						}
@@ -630,24 +629,24 @@ func TestChaosClientCancelsEverything(t *testing.T) {
 					case 0:
 						var s testgrpc.TestService_FullDuplexCallClient
 						if s, err = tc.FullDuplexCall(callCtx); err == nil {
-							if err = s.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 16 << 10}}, Payload: &testpb.Payload{Body: make([]byte, 16<<10)}}); err == nil {
+							if err = s.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 16 << 10}}, Payload: &testgrpc.Payload{Body: make([]byte, 16<<10)}}); err == nil {
 								_, err = s.Recv()
 							}
 						}
 					case 1:
 						var s testgrpc.TestService_StreamingOutputCallClient
-						params := make([]*testpb.ResponseParameters, 100)
+						params := make([]*testgrpc.ResponseParameters, 100)
 						for j := range params {
-							params[j] = &testpb.ResponseParameters{Size: 16 << 10}
+							params[j] = &testgrpc.ResponseParameters{Size: 16 << 10}
 						}
-						if s, err = tc.StreamingOutputCall(callCtx, &testpb.StreamingOutputCallRequest{ResponseParameters: params}); err == nil {
+						if s, err = tc.StreamingOutputCall(callCtx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: params}); err == nil {
 							if _, err = s.Recv(); err == nil {
 								_, err = s.Recv()
 							}
 						}
 					case 2:
 						go func() { time.Sleep(time.Millisecond); cancel() }()
-						_, err = tc.UnaryCall(callCtx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 64<<10)}, ResponseSize: 64 << 10})
+						_, err = tc.UnaryCall(callCtx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 64<<10)}, ResponseSize: 64 << 10})
 					}
 					cancel()
 					if err == nil {

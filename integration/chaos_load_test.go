@@ -141,17 +141,6 @@ func (l *chaosLoad) served() map[string]int {
 	return maps.Clone(l.servedBy)
 }
 
-// okCount is the number of successful calls so far.
-func (l *chaosLoad) okCount() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, v := range l.ok {
-		n += v
-	}
-	return n
-}
-
 // waitServed waits until backend id has served more calls than before.
 func (l *chaosLoad) waitServed(t testing.TB, timeout time.Duration, id string, before int) {
 	t.Helper()
