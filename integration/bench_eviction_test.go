@@ -115,7 +115,7 @@ func waitStopped(tb testing.TB, flipped, other *tracedBackend, timeout time.Dura
 			return time.Unix(0, flipped.last.Load()), calls
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("vigil still routes to the NOT_SERVING backend %v after the flip (or no traffic flows)", timeout)
+			tb.Fatalf("vigil still routes to the backend %v after it should have stopped (or no traffic flows)", timeout)
 		}
 	}
 }
