@@ -45,6 +45,7 @@ func BenchmarkEviction(b *testing.B) {
 	}
 	for _, mode := range modes {
 		b.Run(mode.name, func(b *testing.B) {
+			reportLoad(b)
 			flipped, other := startTracedBackend(b), startTracedBackend(b)
 			v := startVigil(b, renderBenchConfig(
 				[]benchListener{{name: "api", protocol: "grpc", cluster: "flip"}},

@@ -74,6 +74,7 @@ func BenchmarkGRPCLoad(b *testing.B) {
 							if target.skip != "" {
 								b.Skip(target.skip)
 							}
+							reportLoad(b)
 							cfg := loadgen.Config{
 								Target:      target.addr,
 								Concurrency: concurrency,

@@ -15,7 +15,8 @@ package integration
 //
 // The machine has 2 cores, shared by vigil, the backends and this process
 // (load generator, log parser): each benchmark logs which processes ran,
-// and reports the load average at its start as "loadavg".
+// and each leaf benchmark reports the load average at its start as
+// "loadavg".
 
 import (
 	"bufio"
@@ -455,8 +456,14 @@ func benchSetup(b *testing.B, sharing string) {
 		}
 	}
 	raiseFileLimit()
-	b.ReportMetric(loadAverage(), "loadavg")
 	b.Logf("2 cores shared by: %s; load average %.2f at start", sharing, loadAverage())
+}
+
+// reportLoad reports the 1-minute load average as "loadavg"; leaf
+// benchmarks call it first (a parent benchmark's metrics are not printed).
+// It includes the load of the benchmark that ran just before.
+func reportLoad(b *testing.B) {
+	b.ReportMetric(loadAverage(), "loadavg")
 }
 
 // benchDuration reads a duration from the environment, for runs longer or

@@ -54,6 +54,7 @@ func BenchmarkReload(b *testing.B) {
 
 	for _, size := range sizes {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			reportLoad(b)
 			in, out := backends[perCluster-1], backends[perCluster]
 			v := startVigil(b, render(size, in))
 			if _, ok := v.waitAllHealthy(3*time.Minute, size); !ok {

@@ -69,6 +69,7 @@ func baselineRSS(b *testing.B, endpoint string) int64 {
 // clusters of perCluster, and reports what it costs at steady state.
 func measureHealthScale(b *testing.B, f *fleet, perCluster int, health string, baselineKiB int64, window time.Duration) {
 	b.Helper()
+	reportLoad(b)
 	var clusters []benchCluster
 	for i := 0; i < len(f.addrs); i += perCluster {
 		clusters = append(clusters, benchCluster{

@@ -49,6 +49,7 @@ func BenchmarkTCPBulk(b *testing.B) {
 					if target.skip != "" {
 						b.Skip(target.skip)
 					}
+					reportLoad(b)
 					// Warm up (connection set-up paths, TCP buffers).
 					if err := transfer(target.addr, 64<<20); err != nil {
 						b.Fatalf("warm-up %s through %s: %v", direction, target.name, err)
