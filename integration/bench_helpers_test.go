@@ -43,7 +43,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 const (
@@ -610,12 +609,12 @@ func startTracedBackend(tb testing.TB) *tracedBackend {
 	return b
 }
 
-func (b *tracedBackend) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (b *tracedBackend) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	now := time.Now().UnixNano()
 	b.last.Store(now)
 	b.first.CompareAndSwap(0, now)
 	b.calls.Add(1)
-	return &testpb.SimpleResponse{}, nil
+	return &testgrpc.SimpleResponse{}, nil
 }
 
 func (b *tracedBackend) serving(ok bool) {
@@ -647,7 +646,7 @@ func startRPCLoop(tb testing.TB, addr string, workers int) *rpcLoop {
 	l := &rpcLoop{cancel: cancel}
 	for range workers {
 		l.wg.Go(func() {
-			req := &testpb.SimpleRequest{}
+			req := &testgrpc.SimpleRequest{}
 			for ctx.Err() == nil {
 				callCtx, cancelCall := context.WithTimeout(ctx, 5*time.Second)
 				_, err := tc.UnaryCall(callCtx, req)
