@@ -33,5 +33,29 @@ FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/config
 
+# Benchmarks, not part of make test (about 15 minutes; the machine's other
+# load moves the figures: the summary shows the load average of each run).
+# First the packages' micro-benchmarks, then the end-to-end ones against
+# the real binary built without -race (integration/bench_*_test.go: vigil,
+# HAProxy and nginx when installed, backends in helper processes, CPU and
+# memory from /proc), then every figure next to its target. Raw outputs and
+# the summary stay in bin/bench/. A failed benchmark fails the target; a
+# missed target does not (benchsummary -strict would).
+bench: SHELL := /bin/bash
+bench: BENCH_OUT := $(BIN)/bench
+bench: BENCH_E2E := VIGIL_INTEGRATION_NORACE=1 $(GO) test -run '^$$' -timeout 30m ./integration/
+bench:
+	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.txt
+	@echo "load average at start: $$(cat /proc/loadavg)"
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./balancer/... ./checker/... ./internal/config/... 2>&1 | tee $(BENCH_OUT)/micro.txt
+	$(BENCH_E2E) -bench TCPBulk -benchtime 3x 2>&1 | tee $(BENCH_OUT)/e2e-tcp.txt
+	$(BENCH_E2E) -bench CheckCost -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-checkcost.txt
+	$(BENCH_E2E) -bench GRPCLoad -benchtime 1x -count 3 2>&1 | tee $(BENCH_OUT)/e2e-grpc.txt
+	$(BENCH_E2E) -bench Eviction -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-eviction.txt
+	$(BENCH_E2E) -bench Scale -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-scale.txt
+	$(BENCH_E2E) -bench Reload -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-reload.txt
+	@echo "load average at end: $$(cat /proc/loadavg)"
+	$(GO) run ./integration/benchutil/benchsummary -micro $(BENCH_OUT)/micro.txt $(BENCH_OUT)/e2e-*.txt | tee $(BENCH_OUT)/summary.txt; exit $${PIPESTATUS[0]}
+
 clean:
 	rm -rf $(BIN) .run

@@ -2,11 +2,12 @@
 // bench: every end-to-end figure next to its target, then the
 // micro-benchmarks.
 //
-//	benchsummary [-micro FILE]... FILE...
+//	benchsummary [-strict] [-micro FILE]... FILE...
 //
 // The FILEs hold the output of `go test -bench` for ./integration/ (several
 // files, or -count runs, are merged: a figure is the median of its runs).
-// It exits 1 if a benchmark failed or a target was missed, 2 on bad input.
+// It exits 1 if a benchmark (or a package's build) failed, or with -strict
+// if a target was missed too; 2 on bad input.
 package main
 
 import (
@@ -32,6 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var micro fileList
 	fs.Var(&micro, "micro", "a file of micro-benchmark output to list (repeatable)")
+	strict := fs.Bool("strict", false, "exit 1 when a target is missed, not only when a benchmark failed")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,7 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "skipped: %s\n", s)
 	}
 	fmt.Fprintf(stdout, "\n%d targets missed, %d benchmarks failed %v\n", missed, len(failures), failures)
-	if missed > 0 || len(failures) > 0 {
+	if len(failures) > 0 || *strict && missed > 0 {
 		return 1
 	}
 	return 0

@@ -33,7 +33,8 @@ func TestRun(t *testing.T) {
 		want []string
 	}{
 		{"targets met", []string{"-micro", micro, met}, 0, []string{"watch: eviction p50", "1.50 ms", "ok", "Pick", "12.5 ns/op", "0 targets missed, 0 benchmarks failed"}},
-		{"target missed", []string{missed}, 1, []string{"MISSED", "1 targets missed"}},
+		{"target missed", []string{missed}, 0, []string{"MISSED", "1 targets missed"}},
+		{"target missed, strict", []string{"-strict", missed}, 1, []string{"MISSED", "1 targets missed"}},
 		{"benchmark failed", []string{met, failed}, 1, []string{"1 benchmarks failed [BenchmarkReload/100]"}},
 		{"missing file", []string{filepath.Join(t.TempDir(), "none")}, 2, nil},
 		{"bad flag", []string{"-nope"}, 2, nil},
