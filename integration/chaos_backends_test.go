@@ -103,6 +103,12 @@ func TestChaosBackendFaults(t *testing.T) {
 		// the baseline check or the failure count fail (see knownIssues).
 		heapIssue, lostIssue string
 	}
+	settleFor := func(heapIssue string) time.Duration {
+		if heapIssue != "" {
+			return chaosSettleKnown
+		}
+		return chaosSettle
+	}
 	front := func(m faultMode) (func(*chaosCluster), func(*chaosCluster)) {
 		return func(c *chaosCluster) { c.fronts[2].setMode(m) }, func(c *chaosCluster) { c.fronts[2].setMode(modePass) }
 	}
@@ -185,7 +191,7 @@ func TestChaosBackendFaults(t *testing.T) {
 			}
 			// An evicted endpoint costs no more than a healthy one.
 			c.load.pause()
-			_, err := chaosBackToBaseline(t, c.v, c.admin, baseline, "while "+f.name+" is evicted")
+			_, err := chaosBackToBaseline(t, c.v, c.admin, baseline, "while "+f.name+" is evicted", settleFor(f.heapIssue))
 			issues.check(err, f.heapIssue)
 			c.load.start()
 
@@ -207,7 +213,7 @@ func TestChaosBackendFaults(t *testing.T) {
 			t.Logf("%s: %d eviction and %d readmission records for the faulty endpoint; %d RPCs reached it",
 				f.name, evictions, readmissions, len(reached))
 			c.othersUntouched(t, c.admitted, faulty)
-			_, err = chaosBackToBaseline(t, c.v, c.admin, baseline, "after "+f.name)
+			_, err = chaosBackToBaseline(t, c.v, c.admin, baseline, "after "+f.name, settleFor(f.heapIssue))
 			issues.check(err, f.heapIssue)
 			issues.skipIfFound()
 		})

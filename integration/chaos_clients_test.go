@@ -36,9 +36,13 @@ type chaosClients struct {
 func newChaosClients(t *testing.T, listener string) *chaosClients {
 	t.Helper()
 	c := &chaosClients{bs: []*chaosBackend{startChaosBackend(t, "b1"), startChaosBackend(t, "b2")}}
+	// The backends live in the test process, next to the abusive clients:
+	// a probe that waits for a CPU there must not evict them (these tests
+	// are about clients), hence a lenient check and panic routing.
 	c.v, c.admin = startChaosVigil(t, yamlConfig{
 		Listeners: []yamlListener{{Name: "api", Cluster: "demo", Extra: listener}},
-		Clusters:  []yamlCluster{{Name: "demo", Endpoints: []string{c.bs[0].addr, c.bs[1].addr}, Health: chaosHealthCheck}},
+		Clusters: []yamlCluster{{Name: "demo", Panic: 50, Endpoints: []string{c.bs[0].addr, c.bs[1].addr},
+			Health: "mode: check\ninterval: 1s\ntimeout: 1s\nunhealthy_threshold: 5\nhealthy_threshold: 1"}},
 	})
 	for _, b := range c.bs {
 		c.v.wait(20*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.id)
@@ -517,14 +521,19 @@ func TestChaosClientThousandsOfStreams(t *testing.T) {
 	var opened, failed atomic.Int64
 	var firstErr atomic.Value
 	release := make(chan struct{})
+	releaseAll := sync.OnceFunc(func() { close(release) })
 	var wg sync.WaitGroup
-	during, errs := c.probe.during(time.Second, func() {
-		var clientConns []*grpc.ClientConn
-		defer func() {
-			for _, cc := range clientConns {
-				_ = cc.Close()
-			}
-		}()
+	var clientConns []*grpc.ClientConn
+	defer func() {
+		for _, cc := range clientConns {
+			_ = cc.Close()
+		}
+	}()
+	defer releaseAll()
+	// While the streams are being opened (the test process, backends
+	// included, is busy opening 4,000 streams: reported, not held to the
+	// bound), then while they are held open.
+	opening, openErrs := c.probe.during(time.Second, func() {
 		for range conns {
 			cc := dialClientOpts(t, c.api)
 			clientConns = append(clientConns, cc)
@@ -564,6 +573,9 @@ func TestChaosClientThousandsOfStreams(t *testing.T) {
 			}
 		}
 		eventually(t, 60*time.Second, func() bool { return opened.Load() == conns*perConn }, "%d streams open (%d so far)", conns*perConn, opened.Load())
+	})
+	t.Logf("4,000 streams: well-behaved client while they were being opened: %v (%d failed)", opening, len(openErrs))
+	during, errs := c.probe.during(time.Second, func() {
 		open := chaosGauge(t, c.admin, "vigil_listener_active_streams", `listener="api"`)
 		t.Logf("%d streams open at once through vigil (vigil_listener_active_streams %v; backends: %d and %d calls)",
 			conns*perConn-int(failed.Load()), open, c.bs[0].active.Load(), c.bs[1].active.Load())
@@ -590,13 +602,19 @@ func TestChaosClientThousandsOfStreams(t *testing.T) {
 		}
 		t.Logf("a client opening 1,100 streams over the limit of 1,000: %d refused with REFUSED_STREAM", refused)
 		_ = r.nc.Close()
-		close(release)
-		wg.Wait()
 	})
+	releaseAll()
+	wg.Wait()
+	if len(openErrs) > 0 {
+		t.Errorf("%d calls of the well-behaved client failed while the streams were being opened; first: %v", len(openErrs), openErrs[0])
+	}
 	if n := failed.Load(); n > 0 {
 		t.Errorf("%d of %d streams failed; first: %v", n, conns*perConn, firstErr.Load())
 	}
 	requireLatency(t, "4,000 streams", before, during, errs)
+	for _, cc := range clientConns {
+		_ = cc.Close()
+	}
 	c.backendsIdle(t)
 	chaosRequireBaseline(t, c.v, c.admin, baseline, "after 4,000 streams")
 }
@@ -617,7 +635,7 @@ func TestChaosClientCancelsEverything(t *testing.T) {
 		ctx, stop := context.WithTimeout(context.Background(), 3*time.Second)
 		defer stop()
 		var wg sync.WaitGroup
-		for i := range 6 {
+		for i := range 4 {
 			cc := dialClientOpts(t, c.api)
 			defer cc.Close()
 			tc := testgrpc.NewTestServiceClient(cc)
@@ -654,6 +672,7 @@ func TestChaosClientCancelsEverything(t *testing.T) {
 					} else {
 						cancelled.Add(1)
 					}
+					time.Sleep(time.Millisecond)
 				}
 			})
 		}
@@ -664,7 +683,7 @@ func TestChaosClientCancelsEverything(t *testing.T) {
 			t.Fatal(err)
 		}
 		resets := 0
-		for i := range 5000 {
+		for i := range 3000 {
 			id := uint32(2*i + 1)
 			if r.headers(id, grpcRequest("/grpc.testing.TestService/FullDuplexCall"), false) != nil || r.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil || r.bw.Flush() != nil {
 				break

@@ -240,6 +240,10 @@ type faultFront struct {
 	http1  *http.Server
 	h1ln   *chanListener
 
+	// quiet, when set, notes RPCs only while armed (long runs keep only
+	// what they may need to judge a failure).
+	quiet, armed atomic.Bool
+
 	mu      sync.Mutex
 	mode    faultMode
 	conns   map[*frontConn]struct{}
@@ -330,6 +334,9 @@ func (f *faultFront) reachedIDs() map[string]bool {
 }
 
 func (f *faultFront) note(id string) {
+	if f.quiet.Load() && !f.armed.Load() {
+		return
+	}
 	f.mu.Lock()
 	f.reached[id] = true
 	f.mu.Unlock()

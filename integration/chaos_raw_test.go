@@ -245,8 +245,13 @@ func (p *chaosLatencyProbe) during(d time.Duration, abuse func()) (latencies, []
 }
 
 // chaosLatencyBound is what "unchanged latency" is held to: generous, for
-// a race-enabled vigil on a loaded 2-core machine. The figures are logged.
-const chaosLatencyBound = 500 * time.Millisecond
+// a race-enabled vigil sharing a loaded 2-core machine with a race-enabled
+// test process that runs the backends and the abusive clients too (and
+// with the other tests of make test). It tells a client that is held up
+// (blocked behind an abuser: seconds, or a failed call) from one that
+// waited for a CPU. The figures are logged: p99 is a few milliseconds
+// before the abuse and tens during, on a quiet machine.
+const chaosLatencyBound = 750 * time.Millisecond
 
 // requireLatency fails if a well-behaved client failed or its p99 went over
 // the bound during the abuse.
