@@ -21,33 +21,36 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 )
 
-// chaosClients is vigil with a grpc listener "api" in front of two
-// backends, for the client abuse tests.
+// chaosClients is vigil with a grpc listener "api" and a tcp listener "raw"
+// in front of two backends, for the client abuse tests.
 type chaosClients struct {
 	v     *vigilProc
 	admin string
 	bs    []*chaosBackend
 	api   string
+	raw   string
 	probe *chaosLatencyProbe
 }
 
 // newChaosClients starts the fixture; listener holds extra YAML lines for
-// the listener (limits).
-func newChaosClients(t *testing.T, listener string) *chaosClients {
+// the grpc listener (limits), and optionally a second argument those of the
+// tcp listener.
+func newChaosClients(t *testing.T, listener string, tcpListener ...string) *chaosClients {
 	t.Helper()
 	c := &chaosClients{bs: []*chaosBackend{startChaosBackend(t, "b1"), startChaosBackend(t, "b2")}}
 	// The backends live in the test process, next to the abusive clients:
 	// a probe that waits for a CPU there must not evict them (these tests
 	// are about clients), hence a lenient check and panic routing.
 	c.v, c.admin = startChaosVigil(t, yamlConfig{
-		Listeners: []yamlListener{{Name: "api", Cluster: "demo", Extra: listener}},
+		Listeners: []yamlListener{{Name: "api", Cluster: "demo", Extra: listener},
+			{Name: "raw", Protocol: "tcp", Cluster: "demo", Extra: strings.Join(tcpListener, "\n")}},
 		Clusters: []yamlCluster{{Name: "demo", Panic: 50, Endpoints: []string{c.bs[0].addr, c.bs[1].addr},
 			Health: "mode: check\ninterval: 1s\ntimeout: 1s\nunhealthy_threshold: 5\nhealthy_threshold: 1"}},
 	})
 	for _, b := range c.bs {
 		c.v.wait(20*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.id)
 	}
-	c.api = c.v.listener("api")
+	c.api, c.raw = c.v.listener("api"), c.v.listener("raw")
 	c.probe = newChaosLatencyProbe(t, c.api)
 	return c
 }
@@ -147,12 +150,14 @@ func TestChaosClientSlowloris(t *testing.T) {
 }
 
 // TestChaosClientHalfOpen has clients vanish without a FIN or a reset (their
-// host died): idle ones, and ones with a call open at the backend. vigil
-// must find them gone by itself, drop the connections and cancel their
-// backend calls.
+// host died): on the grpc listener idle ones, and ones with a call open at
+// the backend; on the tcp listener ones whose connection was spliced to a
+// backend, next to ones that never send a byte. vigil must find them gone
+// by itself, drop the connections (and their backend side) and cancel
+// their backend calls.
 func TestChaosClientHalfOpen(t *testing.T) {
 	t.Parallel()
-	c := newChaosClients(t, "idle_timeout: 2s")
+	c := newChaosClients(t, "idle_timeout: 2s", "idle_timeout: 1s")
 	baseline, before := c.settleBaseline(t)
 
 	const idle, busy = 50, 50
@@ -171,15 +176,39 @@ func TestChaosClientHalfOpen(t *testing.T) {
 		}
 		conns = append(conns, r)
 	}
+	const tcpVanished, tcpSilent = 30, 30
+	var tcpConns []net.Conn
+	for i := range tcpVanished + tcpSilent {
+		nc, err := net.DialTimeout("tcp", c.raw, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		if i < tcpVanished {
+			if _, err := io.WriteString(nc, http2.ClientPreface[:12]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tcpConns = append(tcpConns, nc)
+	}
 	eventually(t, 20*time.Second, func() bool { return c.bs[0].active.Load()+c.bs[1].active.Load() == busy },
 		"%d calls open at the backends (%d, %d)", busy, c.bs[0].active.Load(), c.bs[1].active.Load())
-	for _, r := range conns {
-		if err := vanish(r.nc); err != nil {
+	eventually(t, 20*time.Second, func() bool {
+		return chaosGauge(t, c.admin, "vigil_listener_active_connections", `listener="raw"`) == tcpVanished+tcpSilent
+	}, "the tcp clients' connections spliced to backends")
+	mustVanish := func(nc net.Conn) {
+		if err := vanish(nc); err != nil {
 			if errors.Is(err, syscall.EPERM) {
 				t.Skipf("cannot make a half-open connection here (TCP_REPAIR needs CAP_NET_ADMIN): %v", err)
 			}
 			t.Fatal(err)
 		}
+	}
+	for _, nc := range tcpConns[:tcpVanished] {
+		mustVanish(nc)
+	}
+	for _, r := range conns {
+		mustVanish(r.nc)
 	}
 	start := time.Now()
 	during, errs := c.probe.during(2*time.Second, func() {
@@ -187,12 +216,24 @@ func TestChaosClientHalfOpen(t *testing.T) {
 		// Busy ones: nothing is written to them; TCP keepalive (Go's
 		// default on accepted connections: first probe after 15s idle)
 		// finds the peer gone.
+		// tcp: the idle timeout closes both sides of every pair.
+		eventually(t, 20*time.Second, func() bool {
+			return chaosGauge(t, c.admin, "vigil_listener_active_connections", `listener="raw"`) == 0
+		}, "vigil closes the idle tcp pairs")
+		tcpDone := time.Since(start)
+		for _, nc := range tcpConns[tcpVanished:] {
+			if closed, _ := waitClosed(nc, 5*time.Second); !closed {
+				t.Errorf("a silent tcp client's connection is still open after the idle timeout")
+			}
+		}
 		c.backendsIdle(t)
 		eventually(t, 40*time.Second, func() bool {
 			return chaosGauge(t, c.admin, "vigil_listener_active_connections", `listener="api"`) == 1
 		}, "vigil drops the vanished clients' connections (only the well-behaved one left)")
+		t.Logf("half-open: tcp listener: %d vanished and %d silent clients' pairs closed %v after (idle_timeout 1s)",
+			tcpVanished, tcpSilent, tcpDone.Round(100*time.Millisecond))
 	})
-	t.Logf("half-open: %d idle and %d busy vanished clients dropped, their %d backend calls cancelled, %v after they vanished",
+	t.Logf("half-open: grpc listener: %d idle and %d busy vanished clients dropped, their %d backend calls cancelled, %v after they vanished",
 		idle, busy, busy, time.Since(start).Round(100*time.Millisecond))
 	requireLatency(t, "half-open", before, during, errs)
 	chaosRequireBaseline(t, c.v, c.admin, baseline, "after half-open clients")

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -159,6 +160,16 @@ func (c *chaosRaw) readUntilClosed(timeout time.Duration) rawOutcome {
 			}
 		}
 	}
+}
+
+// waitClosed reads and discards until the peer closes nc or timeout
+// passes; it reports whether nc was closed, and when.
+func waitClosed(nc net.Conn, timeout time.Duration) (bool, time.Duration) {
+	start := time.Now()
+	_ = nc.SetReadDeadline(start.Add(timeout))
+	_, err := io.Copy(io.Discard, nc)
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout()), time.Since(start)
 }
 
 // vanish closes nc without a FIN or a reset, as a client whose host died
