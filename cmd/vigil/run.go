@@ -2,8 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -19,21 +18,16 @@ import (
 )
 
 func runCmd(args []string, _, stderr io.Writer) int {
-	fs := flag.NewFlagSet("vigil run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "config.yaml", "configuration `FILE`")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	cfg, code := loadConfig("vigil run", args, stderr)
+	if cfg == nil {
+		return code
 	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		printConfigErrors(stderr, err)
-		return 1
-	}
+	// Reloads read the file named on the command line, whatever it holds.
+	path := cfg.File
 
 	store, err := state.New()
 	if err != nil {
-		printConfigErrors(stderr, err)
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	logs := logging.NewSwitch(stderr, cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
@@ -49,7 +43,7 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store, Version: version})
 	logger.LogAttrs(context.Background(), slog.LevelInfo, "config loaded", cfg.Attrs()...)
 	if err := srv.Start(cfg); err != nil {
-		logger.Error("cannot start", "errors", errorLines(err))
+		logger.Error("cannot start", "errors", config.ErrorLines(err))
 		return 1
 	}
 	logger.Info("vigil running", "version", version, "pid", os.Getpid())
@@ -57,15 +51,15 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	// Reload when the file changes, however it was changed.
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	watchDone := make(chan struct{})
-	if w, err := filewatch.New(*path, reloadDebounce, logger); err != nil {
-		logger.Warn("cannot watch the config file; reload with SIGHUP", "file", *path, "err", err)
+	if w, err := filewatch.New(path, reloadDebounce, logger); err != nil {
+		logger.Warn("cannot watch the config file; reload with SIGHUP", "file", path, "err", err)
 		close(watchDone)
 	} else {
 		go func() {
 			defer close(watchDone)
 			w.Run(watchCtx, func() {
-				logger.Info("config file changed", "file", *path)
-				_ = srv.ReloadFile(*path)
+				logger.Info("config file changed", "file", path)
+				_ = srv.ReloadFile(path)
 			})
 		}()
 	}
@@ -75,8 +69,8 @@ func runCmd(args []string, _, stderr io.Writer) int {
 		if sig != syscall.SIGHUP {
 			break
 		}
-		logger.Info("reloading on SIGHUP", "file", *path)
-		_ = srv.ReloadFile(*path) // logged as config reloaded or config rejected
+		logger.Info("reloading on SIGHUP", "file", path)
+		_ = srv.ReloadFile(path) // logged as config reloaded or config rejected
 	}
 
 	logger.Info("shutting down", "signal", sig.String())
@@ -105,15 +99,3 @@ func runCmd(args []string, _, stderr io.Writer) int {
 // reloadDebounce lets a burst of writes to the config file settle into one
 // reload.
 const reloadDebounce = 25 * time.Millisecond
-
-func errorLines(err error) []string {
-	var list config.ErrorList
-	if errors.As(err, &list) {
-		lines := make([]string, len(list))
-		for i, e := range list {
-			lines[i] = e.Error()
-		}
-		return lines
-	}
-	return []string{err.Error()}
-}

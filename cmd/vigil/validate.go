@@ -1,25 +1,18 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/vigil-proxy/vigil/internal/config"
 )
 
 func validateCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("vigil validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "config.yaml", "configuration `FILE` to check")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := config.Load(*path)
-	if err != nil {
-		printConfigErrors(stderr, err)
-		return 1
+	cfg, code := loadConfig("vigil validate", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	endpoints := 0
 	for _, c := range cfg.Clusters {
@@ -29,15 +22,21 @@ func validateCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// printConfigErrors prints each configuration error on a line of its own:
-// FILE:LINE:COL: path.to.field: message.
-func printConfigErrors(w io.Writer, err error) {
-	var list config.ErrorList
-	if errors.As(err, &list) {
-		for _, e := range list {
-			fmt.Fprintln(w, e.Error())
-		}
-		return
+// loadConfig parses a subcommand's --config flag and loads the file. On
+// failure it prints the errors, one per line (FILE:LINE:COL: path: message),
+// and returns a nil config with the exit code: 2 for bad flags, 1 for a bad
+// file.
+func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.yaml", "configuration `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return nil, 2
 	}
-	fmt.Fprintln(w, err)
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, strings.Join(config.ErrorLines(err), "\n"))
+		return nil, 1
+	}
+	return cfg, 0
 }

@@ -111,3 +111,17 @@ func (c *Config) Errorf(pos Pos, path, format string, args ...any) *Error {
 	err := fmt.Errorf(format, args...)
 	return &Error{File: c.File, Line: pos.Line, Col: pos.Col, Path: path, Msg: err.Error(), Err: errors.Unwrap(err)}
 }
+
+// ErrorLines returns the lines that report err: one per error of an
+// ErrorList (FILE:LINE:COL: path: message), or err's text.
+func ErrorLines(err error) []string {
+	var list ErrorList
+	if !errors.As(err, &list) {
+		return []string{err.Error()}
+	}
+	lines := make([]string, len(list))
+	for i, e := range list {
+		lines[i] = e.Error()
+	}
+	return lines
+}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"log/slog"
 
 	"github.com/vigil-proxy/vigil/internal/config"
@@ -32,14 +31,5 @@ func (s *Server) ReloadFile(path string) error {
 
 func (s *Server) reject(path string, err error) {
 	s.metrics.reload(false)
-	var lines []string
-	var list config.ErrorList
-	if errors.As(err, &list) {
-		for _, e := range list {
-			lines = append(lines, e.Error())
-		}
-	} else {
-		lines = []string{err.Error()}
-	}
-	s.log.Error("config rejected", "file", path, "errors", lines, "kept", "the configuration in force keeps serving")
+	s.log.Error("config rejected", "file", path, "errors", config.ErrorLines(err), "kept", "the configuration in force keeps serving")
 }
