@@ -114,11 +114,11 @@ func TestWriteChecksTargets(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{
-		"ratio      0.800×   ≥ 0.9×    MISSED", // 4000/5000
-		"added p50  80.0 µs  < 100 µs  ok",     // 180-100
-		"missing    —        0         not measured",
+		"ratio      0.800×  ≥ 0.9×    MISSED", // 4000/5000
+		"added p50  80 µs   < 100 µs  ok",     // 180-100
+		"missing    —       0         not measured",
 		"load average (1 min) at the start of each run: 2.50 to 3.50",
-		"vigil     4000    0.800  80.0     1", // the table's ratio and difference
+		"vigil     4000    0.800    80     1", // the table's ratio and difference
 		"gone         —        —     —     0",
 	} {
 		if !strings.Contains(text, want) {

@@ -4,7 +4,7 @@ import "fmt"
 
 // e2e is how make bench runs the end-to-end benchmarks; the sections add
 // the -bench pattern and their own -benchtime or -count.
-const e2e = "VIGIL_INTEGRATION_NORACE=1 go test -run '^$' -timeout 60m ./integration/"
+const e2e = "VIGIL_INTEGRATION_NORACE=1 go test -run '^$' -timeout 30m ./integration/"
 
 // Sections are the figures of vigil's end-to-end benchmarks
 // (integration/bench_*_test.go), with the issues' targets.

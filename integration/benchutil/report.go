@@ -254,7 +254,7 @@ func (r *Results) loadRange(prefix string) (lo, hi float64, ok bool) {
 func format(v float64) string {
 	a := math.Abs(v)
 	switch {
-	case a >= 100 || a == 0:
+	case a >= 100 || v == math.Trunc(v):
 		return fmt.Sprintf("%.0f", v)
 	case a >= 10:
 		return fmt.Sprintf("%.1f", v)
