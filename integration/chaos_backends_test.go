@@ -8,10 +8,10 @@ import (
 )
 
 // chaosHealthCheck is the health check of the backend fault tests: fast
-// enough to evict within about two seconds, and not so eager that a
-// healthy endpoint is evicted on a loaded machine (three probes in a row
-// would have to go unanswered for 300ms).
-const chaosHealthCheck = "mode: check\ninterval: 300ms\ntimeout: 300ms\njitter: 0%\nunhealthy_threshold: 3\nhealthy_threshold: 1"
+// enough to evict within about two and a half seconds, and not so eager
+// that a healthy endpoint is evicted on a loaded machine (three probes in a
+// row would have to go unanswered for 400ms).
+const chaosHealthCheck = "mode: check\ninterval: 400ms\ntimeout: 400ms\njitter: 0%\nunhealthy_threshold: 3\nhealthy_threshold: 1"
 
 // chaosCluster is three backends behind fault fronts, vigil in front of
 // them with a grpc listener "api" and a tcp listener "tcp", and the chaos

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -102,7 +103,7 @@ func TestChaosReloadStorm(t *testing.T) {
 		content := render(i)
 		switch {
 		case i%7 == 3: // a broken file now and then
-			content = strings.Replace(content, "interval: 300ms", "interval: soon", 1)
+			content = badInterval.ReplaceAllString(content, "interval: soon")
 			invalid++
 		case i%11 == 5:
 			content = strings.Replace(content, "lb_policy:", "lb_polcy:", 1)
@@ -161,6 +162,9 @@ func TestChaosReloadStorm(t *testing.T) {
 	load.verdict(func(chaosFailure) bool { return false }).requireNoUnexplained(t, "reload storm")
 	chaosRequireBaseline(t, v, admin, baseline, "after the reload storm")
 }
+
+// badInterval finds health-check intervals, to make one invalid.
+var badInterval = regexp.MustCompile(`interval: \S+`)
 
 // chaosFleet is one gRPC server (health SERVING, TestService) listening on
 // many addresses, counting the calls each address served.
