@@ -14,8 +14,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-proxy/vigil/internal/state"
 )
 
 // The soak is a test behind the soak build tag, run by `make soak`
@@ -198,11 +201,21 @@ func TestSoak(t *testing.T) {
 		v.wait(30*time.Second, 0, match("endpoint admitted", "endpoint", e.addr), "admitted "+e.name)
 	}
 	load := newChaosLoad(t, loadSpec{grpcAddr: v.listener("api"), tcpAddr: v.listener("tcp"), unary: 8, streams: 4, tcp: 2}, soakCallTimeout)
+	// Warm up: buffers and pools grow to what steady load needs.
 	load.start()
 	for _, e := range eps {
 		load.waitServed(t, 30*time.Second, e.name, 0)
 	}
+	time.Sleep(min(30*time.Second, *soakDuration/10))
 	load.pause()
+	// vigil keeps the last state.DefaultEventsKept eviction-log events for
+	// /events replay: fill that ring first (a SIGHUP reload is one event),
+	// so that the baseline holds it as the end will.
+	for range state.DefaultEventsKept + 10 {
+		from := v.mark()
+		v.signal(syscall.SIGHUP)
+		v.wait(30*time.Second, from, match("config reloaded"), "SIGHUP reload")
+	}
 	baseline := chaosBaseline(t, v, admin)
 	load.start()
 
