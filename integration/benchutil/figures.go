@@ -59,6 +59,7 @@ func tcpSection() Section {
 var healthColumns = []Column{
 	{Header: "endpoints", Unit: "endpoints"},
 	{Header: "all healthy s", Unit: "admit-s"},
+	{Header: "healthy at 10s", Unit: "healthy-at-10s"},
 	{Header: "CPU %core", Unit: "cpu-%"},
 	{Header: "RSS MiB", Unit: "rss-MiB"},
 	{Header: "peak MiB", Unit: "hwm-MiB"},
