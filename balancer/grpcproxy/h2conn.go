@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"sync"
@@ -28,8 +29,13 @@ const (
 	// maxHeaderListSize bounds one decoded header list (request headers,
 	// response headers or trailers).
 	maxHeaderListSize = 1 << 20
-	// defaultMaxFrame is HTTP/2's initial SETTINGS_MAX_FRAME_SIZE.
+	// defaultMaxFrame is HTTP/2's initial SETTINGS_MAX_FRAME_SIZE, and the
+	// largest frame the proxy reads from either side (it never advertises
+	// more): a peer's larger frame is a FRAME_SIZE_ERROR, not a buffer of
+	// up to 16 MiB.
 	defaultMaxFrame = 16 << 10
+	// maxWindow is the largest flow-control window HTTP/2 allows.
+	maxWindow = 1<<31 - 1
 	// bufSize is the read and write buffer of each connection.
 	bufSize = 64 << 10
 )
@@ -50,8 +56,9 @@ const maxPending = 1 << 20
 // client that stops reading blocks nobody else.
 type h2writer struct {
 	nc   net.Conn
+	sw   stallWriter // writes to nc
 	mu   sync.Mutex
-	bw   *bufio.Writer // synchronous mode
+	bw   *bufio.Writer // synchronous mode, over sw
 	fr   *http2.Framer
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
@@ -75,28 +82,92 @@ type h2writer struct {
 	credited int64              // connection window granted to the peer beyond the initial one
 }
 
-func newH2writer(nc net.Conn) *h2writer {
+func newWriter(nc net.Conn, stallTimeout time.Duration) *h2writer {
 	w := &h2writer{
 		nc:       nc,
-		bw:       bufio.NewWriterSize(nc, bufSize),
+		sw:       stallWriter{nc: nc, timeout: stallTimeout},
 		sendWin:  65535,
 		initWin:  65535,
 		maxFrame: defaultMaxFrame,
 		halves:   map[*half]struct{}{},
 	}
-	w.fr = http2.NewFramer(w.bw, nil)
 	w.henc = hpack.NewEncoder(&w.hbuf)
 	return w
+}
+
+// newSyncWriter returns the writer of a backend connection, whose
+// connection is set later (setConn).
+func newSyncWriter() *h2writer {
+	w := newWriter(nil, upWriteTimeout)
+	w.bw = bufio.NewWriterSize(&w.sw, bufSize)
+	w.fr = http2.NewFramer(w.bw, nil)
+	return w
+}
+
+// setConnLocked gives a backend connection's writer its connection.
+func (w *h2writer) setConnLocked(nc net.Conn) {
+	w.nc, w.sw.nc = nc, nc
 }
 
 // newAsyncWriter returns the writer of a client connection; run must
 // drain it.
 func newAsyncWriter(nc net.Conn) *h2writer {
-	w := newH2writer(nc)
+	w := newWriter(nc, clientWriteTimeout)
 	w.async = true
 	w.wake = make(chan struct{}, 1)
 	w.fr = http2.NewFramer(queueWriter{w}, nil)
 	return w
+}
+
+// Write timeouts: a peer that takes no byte for that long is gone or
+// stuck, and a write blocked on it must not hold the goroutines (and
+// locks) that forward to it for ever. Flow control keeps a healthy peer's
+// socket from filling: a write only blocks when the peer granted window
+// and stopped reading. Variables for tests.
+var (
+	// upWriteTimeout bounds writes to a backend connection, made under
+	// its lock by the goroutines forwarding to it: a backend that froze
+	// with window granted fails its connection instead of stalling the
+	// client connections whose streams go to it.
+	upWriteTimeout = 10 * time.Second
+	// clientWriteTimeout bounds the writes of a client connection's
+	// writer goroutine: a client that stops reading with window granted
+	// is dropped (its queue is bounded meanwhile).
+	clientWriteTimeout = 30 * time.Second
+)
+
+// stallWriter writes to a connection and fails a write that makes no
+// progress for about timeout (at least half of it). The write deadline is
+// moved forward only once half of it has passed, not on every write:
+// setting one is cheap but not free, and writes are per RPC.
+type stallWriter struct {
+	nc       net.Conn
+	timeout  time.Duration
+	deadline time.Time
+}
+
+// stallChunk is the most written per deadline check, so that a large
+// write to a slow reader is judged by its progress, not its total.
+const stallChunk = 256 << 10
+
+func (sw *stallWriter) Write(b []byte) (int, error) {
+	written := 0
+	for len(b) > 0 {
+		chunk := b[:min(len(b), stallChunk)]
+		if now := time.Now(); sw.deadline.Sub(now) < sw.timeout/2 {
+			sw.deadline = now.Add(sw.timeout)
+			if err := sw.nc.SetWriteDeadline(sw.deadline); err != nil {
+				return written, err
+			}
+		}
+		n, err := sw.nc.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
 }
 
 // queueWriter appends frames to the writer's queue (w.mu is held).
@@ -171,7 +242,13 @@ func (w *h2writer) runWriter(done <-chan struct{}) {
 		w.out = w.spare[:0]
 		w.mu.Unlock()
 		if len(buf) > 0 {
-			if _, err := w.nc.Write(buf); err != nil {
+			var err error
+			if final {
+				_, err = w.nc.Write(buf)
+			} else {
+				_, err = w.sw.Write(buf)
+			}
+			if err != nil {
 				w.mu.Lock()
 				if w.err == nil {
 					w.err = err
@@ -416,14 +493,23 @@ func (h *half) owedLocked(n int64) (credit, bool) {
 }
 
 // windowUpdateLocked applies a WINDOW_UPDATE from the peer and drains the
-// halves it unblocks; it returns the stream credits they owe.
-func (w *h2writer) windowUpdateLocked(streamHalf *half, incr int64, credits []credit) []credit {
+// halves it unblocks; it returns the stream credits they owe. It reports
+// false, changing nothing, when the increment would take the window over
+// 2^31-1 (RFC 9113 6.9.1: FLOW_CONTROL_ERROR, for the stream or, on stream
+// 0, the connection).
+func (w *h2writer) windowUpdateLocked(streamHalf *half, incr int64, credits []credit) ([]credit, bool) {
 	if streamHalf != nil {
+		if streamHalf.win+incr > maxWindow {
+			return credits, false
+		}
 		streamHalf.win += incr
 	} else {
+		if w.sendWin+incr > maxWindow {
+			return credits, false
+		}
 		w.sendWin += incr
 	}
-	return w.drainBlockedLocked(credits)
+	return w.drainBlockedLocked(credits), true
 }
 
 func (w *h2writer) drainBlockedLocked(credits []credit) []credit {
@@ -442,8 +528,67 @@ func (w *h2writer) drainBlockedLocked(credits []credit) []credit {
 	return credits
 }
 
-// settingsLocked applies the peer's SETTINGS.
-func (w *h2writer) settingsLocked(f *http2.SettingsFrame, credits []credit) []credit {
+// connError is a connection error found in what a peer sent: the
+// connection ends with a GOAWAY carrying code (RFC 9113 5.4.1).
+type connError struct {
+	code   http2.ErrCode
+	reason string
+}
+
+func (e connError) Error() string { return e.code.String() + ": " + e.reason }
+
+// asConnError is err as a connError: PROTOCOL_ERROR unless it is one, or
+// one of x/net's.
+func asConnError(err error) connError {
+	var ce connError
+	if errors.As(err, &ce) {
+		return ce
+	}
+	var xe http2.ConnectionError
+	if errors.As(err, &xe) {
+		return connError{code: http2.ErrCode(xe)}
+	}
+	return connError{http2.ErrCodeProtocol, err.Error()}
+}
+
+// settingsLocked validates the peer's SETTINGS (RFC 9113 6.5.2), applies
+// them and acks them. fromServer tells that the peer is a backend, which
+// must not enable server push. An invalid value is a connError and nothing
+// of the frame is applied.
+func (w *h2writer) settingsLocked(f *http2.SettingsFrame, fromServer bool, credits []credit) ([]credit, error) {
+	initWin := w.initWin
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			var code http2.ErrCode = http2.ErrCodeProtocol
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				code = http2.ErrCode(ce)
+			}
+			return connError{code, fmt.Sprintf("invalid SETTINGS value %v", s)}
+		}
+		switch s.ID {
+		case http2.SettingEnablePush:
+			if fromServer && s.Val != 0 {
+				return connError{http2.ErrCodeProtocol, "a server sent SETTINGS_ENABLE_PUSH=1"}
+			}
+		case http2.SettingInitialWindowSize:
+			// The change applies to every open stream's window, which
+			// must stay within 2^31-1 (RFC 9113 6.9.2).
+			delta := int64(s.Val) - initWin
+			initWin = int64(s.Val)
+			if delta > 0 {
+				for h := range w.halves {
+					if h.win+delta > maxWindow {
+						return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window over 2^31-1"}
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return credits, err
+	}
 	_ = f.ForeachSetting(func(s http2.Setting) error {
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
@@ -460,5 +605,5 @@ func (w *h2writer) settingsLocked(f *http2.SettingsFrame, credits []credit) []cr
 		return nil
 	})
 	w.note(w.fr.WriteSettingsAck())
-	return w.drainBlockedLocked(credits)
+	return w.drainBlockedLocked(credits), nil
 }

@@ -3,6 +3,7 @@ package grpcproxy
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -54,7 +55,7 @@ func (p *Proxy) serveConn(nc net.Conn) {
 
 	// The client preface must come soon: a client that connects and sends
 	// nothing is dropped.
-	_ = nc.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	_ = nc.SetReadDeadline(time.Now().Add(clientPrefaceTimeout))
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(dc.br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
 		return
@@ -93,49 +94,76 @@ func (p *Proxy) serveConn(nc net.Conn) {
 			}
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
-				dc.w.mu.Lock()
-				dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCode(ce), nil))
-				dc.w.flushLocked()
-				dc.w.mu.Unlock()
+				dc.goAwayError(connError{code: http2.ErrCode(ce)})
 			}
 			return
 		}
-		dc.handle(f, &fl)
+		if err := dc.handle(f, &fl); err != nil {
+			fl.flushAll()
+			dc.goAwayError(err)
+			return
+		}
 		if dc.br.Buffered() == 0 {
 			fl.flushAll()
 		}
 	}
 }
 
-// handle processes one frame from the client.
-func (dc *downConn) handle(f http2.Frame, fl *flusher) {
+// goAwayError ends the connection on a connection error: GOAWAY with its
+// code (and reason as debug data), written before the connection closes.
+func (dc *downConn) goAwayError(err error) {
+	ce := asConnError(err)
+	dc.w.mu.Lock()
+	defer dc.w.mu.Unlock()
+	var debug []byte
+	if ce.reason != "" {
+		debug = []byte(ce.reason)
+	}
+	dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, ce.code, debug))
+	dc.draining = true
+	dc.closeLocked()
+}
+
+// handle processes one frame from the client. An error is a connection
+// error: the caller sends GOAWAY and ends the connection.
+func (dc *downConn) handle(f http2.Frame, fl *flusher) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		dc.onHeaders(f, fl)
+		return dc.onHeaders(f, fl)
 	case *http2.DataFrame:
-		dc.onData(f, fl)
+		return dc.onData(f, fl)
 	case *http2.RSTStreamFrame:
 		dc.resetStream(f.StreamID, 0, fl)
 	case *http2.WindowUpdateFrame:
 		var credits []credit
+		ok := true
+		var s *fstream
 		dc.w.mu.Lock()
 		if f.StreamID == 0 {
-			credits = dc.w.windowUpdateLocked(nil, int64(f.Increment), credits)
-		} else if s := dc.streams[f.StreamID]; s != nil {
-			credits = dc.w.windowUpdateLocked(&s.resp, int64(f.Increment), credits)
+			credits, ok = dc.w.windowUpdateLocked(nil, int64(f.Increment), credits)
+		} else if s = dc.streams[f.StreamID]; s != nil {
+			credits, ok = dc.w.windowUpdateLocked(&s.resp, int64(f.Increment), credits)
 		}
 		fl.touchLocked(dc.w)
 		dc.w.mu.Unlock()
 		sendCredits(fl, credits)
+		if !ok {
+			if s == nil {
+				return connError{http2.ErrCodeFlowControl, "WINDOW_UPDATE takes the connection window over 2^31-1"}
+			}
+			dc.resetStream(f.StreamID, http2.ErrCodeFlowControl, fl)
+		}
 	case *http2.SettingsFrame:
 		if f.IsAck() {
-			return
+			return nil
 		}
-		var credits []credit
 		dc.w.mu.Lock()
-		credits = dc.w.settingsLocked(f, credits)
+		credits, err := dc.w.settingsLocked(f, false, nil)
 		fl.touchLocked(dc.w)
 		dc.w.mu.Unlock()
+		if err != nil {
+			return err
+		}
 		sendCredits(fl, credits)
 	case *http2.PingFrame:
 		if !f.IsAck() {
@@ -144,6 +172,10 @@ func (dc *downConn) handle(f http2.Frame, fl *flusher) {
 			fl.touchLocked(dc.w)
 			dc.w.mu.Unlock()
 		}
+	case *http2.PushPromiseFrame:
+		// Only servers push (RFC 9113 8.4); its header block was not
+		// decoded either, so this connection's HPACK state is lost.
+		return connError{http2.ErrCodeProtocol, "a client sent PUSH_PROMISE"}
 	case *http2.GoAwayFrame:
 		// The client will open no more streams; the connection ends with
 		// them.
@@ -154,48 +186,76 @@ func (dc *downConn) handle(f http2.Frame, fl *flusher) {
 		}
 		dc.w.mu.Unlock()
 	}
+	return nil
 }
 
+// errHeadersTooLarge is the status of a request whose header list is
+// over maxHeaderListSize.
+var errHeadersTooLarge = fmt.Sprintf("vigil: request header list over the limit of %d bytes", maxHeaderListSize)
+
 // onHeaders starts a stream (or ends one, for trailers from the client).
-func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) {
+func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) error {
 	p := dc.p
 	id := f.StreamID
 	dc.w.mu.Lock()
 	if s := dc.streams[id]; s != nil {
 		dc.w.mu.Unlock()
+		if s.reqEnded {
+			dc.resetStream(id, http2.ErrCodeStreamClosed, fl)
+			return nil
+		}
+		s.reqEnded = true
+		if f.Truncated {
+			s.cut(codes.ResourceExhausted, errHeadersTooLarge, fl)
+			return nil
+		}
 		// Trailers from a client end its request (gRPC clients do not send
 		// them, but HTTP/2 allows it).
 		s.clientData(nil, true, fl)
-		return
+		return nil
 	}
-	if id <= dc.lastID || id%2 == 0 {
+	if id%2 == 0 {
 		dc.w.mu.Unlock()
-		return // a closed or invalid stream: ignore
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("a client opened stream %d (even)", id)}
+	}
+	if id <= dc.lastID {
+		dc.w.mu.Unlock()
+		return nil // a stream that ended here (trailers after we answered): ignore
 	}
 	dc.lastID = id
 	if dc.draining || dc.closed || len(dc.streams) >= int(p.maxStreams) {
 		dc.w.note(dc.w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream))
 		fl.touchLocked(dc.w)
 		dc.w.mu.Unlock()
-		return
+		return nil
 	}
-	s := &fstream{p: p, dc: dc, downID: id, start: time.Now()}
+	s := &fstream{p: p, dc: dc, downID: id, start: time.Now(), reqEnded: f.StreamEnded()}
 	s.resp = half{dst: dc.w, id: id, win: dc.w.initWin, toPeer: true}
 	dc.w.halves[&s.resp] = struct{}{}
 	dc.streams[id] = s
 	dc.stopIdleLocked()
 	dc.w.mu.Unlock()
 
+	if f.Truncated {
+		// The framer dropped the fields past the limit and decoded the
+		// rest: forwarding what is left would lose headers silently (an
+		// authorization at the end, say). RESOURCE_EXHAUSTED tells a gRPC
+		// client what went wrong; an HTTP 431 would reach it as UNKNOWN
+		// and a reset as INTERNAL, neither naming the cause.
+		s.fail(codes.ResourceExhausted, errHeadersTooLarge, fl)
+		return nil
+	}
 	path := f.PseudoValue("path")
 	if f.PseudoValue("method") != "POST" || path == "" {
 		s.fail(codes.Unimplemented, "vigil: only gRPC (POST) requests are proxied", fl)
-		return
+		return nil
 	}
 	if p.isLocal(path) {
 		s.startLocal(path, f, f.StreamEnded())
-		return
+		return nil
 	}
 	s.open(requestHeaders(f.Fields), f.StreamEnded(), fl)
+	return nil
 }
 
 // requestHeaders filters the client's header list (in place: the frame's
@@ -214,7 +274,7 @@ func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
 	return out
 }
 
-func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) {
+func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) error {
 	n := int64(f.Length)
 	dc.w.mu.Lock()
 	// Connection window is returned on receipt: stream windows bound what
@@ -222,19 +282,25 @@ func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) {
 	ok := dc.w.receivedLocked(n)
 	fl.touchLocked(dc.w)
 	s := dc.streams[f.StreamID]
-	if !ok {
-		dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCodeFlowControl, nil))
-		dc.closeLocked()
-	}
 	dc.w.mu.Unlock()
-	if !ok || s == nil {
-		return
+	if !ok {
+		return connError{http2.ErrCodeFlowControl, "DATA over the connection's flow-control window"}
 	}
+	if s == nil {
+		return nil
+	}
+	if s.reqEnded {
+		// DATA after END_STREAM (RFC 9113 5.1: STREAM_CLOSED).
+		dc.resetStream(f.StreamID, http2.ErrCodeStreamClosed, fl)
+		return nil
+	}
+	s.reqEnded = f.StreamEnded()
 	if s.reqRecvd += n; s.reqRecvd > s.reqCredited.Load()+streamWindow {
 		dc.resetStream(f.StreamID, http2.ErrCodeFlowControl, fl)
-		return
+		return nil
 	}
 	s.clientData(f.Data(), f.StreamEnded(), fl)
+	return nil
 }
 
 // resetStream handles an RST_STREAM from the client (code 0) or a stream

@@ -49,7 +49,10 @@ type fstream struct {
 	reqRecvd, respRecvd       int64
 	reqCredited, respCredited atomic.Int64
 	opened                    atomic.Bool // headers went to a backend
-	respStarted               bool        // response headers sent (under dc.w.mu)
+	// reqEnded: the client sent END_STREAM (read and written by the
+	// client connection's reader goroutine only).
+	reqEnded    bool
+	respStarted bool // response headers sent (under dc.w.mu)
 
 	local *localCall
 }
@@ -170,6 +173,45 @@ func (s *fstream) unplaced(uc *upConn, err error, fl *flusher) {
 		ep.Release()
 	}
 	s.place(err, fl)
+}
+
+// moveConn moves s, queued on from beyond the backend's stream limit
+// (nothing of it was sent), to another connection to the same endpoint;
+// when the pool opens no more, it waits for a slot on from; when from is
+// gone meanwhile, it goes to another endpoint.
+func (s *fstream) moveConn(from *upConn, fl *flusher) {
+	s.mu.Lock()
+	if s.uc != from || s.finished {
+		s.mu.Unlock()
+		return
+	}
+	from.w.mu.Lock()
+	carry, end := s.req.buf, s.req.end
+	s.req.buf, s.req.done = nil, true
+	delete(from.w.halves, &s.req)
+	from.w.mu.Unlock()
+	carry = append(carry, s.carry...)
+	end = end || s.carryEnd
+	s.carry, s.carryEnd = nil, false
+	uc, err := s.p.upstream(s.ep)
+	if err != nil {
+		uc = from
+	}
+	placed := uc.add(s, carry, end, fl)
+	if !placed && uc != from {
+		uc, placed = from, from.add(s, carry, end, fl)
+	}
+	if placed {
+		s.uc = uc
+		s.mu.Unlock()
+		return
+	}
+	s.carry, s.carryEnd = carry, end
+	ep := s.ep
+	s.ep, s.uc = nil, nil
+	s.mu.Unlock()
+	ep.Release()
+	s.place(errors.New("connection lost"), fl)
 }
 
 // clientData forwards request bytes (and the client's half-close).
@@ -338,6 +380,27 @@ func (s *fstream) backendReset(code http2.ErrCode, fl *flusher) {
 		grpcCode = codes.Unavailable
 	}
 	s.finish(grpcCode)
+}
+
+// backendBroke: the backend sent what the proxy cannot forward on this
+// stream (a header list over the limit, more than the flow-control window
+// allowed): the stream is reset there with rst, unless the backend ended
+// it, and the RPC fails with INTERNAL.
+func (s *fstream) backendBroke(rst http2.ErrCode, ended bool, msg string, fl *flusher) {
+	s.mu.Lock()
+	uc := s.uc
+	s.mu.Unlock()
+	if uc != nil {
+		uc.w.mu.Lock()
+		if ended {
+			s.req.done, s.req.closed = true, true
+			s.req.buf = nil
+		}
+		s.req.resetLocked(rst)
+		fl.touchLocked(uc.w)
+		uc.w.mu.Unlock()
+	}
+	s.fail(codes.Internal, msg, fl)
 }
 
 // backendLost: the backend connection failed after the stream's headers

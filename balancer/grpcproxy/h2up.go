@@ -2,33 +2,59 @@ package grpcproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
 )
 
 const (
-	// dialTimeout bounds connecting to a backend, HTTP/2 handshake included.
-	dialTimeout = 5 * time.Second
-	// handshakeTimeout bounds a client's HTTP/2 preface.
-	handshakeTimeout = 10 * time.Second
+	// dialTimeout bounds the TCP connect to a backend. As in tcpproxy: a
+	// healthy endpoint on a LAN or loopback answers a SYN in well under a
+	// millisecond and a refusing one at once; an attempt that takes a
+	// second is almost always a blackholed host, and the RPCs waiting for
+	// it (none of which was sent) are better served by another endpoint
+	// than by SYN retransmits.
+	dialTimeout = time.Second
+	// connectPoll is how often a connection being set up checks whether
+	// its endpoint was excluded (evicted) or closed meanwhile: then it
+	// gives up at once and its queued RPCs move on.
+	connectPoll = 20 * time.Millisecond
+	// clientPrefaceTimeout bounds a client's HTTP/2 preface.
+	clientPrefaceTimeout = 10 * time.Second
 	// Backoff after a failed connection to a backend: RPCs skip the
 	// endpoint at once (as grpc-go fails fast in TRANSIENT_FAILURE) until
 	// the next attempt.
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 5 * time.Second
 )
+
+// upHandshakeTimeout bounds the wait for a connected backend's SETTINGS.
+// An HTTP/2 server sends SETTINGS as soon as it accepts (grpc-go writes
+// them before reading anything): on a LAN they arrive within a
+// millisecond, from a loaded backend within tens. A backend that accepts
+// and stays silent for a second is hung, and the RPCs queued on the
+// connection move on well within common deadlines instead of failing
+// with DEADLINE_EXCEEDED without ever being sent. A variable for tests.
+var upHandshakeTimeout = time.Second
+
+// maxConnsPerEndpoint bounds the connections the proxy opens to one
+// endpoint: with a backend's usual stream limit of 100 (or none, as
+// grpc-go's), thousands of concurrent RPCs.
+const maxConnsPerEndpoint = 64
 
 // upstreamIdle closes a backend connection without streams for that long
 // (a removed endpoint that was never Closed keeps none open). A variable
@@ -96,26 +122,33 @@ func (pl *upPool) get() (*upConn, error) {
 	if time.Now().Before(pl.failUntil) {
 		return nil, pl.lastErr
 	}
-	uc := &upConn{pl: pl, w: newH2writer(nil), streams: map[uint32]*fstream{}, nextID: 1, maxStreams: math.MaxUint32}
+	if len(pl.conns) >= maxConnsPerEndpoint {
+		// The backend's SETTINGS_MAX_CONCURRENT_STREAMS decides how many
+		// connections its load takes; a tiny one must not make the proxy
+		// open a connection per RPC.
+		return nil, fmt.Errorf("endpoint %s: its %d connections are at its concurrent stream limit", pl.ep.Address(), len(pl.conns))
+	}
+	uc := &upConn{pl: pl, w: newSyncWriter(), streams: map[uint32]*fstream{}, nextID: 1, maxStreams: math.MaxUint32}
 	pl.conns = append(pl.conns, uc)
 	pl.p.wg.Add(1)
 	go uc.run()
 	return uc, nil
 }
 
-func (pl *upPool) removeConn(uc *upConn, dialErr error) {
+// removeConn forgets uc; failed is why it could not connect, if so: the
+// endpoint is then skipped for a backoff.
+func (pl *upPool) removeConn(uc *upConn, failed error) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	for i, c := range pl.conns {
-		if c == uc {
-			pl.conns = append(pl.conns[:i], pl.conns[i+1:]...)
-			break
-		}
+	if i := slices.Index(pl.conns, uc); i >= 0 {
+		// slices.Delete clears the vacated slot: the connection (and its
+		// buffers) must not stay reachable through spare capacity.
+		pl.conns = slices.Delete(pl.conns, i, i+1)
 	}
-	if dialErr != nil {
+	if failed != nil {
 		pl.backoff = min(max(pl.backoff*2, minBackoff), maxBackoff)
 		pl.failUntil = time.Now().Add(pl.backoff)
-		pl.lastErr = dialErr
+		pl.lastErr = failed
 	}
 }
 
@@ -170,7 +203,8 @@ func (uc *upConn) add(s *fstream, carry []byte, end bool, fl *flusher) bool {
 	}
 	s.req = half{dst: uc.w, buf: carry, end: end, src: s.dc.w, srcID: s.downID, credited: &s.reqCredited}
 	uc.w.halves[&s.req] = struct{}{}
-	if !uc.ready {
+	if !uc.ready || uint32(len(uc.streams)) >= uc.maxStreams {
+		// Until the handshake is done, or a stream slot is free.
 		uc.queue = append(uc.queue, s)
 		return true
 	}
@@ -211,8 +245,37 @@ func (uc *upConn) remove(s *fstream) {
 	if id := s.req.id; id != 0 && uc.streams[id] == s {
 		delete(uc.streams, id)
 	}
+	if i := slices.Index(uc.queue, s); i >= 0 {
+		uc.queue = slices.Delete(uc.queue, i, i+1)
+	}
 	delete(uc.w.halves, &s.req)
-	if len(uc.streams) > 0 || len(uc.queue) > 0 || uc.nc == nil {
+	if uc.ready && len(uc.queue) > 0 && !uc.dead && !uc.draining {
+		uc.openQueuedLocked()
+		uc.w.flushLocked()
+	}
+	uc.idleLocked()
+}
+
+// openQueuedLocked opens the queued streams the backend's stream limit
+// allows.
+func (uc *upConn) openQueuedLocked() {
+	for len(uc.queue) > 0 && uint32(len(uc.streams)) < uc.maxStreams && uc.nextID < math.MaxInt32-2 {
+		s := uc.queue[0]
+		uc.queue[0] = nil
+		uc.queue = uc.queue[1:]
+		if !s.req.done {
+			uc.openLocked(s)
+		}
+	}
+	if len(uc.queue) == 0 {
+		uc.queue = nil
+	}
+}
+
+// idleLocked closes a draining connection that carries no stream, or
+// arms the idle timer of a usable one.
+func (uc *upConn) idleLocked() {
+	if len(uc.streams) > 0 || len(uc.queue) > 0 || uc.nc == nil || uc.dead {
 		return
 	}
 	if uc.draining {
@@ -258,17 +321,22 @@ func (uc *upConn) run() {
 	defer p.wg.Done()
 	addr := uc.pl.ep.Address()
 	ctx, cancel := context.WithTimeout(p.stopping, dialTimeout)
+	stopWatch := uc.watchConnect(cancel)
 	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	cancel()
 	if err != nil {
-		uc.failConnect(fmt.Errorf("dial %s: %w", addr, err))
+		stopWatch()
+		if uerr := uc.unfit(); uerr != nil {
+			uc.failConnect(uerr, false)
+			return
+		}
+		uc.failConnect(fmt.Errorf("dial %s: %w", addr, err), true)
 		return
 	}
 	uc.w.mu.Lock()
 	uc.nc = nc
-	uc.w.nc = nc
-	uc.w.bw.Reset(nc)
-	dead := uc.dead
+	uc.w.setConnLocked(nc)
+	dead, reason := uc.dead, uc.lostReasonOr("connection closed")
 	if !dead {
 		_, _ = uc.w.bw.WriteString(http2.ClientPreface)
 		uc.w.note(uc.w.fr.WriteSettings(
@@ -281,63 +349,200 @@ func (uc *upConn) run() {
 	}
 	uc.w.mu.Unlock()
 	if dead {
+		stopWatch()
 		_ = nc.Close()
-		uc.failConnect(errors.New(uc.lostReason))
+		uc.failConnect(errors.New(reason), false)
 		return
 	}
 	uc.br = bufio.NewReaderSize(nc, bufSize)
 	uc.fr = http2.NewFramer(nil, uc.br)
 	uc.fr.SetReuseFrames()
+	// We advertise no SETTINGS_MAX_FRAME_SIZE: the default is all we read.
+	uc.fr.SetMaxReadFrameSize(defaultMaxFrame)
 	uc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	uc.fr.MaxHeaderListSize = maxHeaderListSize
 
 	// The backend is usable once its SETTINGS arrive: a server that
-	// accepts and then resets (or is not HTTP/2) fails here, before any
-	// stream was sent, and the queued RPCs go elsewhere.
-	_ = nc.SetReadDeadline(time.Now().Add(dialTimeout))
-	f, err := uc.fr.ReadFrame()
+	// accepts and then resets, hangs, or is not HTTP/2 fails here, before
+	// any stream was sent, and the queued RPCs go elsewhere.
+	settings, err := uc.handshake(nc)
+	stopWatch()
+	var credits []credit
 	if err == nil {
-		if _, ok := f.(*http2.SettingsFrame); !ok {
-			err = fmt.Errorf("backend %s did not start with SETTINGS", addr)
-		}
+		uc.w.mu.Lock()
+		credits, err = uc.applySettingsLocked(settings)
+		uc.w.mu.Unlock()
+	}
+	if err == nil && uc.maxStreams == 0 {
+		err = errors.New("the backend allows no stream (SETTINGS_MAX_CONCURRENT_STREAMS=0)")
 	}
 	if err != nil {
 		_ = nc.Close()
-		uc.failConnect(fmt.Errorf("handshake with %s: %w", addr, err))
+		uc.failConnect(fmt.Errorf("handshake with %s: %w", addr, err), uc.unfit() == nil)
 		return
 	}
-	_ = nc.SetReadDeadline(time.Time{})
 	uc.pl.mu.Lock()
 	uc.pl.backoff = 0
 	uc.pl.mu.Unlock()
 	var fl flusher
 	uc.w.mu.Lock()
 	uc.ready = true
-	credits := uc.applySettingsLocked(f.(*http2.SettingsFrame))
-	for _, s := range uc.queue {
-		if !s.req.done {
-			uc.openLocked(s)
-		}
-	}
+	uc.openQueuedLocked()
+	// RPCs queued beyond the backend's stream limit (unknown until now)
+	// try other connections to the endpoint.
+	excess := uc.queue
 	uc.queue = nil
+	uc.idleLocked()
 	fl.touchLocked(uc.w)
 	uc.w.mu.Unlock()
 	sendCredits(&fl, credits)
+	for _, s := range excess {
+		s.moveConn(uc, &fl)
+	}
 	fl.flushAll()
 
 	uc.read(&fl)
 }
 
-func (uc *upConn) applySettingsLocked(f *http2.SettingsFrame) []credit {
+// unfit tells why the connection being set up is no longer wanted: its
+// endpoint was excluded (evicted) or closed, or the pool killed it.
+func (uc *upConn) unfit() error {
+	ep := uc.pl.ep
+	select {
+	case <-ep.Closed():
+		return fmt.Errorf("endpoint %s was removed", ep.Address())
+	default:
+	}
+	if ep.Excluded() {
+		return fmt.Errorf("endpoint %s was evicted while connecting", ep.Address())
+	}
+	uc.w.mu.Lock()
+	defer uc.w.mu.Unlock()
+	if uc.dead {
+		return errors.New(uc.lostReasonOr("connection closed"))
+	}
+	return nil
+}
+
+func (uc *upConn) lostReasonOr(def string) string {
+	if uc.lostReason != "" {
+		return uc.lostReason
+	}
+	return def
+}
+
+// watchConnect checks every connectPoll, while the connection is set up,
+// whether it is still wanted (see unfit); once not, it ends the attempt:
+// cancelDial stops the dial, a past read deadline the handshake. The
+// returned func stops the watch.
+func (uc *upConn) watchConnect(cancelDial context.CancelFunc) (stop func()) {
+	var (
+		stopped atomic.Bool
+		timer   atomic.Pointer[time.Timer]
+	)
+	check := func() {
+		if stopped.Load() {
+			return
+		}
+		if uc.unfit() != nil {
+			cancelDial()
+			uc.w.mu.Lock()
+			nc := uc.nc
+			uc.w.mu.Unlock()
+			if nc != nil {
+				_ = nc.SetReadDeadline(time.Unix(1, 0))
+			}
+			return
+		}
+		if t := timer.Load(); t != nil {
+			t.Reset(connectPoll)
+		}
+	}
+	timer.Store(time.AfterFunc(connectPoll, check))
+	return func() {
+		stopped.Store(true)
+		timer.Load().Stop()
+	}
+}
+
+// frameHeaderLen is the size of an HTTP/2 frame header.
+const frameHeaderLen = 9
+
+// handshake waits for the backend's first frame, which must be SETTINGS
+// (RFC 9113 3.4), for at most upHandshakeTimeout, or until the endpoint
+// is no longer wanted.
+func (uc *upConn) handshake(nc net.Conn) (*http2.SettingsFrame, error) {
+	_ = nc.SetReadDeadline(time.Now().Add(upHandshakeTimeout))
+	// Checked after the deadline is set: watchConnect's abort may have
+	// come before it.
+	if err := uc.unfit(); err != nil {
+		return nil, err
+	}
+	// The frame header alone tells an HTTP/2 server from anything else (an
+	// HTTP/1.1 answer, garbage): judge it before waiting for a payload
+	// that may never come.
+	hdr, err := uc.br.Peek(frameHeaderLen)
+	if err != nil {
+		return nil, uc.handshakeError(err, hdr)
+	}
+	if err := checkFirstFrame(hdr); err != nil {
+		return nil, err
+	}
+	f, err := uc.fr.ReadFrame()
+	if err != nil {
+		return nil, uc.handshakeError(err, nil)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		return nil, errors.New("the first frame is not SETTINGS")
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+	return sf, nil
+}
+
+func (uc *upConn) handshakeError(err error, got []byte) error {
+	if uerr := uc.unfit(); uerr != nil {
+		return uerr
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("no HTTP/2 SETTINGS within %v", upHandshakeTimeout)
+	}
+	if len(got) > 0 {
+		return fmt.Errorf("%w after %q", err, got)
+	}
+	return err
+}
+
+// checkFirstFrame judges the header of a backend's first frame.
+func checkFirstFrame(hdr []byte) error {
+	if bytes.HasPrefix(hdr, []byte("HTTP/")) {
+		return fmt.Errorf("the backend answered %q: an HTTP/1 server, not HTTP/2 (h2c)", hdr)
+	}
+	length := uint32(hdr[0])<<16 | uint32(hdr[1])<<8 | uint32(hdr[2])
+	typ, flags := http2.FrameType(hdr[3]), http2.Flags(hdr[4])
+	streamID := binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1)
+	if typ != http2.FrameSettings || flags.Has(http2.FlagSettingsAck) || streamID != 0 || length%6 != 0 || length > defaultMaxFrame {
+		return fmt.Errorf("not HTTP/2: the backend's first bytes %q are not a SETTINGS frame", hdr)
+	}
+	return nil
+}
+
+func (uc *upConn) applySettingsLocked(f *http2.SettingsFrame) ([]credit, error) {
+	credits, err := uc.w.settingsLocked(f, true, nil)
+	if err != nil {
+		return credits, err
+	}
 	if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
 		uc.maxStreams = v
 	}
-	return uc.w.settingsLocked(f, nil)
+	return credits, nil
 }
 
 // failConnect: the connection never became usable; its queued streams
-// (nothing of which was sent) move to other endpoints.
-func (uc *upConn) failConnect(err error) {
+// (nothing of which was sent) move to other endpoints. backoff: the
+// endpoint is skipped for a while (not when it was given up on purpose).
+func (uc *upConn) failConnect(err error, backoff bool) {
 	uc.w.mu.Lock()
 	uc.dead = true
 	if uc.lostReason == "" {
@@ -346,7 +551,11 @@ func (uc *upConn) failConnect(err error) {
 	queue := uc.queue
 	uc.queue = nil
 	uc.w.mu.Unlock()
-	uc.pl.removeConn(uc, err)
+	var failed error
+	if backoff {
+		failed = err
+	}
+	uc.pl.removeConn(uc, failed)
 	uc.pl.p.log.Debug("endpoint unreachable", "endpoint", uc.pl.ep.Address(), "error", err, "rpcs_moved", len(queue))
 	for _, s := range queue {
 		s.unplaced(uc, err, nil)
@@ -367,15 +576,41 @@ func (uc *upConn) read(fl *flusher) {
 				}
 				continue
 			}
+			var xe http2.ConnectionError
+			if errors.As(err, &xe) {
+				uc.protocolError(asConnError(err))
+			}
 			uc.lost(err)
 			fl.flushAll()
 			return
 		}
-		uc.handle(f, fl)
+		if err := uc.handle(f, fl); err != nil {
+			fl.flushAll()
+			uc.protocolError(asConnError(err))
+			uc.lost(err)
+			fl.flushAll()
+			return
+		}
 		if uc.br.Buffered() == 0 {
 			fl.flushAll()
 		}
 	}
+}
+
+// protocolError tells the backend why the connection ends (GOAWAY) and
+// records the reason its streams fail with.
+func (uc *upConn) protocolError(ce connError) {
+	uc.w.mu.Lock()
+	defer uc.w.mu.Unlock()
+	if uc.lostReason == "" {
+		uc.lostReason = fmt.Sprintf("vigil: endpoint %s broke HTTP/2: %v", uc.pl.ep.Address(), ce)
+	}
+	var debug []byte
+	if ce.reason != "" {
+		debug = []byte(ce.reason)
+	}
+	uc.w.note(uc.w.fr.WriteGoAway(0, ce.code, debug))
+	uc.w.flushLocked()
 }
 
 func (uc *upConn) stream(id uint32) *fstream {
@@ -384,12 +619,23 @@ func (uc *upConn) stream(id uint32) *fstream {
 	return uc.streams[id]
 }
 
-func (uc *upConn) handle(f http2.Frame, fl *flusher) {
+// handle processes one frame from the backend. An error is a connection
+// error: the caller sends GOAWAY and ends the connection.
+func (uc *upConn) handle(f http2.Frame, fl *flusher) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		if s := uc.stream(f.StreamID); s != nil {
-			s.backendHeaders(f.Fields, f.StreamEnded(), fl)
+		s := uc.stream(f.StreamID)
+		if s == nil {
+			return nil
 		}
+		if f.Truncated {
+			// The framer dropped the fields past the limit: forwarding the
+			// rest would lose response metadata or the status silently.
+			s.backendBroke(http2.ErrCodeCancel, f.StreamEnded(),
+				fmt.Sprintf("vigil: endpoint %s sent a header list over the limit of %d bytes", uc.pl.ep.Address(), maxHeaderListSize), fl)
+			return nil
+		}
+		s.backendHeaders(f.Fields, f.StreamEnded(), fl)
 	case *http2.DataFrame:
 		n := int64(f.Length)
 		uc.w.mu.Lock()
@@ -398,15 +644,14 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 		s := uc.streams[f.StreamID]
 		uc.w.mu.Unlock()
 		if !ok {
-			uc.kill(fmt.Sprintf("vigil: endpoint %s overran its flow-control window", uc.pl.ep.Address()))
-			return
+			return connError{http2.ErrCodeFlowControl, "DATA over the connection's flow-control window"}
 		}
 		if s == nil {
-			return
+			return nil
 		}
 		if s.respRecvd += n; s.respRecvd > s.respCredited.Load()+streamWindow {
-			s.fail(codes.Internal, "vigil: the backend overran the stream's flow-control window", fl)
-			return
+			s.backendBroke(http2.ErrCodeFlowControl, false, "vigil: the backend overran the stream's flow-control window", fl)
+			return nil
 		}
 		s.backendData(f.Data(), f.StreamEnded(), fl)
 	case *http2.RSTStreamFrame:
@@ -415,23 +660,34 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 		}
 	case *http2.WindowUpdateFrame:
 		var credits []credit
+		ok := true
+		var s *fstream
 		uc.w.mu.Lock()
 		if f.StreamID == 0 {
-			credits = uc.w.windowUpdateLocked(nil, int64(f.Increment), credits)
-		} else if s := uc.streams[f.StreamID]; s != nil {
-			credits = uc.w.windowUpdateLocked(&s.req, int64(f.Increment), credits)
+			credits, ok = uc.w.windowUpdateLocked(nil, int64(f.Increment), credits)
+		} else if s = uc.streams[f.StreamID]; s != nil {
+			credits, ok = uc.w.windowUpdateLocked(&s.req, int64(f.Increment), credits)
 		}
 		fl.touchLocked(uc.w)
 		uc.w.mu.Unlock()
 		sendCredits(fl, credits)
+		if !ok {
+			if s == nil {
+				return connError{http2.ErrCodeFlowControl, "WINDOW_UPDATE takes the connection window over 2^31-1"}
+			}
+			s.backendBroke(http2.ErrCodeFlowControl, false, "vigil: the backend's WINDOW_UPDATE took the stream's window over 2^31-1", fl)
+		}
 	case *http2.SettingsFrame:
 		if f.IsAck() {
-			return
+			return nil
 		}
 		uc.w.mu.Lock()
-		credits := uc.applySettingsLocked(f)
+		credits, err := uc.applySettingsLocked(f)
 		fl.touchLocked(uc.w)
 		uc.w.mu.Unlock()
+		if err != nil {
+			return err
+		}
 		sendCredits(fl, credits)
 	case *http2.PingFrame:
 		if !f.IsAck() {
@@ -440,6 +696,10 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 			fl.touchLocked(uc.w)
 			uc.w.mu.Unlock()
 		}
+	case *http2.PushPromiseFrame:
+		// Push is disabled in our SETTINGS (RFC 9113 8.4); the promise's
+		// header block was not decoded either, so HPACK state is lost.
+		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE although push is disabled"}
 	case *http2.GoAwayFrame:
 		// No new streams here; streams the backend never processed are
 		// refused to their clients, which may retry them safely.
@@ -451,8 +711,14 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 				refused = append(refused, s)
 			}
 		}
+		// Streams still waiting for a slot were never sent: they move on.
+		queue := uc.queue
+		uc.queue = nil
 		empty := len(uc.streams) == 0
 		uc.w.mu.Unlock()
+		for _, s := range queue {
+			s.unplaced(uc, errors.New("the backend is going away"), fl)
+		}
 		for _, s := range refused {
 			s.backendLost("", true, fl)
 		}
@@ -460,6 +726,7 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) {
 			_ = uc.nc.Close()
 		}
 	}
+	return nil
 }
 
 // lost: the connection ended. Streams still on it fail with UNAVAILABLE
@@ -474,6 +741,11 @@ func (uc *upConn) lost(err error) {
 	if reason == "" {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
+		}
+		if werr := uc.w.err; werr != nil && !errors.Is(werr, net.ErrClosed) {
+			// A failed write closed the connection: the read error that
+			// followed says less.
+			err = werr
 		}
 		reason = fmt.Sprintf("vigil: connection to endpoint %s lost: %v", uc.pl.ep.Address(), err)
 	}
