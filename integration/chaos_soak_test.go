@@ -53,6 +53,11 @@ type soakEndpoint struct {
 	healAt   time.Time
 	disarmAt time.Time
 	faults   []soakFault
+	// next is a fault chosen and not injected yet: a front is armed (notes
+	// the RPCs it sees) a call timeout before its fault, so that every call
+	// in flight when the fault strikes has been noted.
+	next   string
+	nextAt time.Time
 }
 
 type soakFault struct {
@@ -239,6 +244,15 @@ func TestSoak(t *testing.T) {
 		}
 		return out
 	}
+	busy := func() int {
+		n := 0
+		for _, e := range eps {
+			if e.fault != "" || e.next != "" {
+				n++
+			}
+		}
+		return n
+	}
 
 	for now := time.Now(); now.Before(deadline); now = time.Now() {
 		select {
@@ -250,27 +264,30 @@ func TestSoak(t *testing.T) {
 					e.fault = ""
 					e.disarmAt = now.Add(5 * time.Second)
 				}
-				if e.front != nil && e.fault == "" && now.After(e.disarmAt) {
+				if e.next != "" && !now.Before(e.nextAt) {
+					e.inject(t, e.next)
+					e.fault, e.next = e.next, ""
+					e.healAt = now.Add(time.Duration(3+rng.IntN(10)) * time.Second)
+					e.faults = append(e.faults, soakFault{kind: e.fault, from: now})
+					injected[e.fault]++
+				}
+				if e.front != nil && e.fault == "" && e.next == "" && now.After(e.disarmAt) {
 					e.front.armed.Store(false)
 				}
 			}
-			if len(active()) >= 2 || rng.Float64() < 0.3 {
+			if busy() >= 2 || rng.Float64() < 0.3 {
 				continue
 			}
 			e := eps[rng.IntN(len(eps))]
-			if e.fault != "" {
+			if e.fault != "" || e.next != "" {
 				continue
 			}
-			kind := "sigkill"
+			e.next, e.nextAt = "sigkill", now
 			if e.front != nil {
-				kind = soakFaults[rng.IntN(len(soakFaults))]
+				e.next = soakFaults[rng.IntN(len(soakFaults))]
+				e.nextAt = now.Add(soakCallTimeout + time.Second)
 				e.front.armed.Store(true)
 			}
-			e.inject(t, kind)
-			e.fault = kind
-			e.healAt = now.Add(time.Duration(3+rng.IntN(10)) * time.Second)
-			e.faults = append(e.faults, soakFault{kind: kind, from: now})
-			injected[kind]++
 		case <-reloadTick.C:
 			cfg := base
 			cfg.Clusters = slices.Clone(base.Clusters)
