@@ -99,41 +99,31 @@ func TestChaosBackendFaults(t *testing.T) {
 		// flapping: the endpoint is evicted and readmitted over and over;
 		// the eviction log must summarise it.
 		flapping bool
-		// heapIssue and lostIssue are known problems elsewhere that make
-		// the baseline check or the failure count fail (see knownIssues).
-		heapIssue, lostIssue string
-	}
-	settleFor := func(heapIssue string) time.Duration {
-		if heapIssue != "" {
-			return chaosSettleKnown
-		}
-		return chaosSettle
 	}
 	front := func(m faultMode) (func(*chaosCluster), func(*chaosCluster)) {
 		return func(c *chaosCluster) { c.fronts[2].setMode(m) }, func(c *chaosCluster) { c.fronts[2].setMode(modePass) }
 	}
 	var faults []fault
 	for _, m := range []struct {
-		mode                 faultMode
-		reasons              []string
-		heapIssue, lostIssue string
+		mode    faultMode
+		reasons []string
 	}{
 		// Probes on the frozen connection time out; the next one dials a
 		// connection that is accepted and never answered.
-		{modeBlackhole, []string{"DEADLINE_EXCEEDED"}, "", ""},
+		{modeBlackhole, []string{"DEADLINE_EXCEEDED"}},
 		// The probe connection is closed under the first probe; the next
 		// ones time out on the hung backend.
-		{modeRestartBlackhole, []string{"DEADLINE_EXCEEDED"}, "", chaosIssueQueuedOnHandshake},
+		{modeRestartBlackhole, []string{"DEADLINE_EXCEEDED"}},
 		// Not HTTP/2: the handshake fails.
-		{modeHTTP1, []string{"UNAVAILABLE"}, chaosIssueUpConnRetained, ""},
-		{modeGarbage, []string{"UNAVAILABLE"}, chaosIssueUpConnRetained, chaosIssueQueuedOnHandshake},
+		{modeHTTP1, []string{"UNAVAILABLE"}},
+		{modeGarbage, []string{"UNAVAILABLE"}},
 		// The health RPC itself is reset: grpc-go maps INTERNAL_ERROR
 		// to INTERNAL, and nobody answered, so it counts as transport.
-		{modeReset, []string{"INTERNAL"}, "", ""},
+		{modeReset, []string{"INTERNAL"}},
 	} {
 		inject, heal := front(m.mode)
 		faults = append(faults, fault{name: m.mode.String(), health: chaosHealthCheck, reasons: m.reasons, failures: 3,
-			inject: inject, heal: heal, heapIssue: m.heapIssue, lostIssue: m.lostIssue})
+			inject: inject, heal: heal})
 	}
 	faults = append(faults,
 		fault{
@@ -161,7 +151,6 @@ func TestChaosBackendFaults(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
 			c := newChaosCluster(t, f.health)
-			issues := &knownIssues{t: t}
 			faulty := c.fronts[2].addr
 			baseline := c.warmUp(t)
 
@@ -191,8 +180,7 @@ func TestChaosBackendFaults(t *testing.T) {
 			}
 			// An evicted endpoint costs no more than a healthy one.
 			c.load.pause()
-			_, err := chaosBackToBaseline(t, c.v, c.admin, baseline, "while "+f.name+" is evicted", settleFor(f.heapIssue))
-			issues.check(err, f.heapIssue)
+			chaosRequireBaseline(t, c.v, c.admin, baseline, "while "+f.name+" is evicted")
 			c.load.start()
 
 			f.heal(c)
@@ -207,44 +195,16 @@ func TestChaosBackendFaults(t *testing.T) {
 
 			reached := c.fronts[2].reachedIDs()
 			verdict := c.load.verdict(chaosReachedFront(reached, faulty, evictedSeen))
-			issues.check(verdict.check(t, f.name), f.lostIssue)
+			verdict.requireNoUnexplained(t, f.name)
 			evictions := len(c.v.logs.find(from, match("endpoint evicted", "endpoint", faulty)))
 			readmissions := len(c.v.logs.find(from, match("endpoint readmitted", "endpoint", faulty)))
 			t.Logf("%s: %d eviction and %d readmission records for the faulty endpoint; %d RPCs reached it",
 				f.name, evictions, readmissions, len(reached))
 			c.othersUntouched(t, c.admitted, faulty)
-			_, err = chaosBackToBaseline(t, c.v, c.admin, baseline, "after "+f.name, settleFor(f.heapIssue))
-			issues.check(err, f.heapIssue)
-			issues.skipIfFound()
+			chaosRequireBaseline(t, c.v, c.admin, baseline, "after "+f.name)
 		})
 	}
 }
-
-// chaosIssueUpConnRetained is a problem of balancer/grpcproxy found by the
-// http1 case, reported to its owner: a backend connection whose HTTP/2
-// handshake failed stays reachable after its removal from the pool
-// (upPool.removeConn deletes with append(conns[:i], conns[i+1:]...), which
-// leaves the pointer in the slice's spare capacity), and its framer reads
-// frames up to 16 MiB (x/net's default; the upstream Framer is not given
-// SetMaxReadFrameSize), so an HTTP/1.1 answer ("HTTP/1.1 ..." read as a
-// frame header is a 4.5 MiB frame) makes vigil allocate and then keep a
-// 4.5 MiB buffer per endpoint. With slices.Delete in removeConn the heap
-// comes back to its baseline (measured with a patched build).
-const chaosIssueUpConnRetained = "balancer/grpcproxy keeps a failed backend connection (and its 4.5 MiB frame buffer) reachable: " +
-	"upPool.removeConn leaves it in the slice's spare capacity; the upstream framer accepts 16 MiB frames"
-
-// chaosIssueQueuedOnHandshake is a problem of balancer/grpcproxy found by
-// the restart-blackhole case, reported to its owner: an RPC picked for an
-// endpoint whose connection was lost waits on a new connection's HTTP/2
-// handshake, and when the backend accepts but never answers (restarted
-// hung), it waits there for dialTimeout (5s) before being moved to another
-// endpoint, even once the endpoint has been evicted. Nothing of it was
-// sent, yet a client with a deadline under 5s sees DEADLINE_EXCEEDED. The
-// garbage case hits it too: the upstream framer takes the garbage for the
-// header of a frame of several MiB and waits for its payload until the
-// dial timeout (a 16 KiB frame limit would fail the handshake at once).
-const chaosIssueQueuedOnHandshake = "balancer/grpcproxy holds RPCs queued on a backend connection in its HTTP/2 handshake for the whole 5s dial timeout, " +
-	"even after the endpoint is evicted: a hung backend fails RPCs that were never sent to it"
 
 // chaosReachedFront judges a failed call of a load through vigil in front
 // of a faulty endpoint at address faulty, evicted before evictedSeen:

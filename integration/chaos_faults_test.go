@@ -43,7 +43,8 @@ type chaosBackend struct {
 	// delay makes health Checks and TestService calls wait this long
 	// first (or until their context ends).
 	delay atomic.Int64
-	// seen holds the chaos ids of the TestService calls that arrived.
+	// seen holds the chaos ids of the TestService calls that arrived, with
+	// their metadata.
 	seen sync.Map
 
 	flapStop chan struct{}
@@ -93,7 +94,7 @@ func (b *chaosBackend) wait(ctx context.Context) error {
 func (b *chaosBackend) note(ctx context.Context) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, id := range md.Get(chaosIDKey) {
-		b.seen.Store(id, true)
+		b.seen.Store(id, md.Copy())
 	}
 }
 
@@ -101,6 +102,15 @@ func (b *chaosBackend) note(ctx context.Context) {
 func (b *chaosBackend) arrived(id string) bool {
 	_, ok := b.seen.Load(id)
 	return ok
+}
+
+// metadataOf returns the metadata a call with chaos id id arrived with.
+func (b *chaosBackend) metadataOf(id string) (metadata.MD, bool) {
+	md, ok := b.seen.Load(id)
+	if !ok {
+		return nil, false
+	}
+	return md.(metadata.MD), true
 }
 
 func (b *chaosBackend) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -54,11 +54,8 @@ const (
 	chaosGoroutineSlack = 3
 	chaosHeapGrowth     = 0.25
 	chaosHeapSlack      = 2 << 20
-	// chaosSettle bounds the wait for goroutines and heap to come back;
-	// chaosSettleKnown is the shorter wait where a known issue keeps them
-	// up for good (see knownIssues).
-	chaosSettle      = 20 * time.Second
-	chaosSettleKnown = 8 * time.Second
+	// chaosSettle bounds the wait for goroutines and heap to come back.
+	chaosSettle = 20 * time.Second
 )
 
 // startChaosVigil runs vigil with cfg (the admin API on) and the chaos
@@ -349,36 +346,6 @@ func chaosBackToBaseline(t testing.TB, v *vigilProc, base string, baseline chaos
 	}
 	return s, fmt.Errorf("%s: vigil did not come back to its baseline within %v: %v; baseline %v (allowed: %d goroutines, %.1f MiB heap)",
 		what, settle, s, baseline, baseline.Goroutines+chaosGoroutineSlack, mib(heapLimit))
-}
-
-// knownIssues collects what a test found that is a known problem outside
-// the chaos suite's reach (another engineer's package, reported to the
-// lead): the test is skipped with it at the end, after every other check,
-// instead of failing, and passes again by itself once it is fixed.
-type knownIssues struct {
-	t     testing.TB
-	found []string
-}
-
-// check reports err as a known issue if issue is not empty, else as an error.
-func (k *knownIssues) check(err error, issue string) {
-	k.t.Helper()
-	switch {
-	case err == nil:
-	case issue != "":
-		k.t.Logf("KNOWN ISSUE (%s): %v", issue, err)
-		k.found = append(k.found, fmt.Sprintf("%s\n  observed: %v", issue, err))
-	default:
-		k.t.Error(err)
-	}
-}
-
-// skipIfFound skips the test if a known issue showed and nothing else failed.
-func (k *knownIssues) skipIfFound() {
-	k.t.Helper()
-	if len(k.found) > 0 && !k.t.Failed() {
-		k.t.Skipf("known issue, reported to the lead:\n%s", strings.Join(k.found, "\n"))
-	}
 }
 
 // latencies summarises a set of call durations.
