@@ -126,3 +126,21 @@ func TestWriteChecksTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteAllKeepsPackagesApart(t *testing.T) {
+	r, err := Parse(strings.NewReader(`pkg: github.com/vigil-proxy/vigil/balancer/roundrobin
+BenchmarkPick/3-2 100 7 ns/op 0 allocs/op
+pkg: github.com/vigil-proxy/vigil/balancer/random
+BenchmarkPick/3-2 100 9 ns/op 0 allocs/op
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	WriteAll(&out, r)
+	for _, want := range []string{"balancer/roundrobin  Pick/3  0 allocs/op  7 ns/op", "balancer/random      Pick/3  0 allocs/op  9 ns/op"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("listing lacks %q:\n%s", want, out.String())
+		}
+	}
+}

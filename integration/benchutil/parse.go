@@ -15,20 +15,26 @@ import (
 	"strings"
 )
 
-// Results holds every metric of every benchmark in some output, by
+// Results holds every metric of every benchmark in some output, by package,
 // benchmark name (without the -GOMAXPROCS suffix) and unit. A benchmark run
 // several times (-count) has several values per unit.
 type Results struct {
-	metrics map[string]map[string][]float64
-	order   []string // benchmark names in order of first appearance
+	metrics map[benchKey]map[string][]float64
+	order   []benchKey // in order of first appearance
 	// Failures are the benchmarks and packages reported as failed.
 	Failures []string
 	// Skips are benchmarks reported as skipped, with the reason.
 	Skips []string
 }
 
+// benchKey names a benchmark: packages may have benchmarks of the same
+// name (every balancer policy has BenchmarkPick).
+type benchKey struct {
+	pkg, name string
+}
+
 // NewResults returns empty results, to Merge others into.
-func NewResults() *Results { return &Results{metrics: map[string]map[string][]float64{}} }
+func NewResults() *Results { return &Results{metrics: map[benchKey]map[string][]float64{}} }
 
 // resultLine is one benchmark result: name, iterations, then value-unit
 // pairs.
@@ -41,9 +47,14 @@ func Parse(r io.Reader) (*Results, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var pendingSkip string // "--- SKIP: name": its reason is on the next line
+	pkg := ""              // from the "pkg: " line before a package's results
 	for sc.Scan() {
 		line := sc.Text()
 		trimmed := strings.TrimSpace(line)
+		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
+			pkg = strings.TrimSpace(p)
+			continue
+		}
 		if pendingSkip != "" {
 			res.Skips = append(res.Skips, pendingSkip+": "+trimmed)
 			pendingSkip = ""
@@ -64,21 +75,21 @@ func Parse(r io.Reader) (*Results, error) {
 		if m == nil {
 			continue
 		}
-		name := m[1]
+		key := benchKey{pkg: pkg, name: m[1]}
 		fields := strings.Fields(m[3])
 		if len(fields)%2 != 0 {
 			return nil, fmt.Errorf("benchmark line with an odd number of value/unit fields: %q", line)
 		}
-		if res.metrics[name] == nil {
-			res.metrics[name] = map[string][]float64{}
-			res.order = append(res.order, name)
+		if res.metrics[key] == nil {
+			res.metrics[key] = map[string][]float64{}
+			res.order = append(res.order, key)
 		}
 		for i := 0; i < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
 			if err != nil {
 				return nil, fmt.Errorf("value %q of %s in %q: %w", fields[i], fields[i+1], line, err)
 			}
-			res.metrics[name][fields[i+1]] = append(res.metrics[name][fields[i+1]], v)
+			res.metrics[key][fields[i+1]] = append(res.metrics[key][fields[i+1]], v)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -89,36 +100,51 @@ func Parse(r io.Reader) (*Results, error) {
 
 // Merge adds the results of other to r.
 func (r *Results) Merge(other *Results) {
-	for _, name := range other.order {
-		if r.metrics[name] == nil {
-			r.metrics[name] = map[string][]float64{}
-			r.order = append(r.order, name)
+	for _, key := range other.order {
+		if r.metrics[key] == nil {
+			r.metrics[key] = map[string][]float64{}
+			r.order = append(r.order, key)
 		}
-		for unit, vs := range other.metrics[name] {
-			r.metrics[name][unit] = append(r.metrics[name][unit], vs...)
+		for unit, vs := range other.metrics[key] {
+			r.metrics[key][unit] = append(r.metrics[key][unit], vs...)
 		}
 	}
 	r.Failures = append(r.Failures, other.Failures...)
 	r.Skips = append(r.Skips, other.Skips...)
 }
 
-// Names returns the benchmarks in order of first appearance.
-func (r *Results) Names() []string { return slices.Clone(r.order) }
-
-// Units returns the units reported by benchmark name, sorted.
-func (r *Results) Units(name string) []string {
-	var units []string
-	for u := range r.metrics[name] {
-		units = append(units, u)
+// Names returns the benchmark names in order of first appearance, once
+// each.
+func (r *Results) Names() []string {
+	var names []string
+	for _, k := range r.order {
+		if !slices.Contains(names, k.name) {
+			names = append(names, k.name)
+		}
 	}
-	slices.Sort(units)
-	return units
+	return names
 }
 
-// Median returns the median of a benchmark's values in unit (the mean of
-// the middle two for an even count), and how many values there were.
+// Values returns every value of the benchmarks called name (in any
+// package) in unit, in order.
+func (r *Results) Values(name, unit string) []float64 {
+	var vs []float64
+	for _, k := range r.order {
+		if k.name == name {
+			vs = append(vs, r.metrics[k][unit]...)
+		}
+	}
+	return vs
+}
+
+// Median returns the median of the values of the benchmarks called name
+// in unit (the mean of the middle two for an even count), and how many
+// values there were.
 func (r *Results) Median(name, unit string) (float64, int, bool) {
-	vs := r.metrics[name][unit]
+	return median(r.Values(name, unit))
+}
+
+func median(vs []float64) (float64, int, bool) {
 	if len(vs) == 0 {
 		return 0, 0, false
 	}
@@ -129,9 +155,4 @@ func (r *Results) Median(name, unit string) (float64, int, bool) {
 		return s[n/2], n, true
 	}
 	return (s[n/2-1] + s[n/2]) / 2, n, true
-}
-
-// Values returns every value of a benchmark in unit, in order.
-func (r *Results) Values(name, unit string) []float64 {
-	return slices.Clone(r.metrics[name][unit])
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"unicode/utf8"
@@ -239,11 +240,11 @@ func (r *Results) loadRange(prefix string) (lo, hi float64, ok bool) {
 		return 0, 0, false
 	}
 	lo, hi = math.Inf(1), math.Inf(-1)
-	for _, name := range r.order {
+	for _, name := range r.Names() {
 		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		for _, v := range r.metrics[name]["loadavg"] {
+		for _, v := range r.Values(name, "loadavg") {
 			lo, hi, ok = min(lo, v), max(hi, v), true
 		}
 	}
@@ -265,17 +266,34 @@ func format(v float64) string {
 	}
 }
 
-// WriteAll lists every benchmark of r with all its metrics (medians), for
-// the micro-benchmarks, which have no targets.
+// WriteAll lists every benchmark of r, by package, with all its metrics
+// (medians), for the micro-benchmarks, which have no targets.
 func WriteAll(w io.Writer, r *Results) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, name := range r.order {
-		var parts []string
-		for _, u := range r.Units(name) {
-			v, _, _ := r.Median(name, u)
-			parts = append(parts, format(v)+" "+u)
+	var cells [][]string
+	for _, k := range r.order {
+		units := make([]string, 0, len(r.metrics[k]))
+		for u := range r.metrics[k] {
+			units = append(units, u)
 		}
-		fmt.Fprintf(tw, "   %s\t%s\n", strings.TrimPrefix(name, "Benchmark"), strings.Join(parts, "\t"))
+		slices.Sort(units)
+		line := []string{shortPackage(k.pkg), strings.TrimPrefix(k.name, "Benchmark")}
+		for _, u := range units {
+			v, _, _ := median(r.metrics[k][u])
+			line = append(line, format(v)+" "+u)
+		}
+		cells = append(cells, line)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, line := range cells {
+		fmt.Fprintf(tw, "   %s\n", strings.Join(line, "\t"))
 	}
 	_ = tw.Flush()
+}
+
+// shortPackage drops the module path from a package path.
+func shortPackage(pkg string) string {
+	if i := strings.Index(pkg, "/vigil/"); i >= 0 {
+		return pkg[i+len("/vigil/"):]
+	}
+	return pkg
 }
