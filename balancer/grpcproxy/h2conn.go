@@ -56,7 +56,8 @@ const maxPending = 1 << 20
 // client that stops reading blocks nobody else.
 type h2writer struct {
 	nc   net.Conn
-	sw   stallWriter // writes to nc
+	io   *rawIO      // reads and writes nc
+	sw   stallWriter // writes to io, with a write deadline
 	mu   sync.Mutex
 	bw   *bufio.Writer // synchronous mode, over sw
 	fr   *http2.Framer
@@ -67,6 +68,8 @@ type h2writer struct {
 	out   []byte        // frames queued for the writer goroutine
 	spare []byte        // the writer's previous buffer, reused
 	wake  chan struct{} // signals the writer goroutine
+	// writing: the writer goroutine is writing (nobody else may).
+	writing bool
 	// closing: close the connection once the queue is written.
 	closing bool
 
@@ -84,14 +87,16 @@ type h2writer struct {
 
 func newWriter(nc net.Conn, stallTimeout time.Duration) *h2writer {
 	w := &h2writer{
-		nc:       nc,
-		sw:       stallWriter{nc: nc, timeout: stallTimeout},
+		sw:       stallWriter{timeout: stallTimeout},
 		sendWin:  65535,
 		initWin:  65535,
 		maxFrame: defaultMaxFrame,
 		halves:   map[*half]struct{}{},
 	}
 	w.henc = hpack.NewEncoder(&w.hbuf)
+	if nc != nil {
+		w.setConnLocked(nc)
+	}
 	return w
 }
 
@@ -106,7 +111,9 @@ func newSyncWriter() *h2writer {
 
 // setConnLocked gives a backend connection's writer its connection.
 func (w *h2writer) setConnLocked(nc net.Conn) {
-	w.nc, w.sw.nc = nc, nc
+	w.nc = nc
+	w.io = newRawIO(nc)
+	w.sw.c = w.io
 }
 
 // newAsyncWriter returns the writer of a client connection; run must
@@ -141,7 +148,7 @@ var (
 // moved forward only once half of it has passed, not on every write:
 // setting one is cheap but not free, and writes are per RPC.
 type stallWriter struct {
-	nc       net.Conn
+	c        *rawIO
 	timeout  time.Duration
 	deadline time.Time
 }
@@ -156,11 +163,11 @@ func (sw *stallWriter) Write(b []byte) (int, error) {
 		chunk := b[:min(len(b), stallChunk)]
 		if now := time.Now(); sw.deadline.Sub(now) < sw.timeout/2 {
 			sw.deadline = now.Add(sw.timeout)
-			if err := sw.nc.SetWriteDeadline(sw.deadline); err != nil {
+			if err := sw.c.nc.SetWriteDeadline(sw.deadline); err != nil {
 				return written, err
 			}
 		}
-		n, err := sw.nc.Write(chunk)
+		n, err := sw.c.Write(chunk)
 		written += n
 		if err != nil {
 			return written, err
@@ -204,9 +211,23 @@ func (w *h2writer) flushLocked() {
 	}
 	w.dirty = false
 	if w.async {
-		select {
-		case w.wake <- struct{}{}:
-		default:
+		if !w.writing && len(w.out) > 0 {
+			// Write what the socket takes now, here: handing every batch
+			// to the writer goroutine costs a wake-up (futex, scheduler)
+			// per batch, the largest part of a small RPC's cost. The
+			// goroutine takes what the client does not read at once.
+			n, err := w.io.TryWrite(w.out)
+			w.out = w.out[:copy(w.out, w.out[n:])]
+			if err != nil {
+				w.err = err
+				_ = w.nc.Close()
+			}
+		}
+		if len(w.out) > 0 || len(w.blocked) > 0 || w.closing || w.err != nil {
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
 		}
 		return
 	}
@@ -240,11 +261,12 @@ func (w *h2writer) runWriter(done <-chan struct{}) {
 		w.mu.Lock()
 		buf := w.out
 		w.out = w.spare[:0]
+		w.writing = true
 		w.mu.Unlock()
 		if len(buf) > 0 {
 			var err error
 			if final {
-				_, err = w.nc.Write(buf)
+				_, err = w.io.Write(buf)
 			} else {
 				_, err = w.sw.Write(buf)
 			}
@@ -261,6 +283,7 @@ func (w *h2writer) runWriter(done <-chan struct{}) {
 			return
 		}
 		w.mu.Lock()
+		w.writing = false
 		w.spare = buf[:0]
 		var credits []credit
 		if len(w.blocked) > 0 {

@@ -40,7 +40,8 @@ type downConn struct {
 // serveConn runs one client connection until it ends. The caller counts it
 // in p.conns.
 func (p *Proxy) serveConn(nc net.Conn) {
-	dc := &downConn{p: p, nc: nc, br: bufio.NewReaderSize(nc, bufSize), w: newAsyncWriter(nc), streams: map[uint32]*fstream{}}
+	dc := &downConn{p: p, nc: nc, w: newAsyncWriter(nc), streams: map[uint32]*fstream{}}
+	dc.br = bufio.NewReaderSize(dc.w.io, bufSize)
 	if !p.trackConn(dc) {
 		_ = nc.Close()
 		return

@@ -354,7 +354,7 @@ func (uc *upConn) run() {
 		uc.failConnect(errors.New(reason), false)
 		return
 	}
-	uc.br = bufio.NewReaderSize(nc, bufSize)
+	uc.br = bufio.NewReaderSize(uc.w.io, bufSize)
 	uc.fr = http2.NewFramer(nil, uc.br)
 	uc.fr.SetReuseFrames()
 	// We advertise no SETTINGS_MAX_FRAME_SIZE: the default is all we read.

@@ -1,9 +1,11 @@
 package grpcproxy
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -56,6 +58,15 @@ type countedConn struct {
 	net.Conn
 	p    *Proxy
 	once sync.Once
+}
+
+// SyscallConn gives the proxy's raw I/O the connection's socket.
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("not a socket")
+	}
+	return sc.SyscallConn()
 }
 
 func (c *countedConn) Close() error {
