@@ -79,14 +79,17 @@ type h2writer struct {
 	blocked  []*half
 	halves   map[*half]struct{} // halves writing here, for SETTINGS changes
 	dirty    bool               // frames written since the last flush
-	err      error              // the first write error: the connection is dead
-	owed     int64              // connection credit owed to the peer
-	recvd    int64              // DATA bytes received from the peer
-	credited int64              // connection window granted to the peer beyond the initial one
+	clock    *ackClock          // acks the PINGs held in heldAcks
+	heldAcks [][8]byte
+	err      error // the first write error: the connection is dead
+	owed     int64 // connection credit owed to the peer
+	recvd    int64 // DATA bytes received from the peer
+	credited int64 // connection window granted to the peer beyond the initial one
 }
 
-func newWriter(nc net.Conn, stallTimeout time.Duration) *h2writer {
+func newWriter(nc net.Conn, stallTimeout time.Duration, clock *ackClock) *h2writer {
 	w := &h2writer{
+		clock:    clock,
 		sw:       stallWriter{timeout: stallTimeout},
 		sendWin:  65535,
 		initWin:  65535,
@@ -102,8 +105,8 @@ func newWriter(nc net.Conn, stallTimeout time.Duration) *h2writer {
 
 // newSyncWriter returns the writer of a backend connection, whose
 // connection is set later (setConn).
-func newSyncWriter() *h2writer {
-	w := newWriter(nil, upWriteTimeout)
+func newSyncWriter(clock *ackClock) *h2writer {
+	w := newWriter(nil, upWriteTimeout, clock)
 	w.bw = bufio.NewWriterSize(&w.sw, bufSize)
 	w.fr = http2.NewFramer(w.bw, nil)
 	return w
@@ -118,8 +121,8 @@ func (w *h2writer) setConnLocked(nc net.Conn) {
 
 // newAsyncWriter returns the writer of a client connection; run must
 // drain it.
-func newAsyncWriter(nc net.Conn) *h2writer {
-	w := newWriter(nc, clientWriteTimeout)
+func newAsyncWriter(nc net.Conn, clock *ackClock) *h2writer {
+	w := newWriter(nc, clientWriteTimeout, clock)
 	w.async = true
 	w.wake = make(chan struct{}, 1)
 	w.fr = http2.NewFramer(queueWriter{w}, nil)

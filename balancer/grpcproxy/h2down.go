@@ -40,7 +40,7 @@ type downConn struct {
 // serveConn runs one client connection until it ends. The caller counts it
 // in p.conns.
 func (p *Proxy) serveConn(nc net.Conn) {
-	dc := &downConn{p: p, nc: nc, w: newAsyncWriter(nc), streams: map[uint32]*fstream{}}
+	dc := &downConn{p: p, nc: nc, w: newAsyncWriter(nc, p.acks), streams: map[uint32]*fstream{}}
 	dc.br = bufio.NewReaderSize(dc.w.io, bufSize)
 	if !p.trackConn(dc) {
 		_ = nc.Close()
@@ -169,8 +169,9 @@ func (dc *downConn) handle(f http2.Frame, fl *flusher) error {
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			dc.w.mu.Lock()
-			dc.w.note(dc.w.fr.WritePing(true, f.Data))
-			fl.touchLocked(dc.w)
+			if dc.w.pingLocked(f.Data) {
+				fl.touchLocked(dc.w)
+			}
 			dc.w.mu.Unlock()
 		}
 	case *http2.PushPromiseFrame:

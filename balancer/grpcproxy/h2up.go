@@ -128,7 +128,7 @@ func (pl *upPool) get() (*upConn, error) {
 		// open a connection per RPC.
 		return nil, fmt.Errorf("endpoint %s: its %d connections are at its concurrent stream limit", pl.ep.Address(), len(pl.conns))
 	}
-	uc := &upConn{pl: pl, w: newSyncWriter(), streams: map[uint32]*fstream{}, nextID: 1, maxStreams: math.MaxUint32}
+	uc := &upConn{pl: pl, w: newSyncWriter(pl.p.acks), streams: map[uint32]*fstream{}, nextID: 1, maxStreams: math.MaxUint32}
 	pl.conns = append(pl.conns, uc)
 	pl.p.wg.Add(1)
 	go uc.run()
@@ -692,8 +692,9 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) error {
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			uc.w.mu.Lock()
-			uc.w.note(uc.w.fr.WritePing(true, f.Data))
-			fl.touchLocked(uc.w)
+			if uc.w.pingLocked(f.Data) {
+				fl.touchLocked(uc.w)
+			}
 			uc.w.mu.Unlock()
 		}
 	case *http2.PushPromiseFrame:

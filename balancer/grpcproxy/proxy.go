@@ -107,6 +107,11 @@ type Proxy struct {
 	maxMsg      int
 	idleTimeout time.Duration
 
+	// acks holds the PING acks of every connection (see pingAckDelay);
+	// its goroutine starts with the first Serve.
+	acks      *ackClock
+	ackerOnce sync.Once
+
 	// pools are the frame engine's connections per endpoint
 	// (*balancer.Endpoint -> *upPool).
 	pools sync.Map
@@ -166,6 +171,7 @@ func New(cluster *balancer.Cluster, opts Options) *Proxy {
 		maxMsg:      opts.MaxMessageSize,
 		idleTimeout: opts.IdleTimeout,
 		done:        make(chan struct{}),
+		acks:        newAckClock(),
 		conns:       map[*downConn]struct{}{},
 		listeners:   map[net.Listener]struct{}{},
 	}
@@ -194,6 +200,13 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return nil
 	}
 	p.listeners[ln] = struct{}{}
+	p.ackerOnce.Do(func() {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.acks.run(p.done)
+		}()
+	})
 	p.connsMu.Unlock()
 	defer func() {
 		p.connsMu.Lock()
