@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/internal/grpccode"
 )
 
 // fstream is one forwarded RPC in the frame engine.
@@ -114,7 +116,7 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 		if ep == nil {
 			break
 		}
-		if seen(s.tried[:s.attempts], ep) {
+		if slices.Contains(s.tried[:s.attempts], ep) {
 			continue
 		}
 		s.tried[s.attempts] = ep
@@ -468,7 +470,7 @@ func (s *fstream) finish(code codes.Code) {
 		if ep != nil && s.opened.Load() {
 			addr = ep.Address()
 		}
-		m.RPCFinished(cl.Name(), addr, codeName(code), time.Since(s.start))
+		m.RPCFinished(cl.Name(), addr, grpccode.Name(code), time.Since(s.start))
 	}
 	dc := s.dc
 	dc.w.mu.Lock()

@@ -86,7 +86,7 @@ func TestDescribeError(t *testing.T) {
 		{status.Error(codes.Unavailable, "no healthy upstream in cluster demo"), "UNAVAILABLE: no healthy upstream in cluster demo"},
 		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), "DEADLINE_EXCEEDED: context deadline exceeded"},
 		{status.Error(codes.Canceled, ""), "CANCELLED"},
-		{status.Error(codes.Code(42), "odd"), "CODE(42): odd"},
+		{status.Error(codes.Code(42), "odd"), "UNKNOWN: odd"},
 		{status.Error(codes.Internal, "two\nlines"), "INTERNAL: two lines"},
 		{errors.New("plain"), "UNKNOWN: plain"},
 		{status.Error(codes.Unavailable, strings.Repeat("x", 500)), "UNAVAILABLE: " + strings.Repeat("x", maxMessage) + "..."},

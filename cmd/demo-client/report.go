@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/vigil-proxy/vigil/internal/grpccode"
 )
 
 // maxErrorKinds bounds how many distinct errors a report line lists.
@@ -133,38 +135,9 @@ func describeError(err error) string {
 		msg = msg[:maxMessage] + "..."
 	}
 	if msg == "" {
-		return codeName(st.Code())
+		return grpccode.Name(st.Code())
 	}
-	return codeName(st.Code()) + ": " + msg
-}
-
-// codeNames are the canonical names of the gRPC status codes; grpc-go's
-// Code.String gives CamelCase ones.
-var codeNames = [...]string{
-	codes.OK:                 "OK",
-	codes.Canceled:           "CANCELLED",
-	codes.Unknown:            "UNKNOWN",
-	codes.InvalidArgument:    "INVALID_ARGUMENT",
-	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
-	codes.NotFound:           "NOT_FOUND",
-	codes.AlreadyExists:      "ALREADY_EXISTS",
-	codes.PermissionDenied:   "PERMISSION_DENIED",
-	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
-	codes.FailedPrecondition: "FAILED_PRECONDITION",
-	codes.Aborted:            "ABORTED",
-	codes.OutOfRange:         "OUT_OF_RANGE",
-	codes.Unimplemented:      "UNIMPLEMENTED",
-	codes.Internal:           "INTERNAL",
-	codes.Unavailable:        "UNAVAILABLE",
-	codes.DataLoss:           "DATA_LOSS",
-	codes.Unauthenticated:    "UNAUTHENTICATED",
-}
-
-func codeName(c codes.Code) string {
-	if int(c) < len(codeNames) {
-		return codeNames[c]
-	}
-	return fmt.Sprintf("CODE(%d)", uint32(c))
+	return grpccode.Name(st.Code()) + ": " + msg
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -1,23 +1,25 @@
 package metrics
 
-// codeNames are the canonical gRPC status code names, indexed by code: the
-// only values of vigil_upstream_rq_total{code}.
-var codeNames = [...]string{
-	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-	"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-	"UNAUTHENTICATED",
-}
+import (
+	"google.golang.org/grpc/codes"
 
-const (
-	numCodes    = len(codeNames)
-	codeUnknown = 2
+	"github.com/vigil-proxy/vigil/internal/grpccode"
 )
+
+// numCodes bounds vigil_upstream_rq_total{code}: the codes of the
+// specification, by their canonical names.
+const (
+	numCodes    = grpccode.Count
+	codeUnknown = int(codes.Unknown)
+)
+
+// codeName is the label value of code index i.
+func codeName(i int) string { return grpccode.Name(codes.Code(i)) }
 
 var codeIndexes = func() map[string]int {
 	m := make(map[string]int, numCodes)
-	for i, n := range codeNames {
-		m[n] = i
+	for i := range numCodes {
+		m[codeName(i)] = i
 	}
 	return m
 }()

@@ -366,7 +366,7 @@ func (m *Metrics) newClusterSeries(name string) *clusterSeries {
 	observer(&cs.rqDuration, m.upstreamRqDuration)
 	counter(&cs.connectFailures, m.upstreamConnectFail)
 	for i := range cs.rq {
-		counter(&cs.rq[i], m.upstreamRq, codeNames[i])
+		counter(&cs.rq[i], m.upstreamRq, codeName(i))
 	}
 	return cs
 }

@@ -695,7 +695,7 @@ func TestLabelBounds(t *testing.T) {
 		if got := reasonLabel(tc.in); got != tc.reason {
 			t.Errorf("reasonLabel(%q) = %q; want %q", tc.in, got, tc.reason)
 		}
-		if got := codeNames[codeIndex(tc.in)]; got != tc.code {
+		if got := codeName(codeIndex(tc.in)); got != tc.code {
 			t.Errorf("code label of %q = %q; want %q", tc.in, got, tc.code)
 		}
 	}
