@@ -55,6 +55,12 @@ type Config struct {
 	// warning once per endpoint (on_unimplemented: serve). When false such an
 	// endpoint is evicted with reason UNIMPLEMENTED.
 	ServeUnimplemented bool
+	// LivenessCheck makes a Watch stream that has been quiet for an
+	// interval send a Check on its connection (liveness: check). Without
+	// it the connection's liveness is left to TCP keepalive with a user
+	// timeout, which costs the process nothing but cannot see past a
+	// userspace proxy that keeps the TCP connection up (see watch.go).
+	LivenessCheck bool
 }
 
 // Validate reports what is wrong with c, if anything. Zero fields are fine:

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/vigil-proxy/vigil/internal/grpccode"
 )
 
 // Reasons used by the probes besides the health statuses and code names.
@@ -24,39 +26,6 @@ const (
 	reasonNotFound         = "NOT_FOUND"
 	reasonServiceUnknown   = "SERVICE_UNKNOWN"
 )
-
-// codeNames are the canonical names of the gRPC status codes, as the gRPC
-// specification and the eviction log spell them (codes.Code.String gives
-// "NotFound" where the contract wants "NOT_FOUND").
-var codeNames = [...]string{
-	codes.OK:                 "OK",
-	codes.Canceled:           "CANCELLED",
-	codes.Unknown:            "UNKNOWN",
-	codes.InvalidArgument:    "INVALID_ARGUMENT",
-	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
-	codes.NotFound:           "NOT_FOUND",
-	codes.AlreadyExists:      "ALREADY_EXISTS",
-	codes.PermissionDenied:   "PERMISSION_DENIED",
-	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
-	codes.FailedPrecondition: "FAILED_PRECONDITION",
-	codes.Aborted:            "ABORTED",
-	codes.OutOfRange:         "OUT_OF_RANGE",
-	codes.Unimplemented:      "UNIMPLEMENTED",
-	codes.Internal:           "INTERNAL",
-	codes.Unavailable:        "UNAVAILABLE",
-	codes.DataLoss:           "DATA_LOSS",
-	codes.Unauthenticated:    "UNAUTHENTICATED",
-}
-
-// CodeName returns the canonical name of a gRPC status code, e.g.
-// "NOT_FOUND". Codes outside the specification are reported as "UNKNOWN",
-// which is how gRPC says to treat them.
-func CodeName(c codes.Code) string {
-	if int(c) < len(codeNames) {
-		return codeNames[c]
-	}
-	return reasonUnknown
-}
 
 // CheckOnce asks conn's grpc.health.v1.Health/Check about service once,
 // within timeout, and classifies the outcome:
@@ -165,17 +134,17 @@ func ClassifyError(err error) Result {
 	}
 	switch code := st.Code(); {
 	case code == codes.DeadlineExceeded || code == codes.Unavailable:
-		return Result{Reason: CodeName(code), Cause: CauseTransport, Err: err}
+		return Result{Reason: grpccode.Name(code), Cause: CauseTransport, Err: err}
 	case strings.HasPrefix(msg, "stream terminated by RST_STREAM"):
 		// The HTTP/2 layer reset the stream (PROTOCOL_ERROR, CANCEL,
 		// REFUSED_STREAM, ...): nobody answered the question.
-		return Result{Reason: CodeName(code), Cause: CauseTransport, Err: err}
+		return Result{Reason: grpccode.Name(code), Cause: CauseTransport, Err: err}
 	case code == codes.OK:
 		// A nil error never gets here; an OK status carried as an error
 		// would be a bug in some layer: do not call that healthy.
 		return Result{Reason: reasonUnknown, Cause: CauseAnswer, Err: err}
 	default:
-		return Result{Reason: CodeName(code), Cause: CauseAnswer, Err: err}
+		return Result{Reason: grpccode.Name(code), Cause: CauseAnswer, Err: err}
 	}
 }
 

@@ -16,24 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func TestCodeName(t *testing.T) {
-	for c, want := range map[codes.Code]string{
-		codes.OK: "OK", codes.Canceled: "CANCELLED", codes.NotFound: "NOT_FOUND",
-		codes.PermissionDenied: "PERMISSION_DENIED", codes.Unimplemented: "UNIMPLEMENTED",
-		codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.Unauthenticated: "UNAUTHENTICATED",
-		codes.Code(17): "UNKNOWN", codes.Code(1000): "UNKNOWN",
-	} {
-		if got := CodeName(c); got != want {
-			t.Errorf("CodeName(%d) = %q, want %q", c, got, want)
-		}
-	}
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		if CodeName(c) == "" || strings.ToUpper(CodeName(c)) != CodeName(c) {
-			t.Errorf("CodeName(%v) = %q", c, CodeName(c))
-		}
-	}
-}
-
 // serveRaw accepts connections on a new port and hands each to handle.
 func serveRaw(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()

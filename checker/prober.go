@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -105,7 +106,12 @@ func (p *prober) check(ctx context.Context) Result {
 	if err != nil {
 		return Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}
 	}
+	release, ok := setupSlot(ctx, conn)
+	if !ok {
+		return Result{} // stopping
+	}
 	r := CheckOnce(ctx, conn, p.cfg.Service, p.cfg.Timeout)
+	release()
 	if ctx.Err() != nil {
 		return r
 	}
@@ -147,6 +153,33 @@ func (p *prober) connection() (*grpc.ClientConn, error) {
 	return p.ep.conn, nil
 }
 
+// maxSettingUp bounds the probe connections being set up at once in the
+// process (dial, HTTP/2 handshake, first answer), across all groups. When
+// thousands of endpoints start together, an unbounded burst of handshakes
+// saturates the CPU, and the probes then time out because of vigil's own
+// queueing, not the backends': 10,000 endpoints starting at once used to
+// end in thousands of false DEADLINE_EXCEEDED evictions. A probe's timeout
+// runs from the moment it has a slot. Probes on a READY connection take no
+// slot, so a mass outage delays only other connection set-ups.
+const maxSettingUp = 256
+
+var settingUp = make(chan struct{}, maxSettingUp)
+
+// setupSlot waits for a set-up slot when conn is not READY and returns its
+// release (safe to call more than once), or false if ctx ended first.
+func setupSlot(ctx context.Context, conn *grpc.ClientConn) (release func(), ok bool) {
+	if conn.GetState() == connectivity.Ready {
+		return func() {}, true
+	}
+	select {
+	case settingUp <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-settingUp }) }, true
+}
+
 func (p *prober) dropConn() {
 	if p.ep.conn != nil {
 		_ = p.ep.conn.Close()
@@ -154,11 +187,13 @@ func (p *prober) dropConn() {
 	}
 }
 
-// Probe connections carry a few hundred bytes per interval: they need no
-// bufio buffers (grpc-go's default is 32 KiB each way), a fixed 64 KiB
+// Probe connections carry a few hundred bytes per interval: a fixed 64 KiB
 // flow-control window (the minimum; it also turns off BDP estimation and
 // its pings) and small receive limits, so that a misbehaving backend cannot
-// make a probe hold megabytes.
+// make a probe hold megabytes. Their read and write buffers are grpc-go's
+// defaults, which are pooled: an idle connection pins none, and a probe's
+// frames go out in one write and come in with one read (unbuffered, every
+// frame was a system call of its own: twice the CPU per Check).
 const (
 	probeWindow        = 64 << 10
 	probeMaxHeaderList = 64 << 10
@@ -168,10 +203,11 @@ const (
 // probeDialOptions are the options of a probe connection. No HTTP/2
 // keepalive is configured: a default grpc-go server answers pings more
 // frequent than every 5 minutes with GOAWAY too_many_pings; liveness comes
-// from the probes themselves.
+// from the probes themselves and from TCP keepalive (keepalive.go).
 func (g *Group) probeDialOptions(cfg Config) []grpc.DialOption {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(probeDialer(cfg)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  min(100*time.Millisecond, cfg.Interval),
@@ -186,8 +222,6 @@ func (g *Group) probeDialOptions(cfg Config) []grpc.DialOption {
 			// the probe: a failed probe closes its connection.
 			MinConnectTimeout: cfg.Timeout + time.Second,
 		}),
-		grpc.WithReadBufferSize(0),
-		grpc.WithWriteBufferSize(0),
 		grpc.WithInitialWindowSize(probeWindow),
 		grpc.WithInitialConnWindowSize(probeWindow),
 		grpc.WithMaxHeaderListSize(probeMaxHeaderList),

@@ -34,19 +34,23 @@ import (
 //     service at all then follows on_unimplemented through Check.
 //   - Liveness: a Watch is silent while nothing changes, so a backend that
 //     vanishes without closing its connection (a blackhole, a powered-off
-//     host) would go unnoticed. While a stream is open, a Check with the
-//     timeout runs on the same connection every interval (skipped when a
-//     status arrived within the interval). If it fails for transport
-//     reasons while the connection still claims to be READY, the connection
-//     is deemed dead: the endpoint is evicted at once (reason
-//     DEADLINE_EXCEEDED or UNAVAILABLE, cause transport, so it stays
-//     panic-eligible), the connection is replaced and the stream re-opened.
-//     The eviction thus comes within interval + timeout of the backend
-//     vanishing. The Check's answer itself is ignored: the stream is the
-//     authority on health; the Check only proves the path is alive. HTTP/2
-//     keepalive pings would do the same job, but a default grpc-go server
-//     answers pings more frequent than every 5 minutes with GOAWAY
-//     too_many_pings; a Check is an ordinary RPC that no server limits.
+//     host) would go unnoticed. By default the probe connection's TCP
+//     keepalive (keepalive.go) proves it alive at no cost to the process:
+//     when the kernel gives up on the connection (ETIMEDOUT) the endpoint
+//     is evicted at once (reason DEADLINE_EXCEEDED, cause transport, so it
+//     stays panic-eligible) and the stream re-opened on a new connection.
+//     Keepalive cannot see past a userspace proxy that keeps the TCP
+//     connection up while the backend behind it is gone, nor a frozen
+//     process whose kernel still answers; with Config.LivenessCheck
+//     (liveness: check) a Check with the timeout also runs on the same
+//     connection every interval while no status arrived, and a transport
+//     failure of it while the connection still claims to be READY evicts
+//     at once in the same way. Either way the eviction comes within
+//     interval + timeout of the backend going silent (keepalive counts in
+//     whole seconds). The Check's answer itself is ignored: the stream is
+//     the authority on health. HTTP/2 keepalive pings are not used: a
+//     default grpc-go server answers pings more frequent than every 5
+//     minutes with GOAWAY too_many_pings.
 //   - A connection that visibly goes away (a graceful GOAWAY, a reset) is
 //     no reason to evict at once: the stream is re-opened on a new
 //     connection and the attempts count as above. A graceful GOAWAY leaves
@@ -138,6 +142,11 @@ func (p *prober) watchStream(ctx context.Context, req *healthpb.HealthCheckReque
 	if err != nil {
 		return endFailed, Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}, false
 	}
+	release, ok := setupSlot(ctx, conn)
+	if !ok {
+		return endStopping, Result{}, false
+	}
+	defer release()
 	sctx, cancel := context.WithCancel(ctx)
 	lv := &liveness{p: p, conn: conn, ctx: sctx, cancel: cancel}
 	lv.mu.Lock()
@@ -151,6 +160,7 @@ func (p *prober) watchStream(ctx context.Context, req *healthpb.HealthCheckReque
 			break
 		}
 		lv.received()
+		release()
 		gotStatus = true
 		r := classifyStatus(resp.GetStatus())
 		r.Pushed = true
@@ -167,6 +177,12 @@ func (p *prober) watchStream(ctx context.Context, req *healthpb.HealthCheckReque
 		return endDead, *lv.dead, gotStatus
 	case lv.connLeft:
 		return endEnded, Result{}, gotStatus
+	case diedOfKeepalive(err):
+		// The kernel gave up on the connection: the backend stopped
+		// answering at the TCP level (keepalive.go). Like a failed
+		// liveness Check, that evicts at once.
+		p.dropConn()
+		return endDead, Result{Reason: reasonDeadlineExceeded, Cause: CauseTransport, Pushed: true, Err: err}, gotStatus
 	case gotStatus:
 		return endEnded, Result{}, true
 	case lv.noFirstStatus:
@@ -274,6 +290,10 @@ func (l *liveness) fire() {
 		// a connection that is going away.
 		l.connLeft = true
 		l.cancel()
+		return
+	}
+	if !l.p.cfg.LivenessCheck {
+		l.rearm(interval) // TCP keepalive watches the connection
 		return
 	}
 	r := CheckOnce(l.ctx, l.conn, l.p.cfg.Service, l.p.cfg.Timeout)

@@ -103,7 +103,9 @@ func TestWatchPushesTakeEffectAtOnce(t *testing.T) {
 func TestWatchLivenessKeepsHealthyStream(t *testing.T) {
 	hs := newCountingHealth()
 	b := startBackend(t, "", hs)
-	g, sink, _ := testGroup(t, watchConfig(20*time.Millisecond, 2*time.Second), nil)
+	cfg := watchConfig(20*time.Millisecond, 2*time.Second)
+	cfg.LivenessCheck = true
+	g, sink, _ := testGroup(t, cfg, nil)
 	g.Add(b.addr, Status{})
 	waitHealth(t, g, b.addr, Healthy)
 	waitFor(t, "10 liveness checks", func() bool { return hs.checks.Load() >= 10 })
@@ -290,6 +292,7 @@ type relay struct {
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	conns     []net.Conn
+	accepted  []net.Conn // the prober-facing ends
 }
 
 func startRelay(t *testing.T, target string) *relay {
@@ -303,6 +306,9 @@ func startRelay(t *testing.T, target string) *relay {
 				return
 			}
 			r.track(c)
+			r.mu.Lock()
+			r.accepted = append(r.accepted, c)
+			r.mu.Unlock()
 			if r.blackhole.Load() {
 				continue
 			}
@@ -356,7 +362,10 @@ func (r *relay) forward(dst, src net.Conn) {
 func TestWatchBlackholeEvictsAtOnce(t *testing.T) {
 	b := startBackend(t, "", nil)
 	r := startRelay(t, b.addr)
-	g, sink, _ := testGroup(t, watchConfig(100*time.Millisecond, 300*time.Millisecond), nil)
+	// The relay keeps the TCP connection up: only a Check sees through it.
+	cfg := watchConfig(100*time.Millisecond, 300*time.Millisecond)
+	cfg.LivenessCheck = true
+	g, sink, _ := testGroup(t, cfg, nil)
 	g.Add(r.addr, Status{})
 	waitHealth(t, g, r.addr, Healthy)
 

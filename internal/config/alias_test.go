@@ -34,7 +34,7 @@ clusters:
 		t.Errorf("merged listener = %+v", l)
 	}
 	watch := HealthCheck{Mode: CheckWatch, Interval: 2 * time.Second, Timeout: DefaultTimeout, Jitter: 0.05,
-		UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict}
+		UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict, Liveness: LivenessKeepalive}
 	if hc := cfg.Clusters[1].HealthCheck; hc != watch {
 		t.Errorf("aliased health_check = %+v, want %+v", hc, watch)
 	}

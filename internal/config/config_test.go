@@ -61,7 +61,7 @@ func TestExampleValidates(t *testing.T) {
 	}
 	c := cfg.Clusters[0]
 	want := HealthCheck{Mode: CheckGRPC, Interval: time.Second, Timeout: 500 * time.Millisecond, Jitter: 0.1,
-		UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict}
+		UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict, Liveness: LivenessKeepalive}
 	if c.Name != "demo" || c.LBPolicy != RoundRobin || c.PanicThreshold != 50 || c.HealthCheck != want {
 		t.Errorf("cluster = %+v", c)
 	}
@@ -113,7 +113,7 @@ clusters:
 			Endpoints: []Endpoint{{Address: "127.0.0.1:50051", Weight: 1, Pos: Pos{Line: 9, Col: 9}}},
 			HealthCheck: HealthCheck{
 				Mode: CheckGRPC, Service: "", Interval: 5 * time.Second, Timeout: time.Second, Jitter: 0.1,
-				UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict,
+				UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict, Liveness: LivenessKeepalive,
 			},
 			Pos: Pos{Line: 7, Col: 5},
 		}},
@@ -214,7 +214,7 @@ clusters:
 	c := parse(t, "", "\n    lb_policy: least_request\n    panic_threshold: 0",
 		`, service: "orders.v1.Orders", interval: 250ms, timeout: 250ms, jitter: 12.5%, unhealthy_threshold: 1, healthy_threshold: 7, on_unimplemented: serve`).Clusters[0]
 	want := HealthCheck{Mode: CheckGRPC, Service: "orders.v1.Orders", Interval: 250 * time.Millisecond, Timeout: 250 * time.Millisecond,
-		Jitter: 0.125, UnhealthyThreshold: 1, HealthyThreshold: 7, OnUnimplemented: UnimplementedServe}
+		Jitter: 0.125, UnhealthyThreshold: 1, HealthyThreshold: 7, OnUnimplemented: UnimplementedServe, Liveness: LivenessKeepalive}
 	if c.LBPolicy != LeastRequest || c.PanicThreshold != 0 || c.HealthCheck != want {
 		t.Errorf("cluster = %+v", c)
 	}

@@ -76,6 +76,9 @@ func checkInvariants(t testing.TB, cfg *Config) {
 		if hc.OnUnimplemented != UnimplementedEvict && hc.OnUnimplemented != UnimplementedServe {
 			t.Errorf("cluster %q on_unimplemented = %q", c.Name, hc.OnUnimplemented)
 		}
+		if hc.Liveness != LivenessKeepalive && hc.Liveness != LivenessCheck {
+			t.Errorf("cluster %q liveness = %q", c.Name, hc.Liveness)
+		}
 	}
 	listeners := make(map[string]bool)
 	for _, l := range cfg.Listeners {

@@ -15,7 +15,7 @@ var (
 	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections"}
 	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "health_check"}
 	endpointKeys    = []string{"address", "weight"}
-	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented"}
+	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
 )
 
 // sources remembers the nodes of values that later checks across the whole
@@ -302,6 +302,7 @@ func defaultHealthCheck() HealthCheck {
 		UnhealthyThreshold: DefaultUnhealthyThreshold,
 		HealthyThreshold:   DefaultHealthyThreshold,
 		OnUnimplemented:    DefaultOnUnimplemented,
+		Liveness:           DefaultLiveness,
 	}
 }
 
@@ -363,6 +364,11 @@ func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *HealthCheck)
 	if v := f.value("on_unimplemented"); v != nil {
 		if s, ok := w.enum(v, join(path, "on_unimplemented"), onUnimplementeds); ok {
 			hc.OnUnimplemented = OnUnimplemented(s)
+		}
+	}
+	if v := f.value("liveness"); v != nil {
+		if s, ok := w.enum(v, join(path, "liveness"), livenesses); ok {
+			hc.Liveness = Liveness(s)
 		}
 	}
 }

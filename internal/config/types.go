@@ -127,6 +127,22 @@ const (
 	UnimplementedServe OnUnimplemented = "serve"
 )
 
+// Liveness is how a quiet Watch stream's connection is proven alive.
+type Liveness string
+
+// Liveness mechanisms.
+const (
+	// LivenessKeepalive: kernel TCP keepalive with a user timeout. Free in
+	// the process; notices a host or path that stops answering at the TCP
+	// level (powered off, blackholed).
+	LivenessKeepalive Liveness = "keepalive"
+	// LivenessCheck: keepalive, and a Check every interval while the
+	// stream is quiet. Also notices a frozen process and a path through a
+	// userspace proxy that stops forwarding, for one RPC per endpoint per
+	// interval.
+	LivenessCheck Liveness = "check"
+)
+
 // HealthCheck configures the active health checks of a cluster.
 type HealthCheck struct {
 	Mode     CheckMode
@@ -138,6 +154,8 @@ type HealthCheck struct {
 	UnhealthyThreshold int
 	HealthyThreshold   int
 	OnUnimplemented    OnUnimplemented
+	// Liveness applies to watch mode (see Liveness).
+	Liveness Liveness
 }
 
 // Pos is a position in the configuration file.

@@ -29,6 +29,7 @@ const (
 	DefaultUnhealthyThreshold = 3
 	DefaultHealthyThreshold   = 2
 	DefaultOnUnimplemented    = UnimplementedEvict
+	DefaultLiveness           = LivenessKeepalive
 
 	DefaultMaxConcurrentStreams = 100
 	DefaultMaxMessageSize       = 32 << 20
@@ -62,6 +63,7 @@ var (
 	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random)}
 	checkModes       = []string{string(CheckGRPC), string(CheckWatch), string(CheckTCP), string(CheckNone)}
 	onUnimplementeds = []string{string(UnimplementedEvict), string(UnimplementedServe)}
+	livenesses       = []string{string(LivenessKeepalive), string(LivenessCheck)}
 )
 
 // parseJitter parses a percentage "N%" with 0 <= N < 100 (N may have a

@@ -90,6 +90,7 @@ func checkerConfig(hc config.HealthCheck) checker.Config {
 			Healthy:   hc.HealthyThreshold,
 		},
 		ServeUnimplemented: hc.OnUnimplemented == config.UnimplementedServe,
+		LivenessCheck:      hc.Liveness == config.LivenessCheck,
 	}
 }
 

@@ -1,0 +1,22 @@
+package checker
+
+import (
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// setUserTimeout sets TCP_USER_TIMEOUT: how long sent data (keepalive
+// probes included) may stay unacknowledged before the kernel ends the
+// connection with ETIMEDOUT.
+func setUserTimeout(c syscall.RawConn, d time.Duration) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d.Milliseconds()))
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
