@@ -212,9 +212,9 @@ clusters:
 		t.Errorf("listener = %+v", l)
 	}
 	c := parse(t, "", "\n    lb_policy: least_request\n    panic_threshold: 0",
-		`, service: "orders.v1.Orders", interval: 250ms, timeout: 250ms, jitter: 12.5%, unhealthy_threshold: 1, healthy_threshold: 7, on_unimplemented: serve`).Clusters[0]
+		`, service: "orders.v1.Orders", interval: 250ms, timeout: 250ms, jitter: 12.5%, unhealthy_threshold: 1, healthy_threshold: 7, on_unimplemented: serve, liveness: check`).Clusters[0]
 	want := HealthCheck{Mode: CheckGRPC, Service: "orders.v1.Orders", Interval: 250 * time.Millisecond, Timeout: 250 * time.Millisecond,
-		Jitter: 0.125, UnhealthyThreshold: 1, HealthyThreshold: 7, OnUnimplemented: UnimplementedServe, Liveness: LivenessKeepalive}
+		Jitter: 0.125, UnhealthyThreshold: 1, HealthyThreshold: 7, OnUnimplemented: UnimplementedServe, Liveness: LivenessCheck}
 	if c.LBPolicy != LeastRequest || c.PanicThreshold != 0 || c.HealthCheck != want {
 		t.Errorf("cluster = %+v", c)
 	}
@@ -513,6 +513,7 @@ clusters:
       unhealthy_threshold: 0
       healthy_threshold: -2
       on_unimplemented: ignore
+      liveness: ping
 `,
 			want: []string{
 				`t.yaml:2:15: log.format: must be one of text, json, not the string "JSON"; did you mean "json"?`,
@@ -534,6 +535,7 @@ clusters:
 				`t.yaml:28:28: clusters[0].health_check.unhealthy_threshold: must be at least 1, not 0`,
 				`t.yaml:29:26: clusters[0].health_check.healthy_threshold: must be at least 1, not -2`,
 				`t.yaml:30:25: clusters[0].health_check.on_unimplemented: must be one of evict, serve, not the string "ignore"`,
+				`t.yaml:31:17: clusters[0].health_check.liveness: must be one of keepalive, check, not the string "ping"`,
 			},
 		},
 		{
