@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"google.golang.org/grpc/status"
 )
 
 // Eviction-log messages (DESIGN.md, "Eviction log").
@@ -92,7 +94,7 @@ func (f *flapState) allow(p flapPolicy, now time.Time) bool {
 
 // logTransitionLocked writes the record of one transition, or counts it if
 // the endpoint's record budget is spent; g.emitMu must be held.
-func (g *Group) logTransitionLocked(ep *endpoint, mode Mode, cfg Config, tr Transition, st Status, healthy, total int, now time.Time) {
+func (g *Group) logTransitionLocked(ep *endpoint, mode Mode, cfg Config, tr Transition, st Status, cause error, healthy, total int, now time.Time) {
 	f := &ep.flap
 	if !f.allow(g.flap, now) {
 		if f.suppressed == 0 {
@@ -123,6 +125,11 @@ func (g *Group) logTransitionLocked(ep *endpoint, mode Mode, cfg Config, tr Tran
 			slog.Int("healthy", healthy), slog.Int("total", total)}
 		if h := hint(st, cfg.Service); h != "" {
 			attrs = append(attrs, slog.String("hint", h))
+		}
+		if cause != nil {
+			// What the reason alone cannot say: refused or reset, which
+			// timeout, what a garbage answer looked like.
+			attrs = append(attrs, slog.String("error", errorText(cause)))
 		}
 		g.logger.LogAttrs(ctx, slog.LevelWarn, msgEvicted, attrs...)
 	case Readmitted:
@@ -173,4 +180,13 @@ func (g *Group) logSummaryLocked(ep *endpoint) {
 		slog.String("health", health.String()),
 		slog.Int("healthy", healthy), slog.Int("total", total))
 	f.suppressed, f.evictions, f.readmissions = 0, 0, 0
+}
+
+// errorText is err for the log: a gRPC status error by its message alone,
+// since the reason already names its code.
+func errorText(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
 }

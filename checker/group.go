@@ -74,6 +74,8 @@ type Group struct {
 	onProbe  func(string, Result)
 	flap     flapPolicy
 
+	drains drainWatch
+
 	// ctlMu serializes Add, Remove, Reconfigure and Close, which start and
 	// stop probers.
 	ctlMu     sync.Mutex
@@ -334,6 +336,7 @@ func (g *Group) Close() {
 	eps := g.listLocked()
 	g.mu.RUnlock()
 	stopAll(eps)
+	g.drains.close()
 	closeConns(eps)
 	g.emitMu.Lock()
 	for _, ep := range eps {
@@ -440,7 +443,7 @@ func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Ti
 		})
 	}
 	if tr != NoTransition {
-		g.logTransitionLocked(ep, mode, cfg, tr, next, healthy, total, now)
+		g.logTransitionLocked(ep, mode, cfg, tr, next, r.Err, healthy, total, now)
 	}
 	return true
 }

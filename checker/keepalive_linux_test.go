@@ -2,6 +2,7 @@ package checker
 
 import (
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,8 +73,11 @@ func TestWatchKeepaliveEvictsSilentHost(t *testing.T) {
 	if bound := keepaliveBound(cfg); took > bound+time.Second {
 		t.Errorf("evicted %v after the host went silent, want within %v", took, bound)
 	}
-	checkRecord(t, waitRecords(t, sink, "endpoint evicted", 1)[0], "WARN", evictedKeys,
-		map[string]any{"check": "watch", "reason": "DEADLINE_EXCEEDED", "failures": 1})
+	rec := waitRecords(t, sink, "endpoint evicted", 1)[0]
+	checkRecord(t, rec, "WARN", evictedKeys, map[string]any{"check": "watch", "reason": "DEADLINE_EXCEEDED", "failures": 1})
+	if e, _ := rec["error"].(string); !strings.Contains(e, "connection timed out") {
+		t.Errorf("eviction record's error %q does not say the connection timed out", e)
+	}
 
 	r.blackhole.Store(false) // new connections get through again
 	waitHealth(t, g, r.addr, Healthy)

@@ -241,9 +241,22 @@ func (l *liveness) received() {
 	defer l.mu.Unlock()
 	if l.timer.Stop() {
 		l.running.Done()
-		l.arm(l.p.cfg.Interval)
+		l.periodic()
 	}
-	// Otherwise the callback is running and re-arms itself.
+	// Otherwise the callback is running and goes on to periodic itself.
+}
+
+// periodic starts what watches an open stream: the liveness timer with
+// liveness: check, the group's drain scan with keepalive; l.mu must be
+// held.
+func (l *liveness) periodic() {
+	if l.p.cfg.LivenessCheck {
+		l.arm(l.p.cfg.Interval)
+		return
+	}
+	if !l.stopped {
+		l.p.g.drains.add(l)
+	}
 }
 
 // arm schedules the callback after d; l.mu must be held.
@@ -259,7 +272,8 @@ func (l *liveness) arm(d time.Duration) {
 	}
 }
 
-// stop cancels the timer and waits for a running callback.
+// stop cancels the timer, waits for a running callback and leaves the
+// drain scan.
 func (l *liveness) stop() {
 	l.mu.Lock()
 	l.stopped = true
@@ -268,6 +282,7 @@ func (l *liveness) stop() {
 	}
 	l.mu.Unlock()
 	l.running.Wait()
+	l.p.g.drains.remove(l)
 }
 
 func (l *liveness) fire() {
@@ -280,6 +295,13 @@ func (l *liveness) fire() {
 		l.cancel()
 		return
 	}
+	if !l.p.cfg.LivenessCheck {
+		// The first status came just as its deadline fired.
+		l.mu.Lock()
+		l.periodic()
+		l.mu.Unlock()
+		return
+	}
 	interval := l.p.cfg.Interval
 	if since := time.Since(time.Unix(0, l.lastRecv.Load())); since < interval {
 		l.rearm(interval - since)
@@ -290,10 +312,6 @@ func (l *liveness) fire() {
 		// a connection that is going away.
 		l.connLeft = true
 		l.cancel()
-		return
-	}
-	if !l.p.cfg.LivenessCheck {
-		l.rearm(interval) // TCP keepalive watches the connection
 		return
 	}
 	r := CheckOnce(l.ctx, l.conn, l.p.cfg.Service, l.p.cfg.Timeout)

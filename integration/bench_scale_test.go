@@ -104,6 +104,9 @@ func measureHealthScale(b *testing.B, f *fleet, perCluster int, health string, b
 	evictedStartup := v.count(0, match("endpoint evicted")) - v.count(from, match("endpoint evicted"))
 	evictedSteady := v.count(from, match("endpoint evicted"))
 	b.Logf("log records in the measured %v: %v", window, v.tally(from))
+	if rs := v.logs.find(from, match("endpoint evicted")); len(rs) > 0 {
+		b.Logf("first false eviction: %v", rs[0])
+	}
 
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(n), "endpoints")

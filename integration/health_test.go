@@ -296,3 +296,28 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestWatchModePushesEvictionAndReadmission: in watch mode a backend's
+// NOT_SERVING evicts it, and its SERVING readmits it, as pushed, long
+// before the 30 s interval or two Checks could have; and a quiet stream
+// costs the backend no Check at all (liveness: keepalive).
+func TestWatchModePushesEvictionAndReadmission(t *testing.T) {
+	t.Parallel()
+	bs, v := threeBackends(t, "mode: watch\ninterval: 30s\ntimeout: 1s\nhealthy_threshold: 2")
+	from := v.mark()
+	bs[1].serving(false)
+	r, at := v.wait(10*time.Second, from, match("endpoint evicted", "endpoint", bs[1].addr), "evicted b2")
+	if r.str("check") != "watch" || r.str("reason") != "NOT_SERVING" || r.num("failures") != 1 {
+		t.Errorf("evicted record = %v; want check watch, reason NOT_SERVING, 1 failure", r)
+	}
+	bs[1].serving(true)
+	r, _ = v.wait(10*time.Second, at, match("endpoint readmitted", "endpoint", bs[1].addr), "readmitted b2")
+	if r.str("check") != "watch" || r.str("healthy") != "3" {
+		t.Errorf("readmitted record = %v", r)
+	}
+	for _, b := range bs {
+		if n := b.probes.Load(); n != 0 {
+			t.Errorf("%s got %d Checks; a watched backend with liveness keepalive gets none", b.id, n)
+		}
+	}
+}
