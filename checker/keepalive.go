@@ -12,19 +12,28 @@ import (
 
 // Probe connections use TCP keepalive with a user timeout, so that the
 // kernel proves a quiet connection alive at no cost to the process: after
-// interval without a byte from the backend it sends a keepalive probe,
-// repeats it every timeout, and gives up on the connection (ETIMEDOUT) once
-// interval + timeout have passed without an answer. A host that is powered
+// half an interval without a byte from the backend it sends a keepalive
+// probe, repeats it every second, and gives up on the connection
+// (ETIMEDOUT) once interval + timeout have passed without an answer. The
+// several probes in that window matter: a single lost probe or answer
+// must not end a healthy connection (at 10,000 connections, bursts of
+// keepalive probes overflow even the loopback device's backlog, and with
+// one probe per window a few healthy endpoints a minute were evicted). A host that is powered
 // off or blackholed is thus noticed within interval + timeout even while a
 // Watch stream says nothing; and unlike HTTP/2 PINGs, keepalive probes are
 // below HTTP/2, so no server answers them with GOAWAY too_many_pings. The
 // kernel counts keepalive time in whole seconds, so the bound is really
-// keepaliveBound: interval and timeout each rounded up to a second.
+// keepaliveBound.
+
+// keepaliveIdle is the silence after which the kernel starts probing.
+func keepaliveIdle(cfg Config) time.Duration { return wholeSeconds(cfg.Interval / 2) }
 
 // keepaliveBound is how long after the last byte from a backend that went
-// silent at the TCP level the kernel ends its probe connection, for cfg.
+// silent at the TCP level the kernel ends its probe connection, for cfg:
+// the first keepalive tick (idle, then every second) at or after
+// interval + timeout.
 func keepaliveBound(cfg Config) time.Duration {
-	return wholeSeconds(cfg.Interval) + wholeSeconds(cfg.Timeout)
+	return max(wholeSeconds(cfg.Interval+cfg.Timeout), keepaliveIdle(cfg)+time.Second)
 }
 
 // wholeSeconds rounds d up to whole seconds, at least one, as the net
@@ -38,11 +47,11 @@ func probeDialer(cfg Config) func(ctx context.Context, addr string) (net.Conn, e
 	d := net.Dialer{
 		KeepAliveConfig: net.KeepAliveConfig{
 			Enable:   true,
-			Idle:     cfg.Interval,
-			Interval: cfg.Timeout,
+			Idle:     keepaliveIdle(cfg),
+			Interval: time.Second,
 			// The user timeout ends the connection; the count only has to
 			// be high enough not to end it first.
-			Count: int(max(cfg.Interval/cfg.Timeout, 1)) + 2,
+			Count: int((cfg.Interval+cfg.Timeout)/time.Second) + 2,
 		},
 		Control: func(_, _ string, c syscall.RawConn) error {
 			return setUserTimeout(c, cfg.Interval+cfg.Timeout)
