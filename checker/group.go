@@ -3,12 +3,11 @@ package checker
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
+	"github.com/vigil-proxy/vigil/checker/internal/probeconn"
 )
 
 // Change is one change of an endpoint's Status, as reported to
@@ -45,11 +44,6 @@ type GroupOptions struct {
 	Cluster string
 	// Logger receives the eviction-log records; nil means slog.Default().
 	Logger *slog.Logger
-	// DialOptions are added to the options of the probe connections, after
-	// the group's own (insecure credentials, small buffers, bounded
-	// reconnect backoff), so they can override them, e.g. with TLS
-	// credentials.
-	DialOptions []grpc.DialOption
 	// OnChange is called after every change of an endpoint's Status
 	// (health, reason, cause or counters), one call at a time per group, in
 	// the order the changes were applied. It may call Status, Counts and
@@ -69,7 +63,6 @@ type GroupOptions struct {
 type Group struct {
 	cluster  string
 	logger   *slog.Logger
-	dialOpts []grpc.DialOption
 	onChange func(Change)
 	onProbe  func(string, Result)
 	flap     flapPolicy
@@ -112,7 +105,7 @@ type endpoint struct {
 	// conn is the probe connection, nil until needed. It belongs to the
 	// running prober; between probers, to the control method that stopped
 	// them. It survives Reconfigure.
-	conn *grpc.ClientConn
+	conn *probeconn.Conn
 
 	// Once-per-endpoint warnings (on_unimplemented: serve, Watch
 	// fallback), set when logged; owned like conn.
@@ -133,7 +126,6 @@ func NewGroup(cfg Config, opts GroupOptions) *Group {
 	g := &Group{
 		cluster:   opts.Cluster,
 		logger:    opts.Logger,
-		dialOpts:  slices.Clone(opts.DialOptions),
 		onChange:  opts.OnChange,
 		onProbe:   opts.OnProbe,
 		flap:      defaultFlapPolicy,

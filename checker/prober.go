@@ -2,16 +2,13 @@ package checker
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+	"github.com/vigil-proxy/vigil/checker/internal/probeconn"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // prober probes one endpoint until its context ends. It is the endpoint's
@@ -102,10 +99,7 @@ func (p *prober) probe(ctx context.Context) Result {
 // It also gets rid of a blackholed connection that would otherwise keep
 // timing out long after the path heals.
 func (p *prober) check(ctx context.Context) Result {
-	conn, err := p.connection()
-	if err != nil {
-		return Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}
-	}
+	conn := p.connection()
 	release, ok := setupSlot(ctx, conn)
 	if !ok {
 		return Result{} // stopping
@@ -139,18 +133,14 @@ func (p *prober) unimplementedPolicy(r Result) Result {
 
 // connection returns the endpoint's probe connection, creating it if
 // needed. A connection in TRANSIENT_FAILURE is replaced (see check).
-func (p *prober) connection() (*grpc.ClientConn, error) {
+func (p *prober) connection() *probeconn.Conn {
 	if p.ep.conn != nil && p.ep.conn.GetState() == connectivity.TransientFailure {
 		p.dropConn()
 	}
 	if p.ep.conn == nil {
-		conn, err := grpc.NewClient("passthrough:///"+p.ep.address, p.g.probeDialOptions(p.cfg)...)
-		if err != nil {
-			return nil, fmt.Errorf("probe connection to %s: %w", p.ep.address, err)
-		}
-		p.ep.conn = conn
+		p.ep.conn = probeconn.New(p.ep.address, probeOptions(p.cfg))
 	}
-	return p.ep.conn, nil
+	return p.ep.conn
 }
 
 // maxSettingUp bounds the probe connections being set up at once in the
@@ -167,7 +157,7 @@ var settingUp = make(chan struct{}, maxSettingUp)
 
 // setupSlot waits for a set-up slot when conn is not READY and returns its
 // release (safe to call more than once), or false if ctx ended first.
-func setupSlot(ctx context.Context, conn *grpc.ClientConn) (release func(), ok bool) {
+func setupSlot(ctx context.Context, conn *probeconn.Conn) (release func(), ok bool) {
 	if conn.GetState() == connectivity.Ready {
 		return func() {}, true
 	}
@@ -187,48 +177,25 @@ func (p *prober) dropConn() {
 	}
 }
 
-// Probe connections carry a few hundred bytes per interval: a fixed 64 KiB
-// flow-control window (the minimum; it also turns off BDP estimation and
-// its pings) and small receive limits, so that a misbehaving backend cannot
-// make a probe hold megabytes. Their read and write buffers are grpc-go's
-// defaults, which are pooled: an idle connection pins none, and a probe's
-// frames go out in one write and come in with one read (unbuffered, every
-// frame was a system call of its own: twice the CPU per Check).
+// Probe connections carry a few hundred bytes per interval: the minimum
+// flow-control window (64 KiB) and small receive limits, so that a
+// misbehaving backend cannot make a probe hold megabytes. No HTTP/2 PING
+// is ever sent: a default grpc-go server answers pings more frequent than
+// every 5 minutes with GOAWAY too_many_pings; liveness comes from the
+// probes themselves and from TCP keepalive (keepalive.go).
 const (
 	probeWindow        = 64 << 10
 	probeMaxHeaderList = 64 << 10
 	probeMaxMessage    = 64 << 10
 )
 
-// probeDialOptions are the options of a probe connection. No HTTP/2
-// keepalive is configured: a default grpc-go server answers pings more
-// frequent than every 5 minutes with GOAWAY too_many_pings; liveness comes
-// from the probes themselves and from TCP keepalive (keepalive.go).
-func (g *Group) probeDialOptions(cfg Config) []grpc.DialOption {
-	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(probeDialer(cfg)),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  min(100*time.Millisecond, cfg.Interval),
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   cfg.Interval,
-			},
-			// Longer than the probe's own timeout, so that a backend which
-			// accepts and never answers is always a probe that timed out
-			// (DEADLINE_EXCEEDED), never a connection attempt that gave up
-			// at the same moment (UNAVAILABLE). The attempt does not outlive
-			// the probe: a failed probe closes its connection.
-			MinConnectTimeout: cfg.Timeout + time.Second,
-		}),
-		grpc.WithInitialWindowSize(probeWindow),
-		grpc.WithInitialConnWindowSize(probeWindow),
-		grpc.WithMaxHeaderListSize(probeMaxHeaderList),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(probeMaxMessage)),
-		grpc.WithDisableRetry(),
-		grpc.WithDisableServiceConfig(),
-		grpc.WithUserAgent("vigil-checker"),
+// probeOptions are the options of a probe connection for cfg.
+func probeOptions(cfg Config) probeconn.Options {
+	return probeconn.Options{
+		Dial:           probeDialer(cfg),
+		UserAgent:      "vigil-checker",
+		MaxRecvMessage: probeMaxMessage,
+		MaxHeaderList:  probeMaxHeaderList,
+		Window:         probeWindow,
 	}
-	return append(opts, g.dialOpts...)
 }

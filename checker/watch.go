@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
+	"github.com/vigil-proxy/vigil/checker/internal/probeconn"
 	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -138,10 +138,7 @@ func (p *prober) fallBackToCheck() {
 // watchStream opens one Watch stream and applies every status it pushes
 // until it ends. gotStatus reports that at least one status arrived.
 func (p *prober) watchStream(ctx context.Context, req *healthpb.HealthCheckRequest) (end streamEnd, r Result, gotStatus bool) {
-	conn, err := p.connection()
-	if err != nil {
-		return endFailed, Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}, false
-	}
+	conn := p.connection()
 	release, ok := setupSlot(ctx, conn)
 	if !ok {
 		return endStopping, Result{}, false
@@ -211,7 +208,7 @@ func (p *prober) watchStream(ctx context.Context, req *healthpb.HealthCheckReque
 // prober owns it and waits for it in stop.
 type liveness struct {
 	p      *prober
-	conn   *grpc.ClientConn
+	conn   *probeconn.Conn
 	ctx    context.Context // the stream's context
 	cancel context.CancelFunc
 

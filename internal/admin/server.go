@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +159,15 @@ func (s *Server) Handler() http.Handler {
 		})))
 	}
 	mux.HandleFunc("GET /events", s.events)
+	// The Go runtime's profiles, as Caddy's admin API serves them: how an
+	// operator finds out where a proxy's memory or CPU goes without
+	// rebuilding it. A CPU profile longer than the write timeout is
+	// refused by the handler itself.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
