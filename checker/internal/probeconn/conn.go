@@ -170,6 +170,14 @@ func (c *Conn) dialLocked(ctx context.Context) (*transport, error) {
 		return nil, status.Errorf(codes.Unavailable, "connection error: transport: error while dialing %s: %v", c.address, err)
 	}
 	t := newTransport(c, nc)
+	// The preface goes out before the reader starts: the reader answers
+	// the server's SETTINGS, and an answer before our preface is a
+	// protocol error the server resets the connection for.
+	if err := t.writePreface(); err != nil {
+		_ = nc.Close()
+		c.setStateUnlessClosed(connectivity.TransientFailure)
+		return nil, connectionError(err)
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -182,10 +190,6 @@ func (c *Conn) dialLocked(ctx context.Context) (*transport, error) {
 	c.state.Store(int32(connectivity.Ready))
 	c.mu.Unlock()
 	go t.readLoop()
-	if err := t.writePreface(); err != nil {
-		t.close(connectionError(err))
-		return nil, connectionError(err)
-	}
 	return t, nil
 }
 
