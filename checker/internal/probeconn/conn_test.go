@@ -274,6 +274,30 @@ func TestTimeouts(t *testing.T) {
 	}
 }
 
+// slowHealth answers Check after a delay, ignoring the call's deadline.
+type slowHealth struct {
+	healthpb.UnimplementedHealthServer
+	delay time.Duration
+}
+
+func (h *slowHealth) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	time.Sleep(h.delay)
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+// TestSlowServerIsDeadlineExceeded: the server's own timer (from
+// grpc-timeout) resets the call with CANCEL at about the moment the
+// client's deadline passes; either way the call timed out.
+func TestSlowServerIsDeadlineExceeded(t *testing.T) {
+	addr, _ := serve(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, &slowHealth{delay: 300 * time.Millisecond}) })
+	c := newConn(t, addr, Options{})
+	for i := range 10 {
+		if _, err := check(t.Context(), c, "", 20*time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("Check %d on a slow server = %v, want DEADLINE_EXCEEDED", i, err)
+		}
+	}
+}
+
 func TestNotGRPC(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

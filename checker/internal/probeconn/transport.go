@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -284,7 +285,19 @@ func (t *transport) onData(f *http2.DataFrame) {
 }
 
 func (t *transport) onReset(f *http2.RSTStreamFrame) {
-	t.resetStream(f.StreamID, 0, resetStatus(f.ErrCode))
+	st := resetStatus(f.ErrCode)
+	t.mu.Lock()
+	s := t.streams[f.StreamID]
+	t.mu.Unlock()
+	if s != nil && f.ErrCode == http2.ErrCodeCancel {
+		// A grpc-go server cancels a call whose grpc-timeout ran out, at
+		// about the same moment as the client's own deadline: when ours
+		// has passed, that was the cause (grpc-go's client reads it so).
+		if d, ok := s.ctx.Deadline(); ok && !d.After(time.Now()) {
+			st = status.New(codes.DeadlineExceeded, st.Message())
+		}
+	}
+	t.resetStream(f.StreamID, 0, st)
 }
 
 // resetStream ends stream id with st; a non-zero code is sent to the
