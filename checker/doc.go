@@ -62,9 +62,11 @@
 //
 // # Connections
 //
-// Each endpoint has one gRPC connection for all its probes, with small
-// buffers and no HTTP/2 keepalive pings (a default grpc-go server answers
-// pings more frequent than every 5 minutes with GOAWAY too_many_pings).
+// Each endpoint has one HTTP/2 connection for all its probes
+// (checker/internal/probeconn: one goroutine per connection, a 2 KiB read
+// buffer, the minimum flow-control window) and no HTTP/2 keepalive pings
+// (a default grpc-go server answers pings more frequent than every 5
+// minutes with GOAWAY too_many_pings).
 // After a transport failure the connection is replaced at the next probe,
 // so every probe of a troubled endpoint is a real connection attempt and a
 // recovered backend is seen at once.

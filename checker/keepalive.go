@@ -65,8 +65,9 @@ func probeDialer(cfg Config) func(ctx context.Context, addr string) (net.Conn, e
 // diedOfKeepalive reports whether err, an RPC's error, says that the
 // kernel ended the connection because the backend stopped answering at the
 // TCP level (keepalive or unacknowledged data past the user timeout).
-// grpc-go hands the transport's read error to the RPC only as text in an
-// UNAVAILABLE status, hence the match on the errno's message.
+// The probe connection, like grpc-go's, hands the transport's read error
+// to the RPC only as text in an UNAVAILABLE status, hence the match on the
+// errno's message.
 func diedOfKeepalive(err error) bool {
 	return err != nil && strings.Contains(status.Convert(err).Message(), syscall.ETIMEDOUT.Error())
 }

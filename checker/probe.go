@@ -42,18 +42,21 @@ const (
 //     failure, ...) and stream resets are failures with CauseTransport:
 //     the backend could not be asked.
 //   - A peer that does not speak gRPC is a transport failure with reason
-//     UNAVAILABLE, whatever grpc-go made of its bytes. An HTTP/1.1 server
-//     or a peer sending garbage fails the HTTP/2 handshake (grpc-go reports
-//     UNAVAILABLE); a plain HTTP/2 server answers with a non-gRPC response,
-//     which grpc-go turns into a code derived from the HTTP status (404
-//     becomes UNIMPLEMENTED, 403 PERMISSION_DENIED, ...). Taking such a
+//     UNAVAILABLE, whatever the client made of its bytes. An HTTP/1.1
+//     server or a peer sending garbage fails the HTTP/2 handshake
+//     (UNAVAILABLE); a plain HTTP/2 server answers with a non-gRPC
+//     response, which gRPC clients turn into a code derived from the HTTP
+//     status (404 becomes UNIMPLEMENTED, 403 PERMISSION_DENIED, ...). Taking such a
 //     made-up code as the backend's answer would be wrong: a web server on
 //     the port would count as "no health service" and be served under
 //     on_unimplemented: serve. The endpoint is unreachable as a gRPC
 //     backend, which is exactly what a transport failure means.
 //   - A graceful GOAWAY (NO_ERROR) that ends the call is not a failure: the
-//     call is retried once, on the connection grpc-go opens next, with a
-//     fresh timeout.
+//     call is retried once, on the connection the client opens next, with
+//     a fresh timeout.
+//
+// conn is vigil's probe connection (checker/internal/probeconn) or a
+// grpc-go ClientConn: both word their errors as grpc-go does.
 //
 // If ctx ends first the result is a transport failure carrying ctx's
 // error: a caller that cancelled ctx to stop must discard it.
@@ -104,8 +107,9 @@ func classifyStatus(s healthpb.HealthCheckResponse_ServingStatus) Result {
 	}
 }
 
-// nonGRPCMarkers are fragments of the messages grpc-go writes when the
-// peer's response is not gRPC at all (see operateHeaders in grpc-go's
+// nonGRPCMarkers are fragments of the messages grpc-go (and probeconn,
+// which words them the same) writes when the peer's response is not gRPC
+// at all (see operateHeaders in grpc-go's
 // internal/transport/http2_client.go): the status code that comes with
 // them is derived from an HTTP status, not answered by a gRPC server.
 var nonGRPCMarkers = [...]string{

@@ -89,15 +89,11 @@ func (p *prober) probe(ctx context.Context) Result {
 // on_unimplemented policy.
 //
 // After a transport failure the connection is dropped, and the next probe
-// dials a new one. grpc-go would otherwise keep reconnecting in the
-// background with its own backoff, and its pick_first policy reports
-// TRANSIENT_FAILURE until a reconnect succeeds ("sticky"), so a probe
-// right after a backend recovered would fail with the old error. A fresh
-// connection makes every probe of a troubled endpoint a real connection
-// attempt whose own outcome is the result, a recovered backend is seen at
-// the next probe, and a down endpoint costs no connection between probes.
-// It also gets rid of a blackholed connection that would otherwise keep
-// timing out long after the path heals.
+// dials a new one: every probe of a troubled endpoint is a real
+// connection attempt whose own outcome is the result, a recovered backend
+// is seen at the next probe, a down endpoint costs no connection between
+// probes, and a blackholed connection that would keep timing out long
+// after the path heals is gone.
 func (p *prober) check(ctx context.Context) Result {
 	conn := p.connection()
 	release, ok := setupSlot(ctx, conn)
