@@ -185,6 +185,33 @@ func TestWatchReceivesEveryMessage(t *testing.T) {
 	}
 }
 
+// TestSlowReaderHoldsOneWindow: a caller that does not read makes the
+// server wait instead of filling the client's memory.
+func TestSlowReaderHoldsOneWindow(t *testing.T) {
+	addr, _ := serve(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, &burstHealth{n: 50_000}) })
+	c := newConn(t, addr, Options{})
+	ws, err := healthpb.NewHealthClient(c).Watch(t.Context(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	s := ws.(*grpc.GenericClientStream[healthpb.HealthCheckRequest, healthpb.HealthCheckResponse]).ClientStream.(*stream)
+	buffered := func() int {
+		s.t.mu.Lock()
+		defer s.t.mu.Unlock()
+		return len(s.buf)
+	}
+	waitFor(t, func() bool { return buffered() >= 60_000 }, "the window filled")
+	// Nothing more may come: give a server that ignored the window the
+	// time to send a lot more.
+	time.Sleep(300 * time.Millisecond)
+	if n := buffered(); n > 65535 {
+		t.Errorf("%d bytes buffered for a caller that does not read; the window is 65535", n)
+	}
+}
+
 func TestWatchPushesChanges(t *testing.T) {
 	hs := health.NewServer()
 	addr, _ := serve(t, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) })

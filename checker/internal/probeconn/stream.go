@@ -36,7 +36,7 @@ type stream struct {
 	halfDone bool // END_STREAM sent
 
 	sendWindow  int64
-	recvUnacked uint32
+	recvUnacked uint32 // bytes consumed since the stream's last WINDOW_UPDATE
 	buf         []byte // received message bytes not yet consumed
 	gotHeaders  bool
 	header      metadata.MD
@@ -259,6 +259,18 @@ func (t *transport) waitWindow(ctx context.Context, n int64) error {
 	}
 }
 
+// creditLocked counts n bytes consumed and returns the WINDOW_UPDATE
+// increment to send now (0: none yet); the transport's mu must be held.
+func (s *stream) creditLocked(n uint32) uint32 {
+	s.recvUnacked += n
+	if s.ended || s.recvUnacked < s.conn.opts.Window/4 {
+		return 0
+	}
+	inc := s.recvUnacked
+	s.recvUnacked = 0
+	return inc
+}
+
 // RecvMsg receives the next message into m; at the end of a call that
 // succeeded it returns io.EOF, else the call's status as an error.
 func (s *stream) RecvMsg(m any) error {
@@ -271,8 +283,15 @@ func (s *stream) RecvMsg(m any) error {
 	for {
 		t.mu.Lock()
 		msg, ok, err := s.nextMessageLocked()
+		var update uint32
+		if ok {
+			update = s.creditLocked(uint32(5 + len(msg)))
+		}
 		ended, final := s.ended, s.final
 		t.mu.Unlock()
+		if update > 0 {
+			_ = t.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(s.id, update) })
+		}
 		switch {
 		case err != nil:
 			return err

@@ -255,8 +255,12 @@ func (t *transport) onData(f *http2.DataFrame) {
 		rst = s.dataLocked(f.Data(), f.StreamEnded())
 		if ended = s.ended; ended {
 			t.removeLocked(s)
-		} else if s.recvUnacked += n; s.recvUnacked >= t.conn.opts.Window/4 {
-			streamUpdate, s.recvUnacked = s.recvUnacked, 0
+		} else {
+			// The stream's window reopens as the caller consumes
+			// messages (RecvMsg), so that a caller slower than the
+			// server holds at most one window of them; padding is
+			// consumed on arrival.
+			streamUpdate = s.creditLocked(n - uint32(len(f.Data())))
 		}
 	}
 	t.mu.Unlock()
