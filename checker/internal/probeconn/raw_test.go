@@ -1,0 +1,173 @@
+package probeconn
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// rawServer is an HTTP/2 server that answers the first request of each
+// connection with a scripted sequence of frames: answers no grpc-go
+// server would give, which backends (or what stands in front of them)
+// still can.
+func rawServer(t *testing.T, script func(fr *http2.Framer, headers func(endStream bool, kv ...string))) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Go(func() { serveRaw(nc, script) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, nc := range conns {
+			_ = nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func serveRaw(nc net.Conn, script func(fr *http2.Framer, headers func(endStream bool, kv ...string))) {
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(nc, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(nc, nc)
+	if err := fr.WriteSettings(); err != nil {
+		return
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok {
+			var buf bytes.Buffer
+			enc := hpack.NewEncoder(&buf)
+			headers := func(endStream bool, kv ...string) {
+				buf.Reset()
+				for i := 0; i+1 < len(kv); i += 2 {
+					_ = enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+				}
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: buf.Bytes(), EndStream: endStream, EndHeaders: true})
+			}
+			script(fr, headers)
+			break
+		}
+	}
+	_, _ = io.Copy(io.Discard, nc)
+}
+
+// message frames a HealthCheckResponse{status: SERVING} (field 1 = 1)
+// with the given compressed flag.
+func message(flag byte) []byte {
+	body := []byte{0x08, 0x01}
+	b := make([]byte, 5+len(body))
+	b[0] = flag
+	binary.BigEndian.PutUint32(b[1:], uint32(len(body)))
+	copy(b[5:], body)
+	return b
+}
+
+func TestUnusualAnswers(t *testing.T) {
+	ok := []string{":status", "200", "content-type", "application/grpc"}
+	tests := []struct {
+		name     string
+		script   func(fr *http2.Framer, headers func(bool, ...string))
+		wantCode codes.Code
+		wantMsg  string
+	}{
+		{"served", func(fr *http2.Framer, headers func(bool, ...string)) {
+			headers(false, ok...)
+			_ = fr.WriteData(1, false, message(0))
+			headers(true, "grpc-status", "0")
+		}, codes.OK, ""},
+		{"http 404", func(_ *http2.Framer, headers func(bool, ...string)) {
+			headers(true, ":status", "404")
+		}, codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found)"},
+		{"http 503 with a body", func(fr *http2.Framer, headers func(bool, ...string)) {
+			headers(false, ":status", "503", "content-type", "text/plain")
+			_ = fr.WriteData(1, true, []byte("overloaded"))
+		}, codes.Unavailable, "unexpected HTTP status code"},
+		{"no :status", func(_ *http2.Framer, headers func(bool, ...string)) {
+			headers(true, "content-type", "application/grpc")
+		}, codes.Internal, "malformed header: missing HTTP status"},
+		{"html", func(_ *http2.Framer, headers func(bool, ...string)) {
+			headers(true, ":status", "200", "content-type", "text/html")
+		}, codes.Unknown, "received unexpected content-type"},
+		{"trailers-only NOT_FOUND", func(_ *http2.Framer, headers func(bool, ...string)) {
+			headers(true, append(ok, "grpc-status", "5", "grpc-message", "no%20such%20service")...)
+		}, codes.NotFound, "no such service"},
+		{"malformed grpc-status", func(_ *http2.Framer, headers func(bool, ...string)) {
+			headers(true, append(ok, "grpc-status", "five")...)
+		}, codes.Internal, "malformed grpc-status"},
+		{"no grpc-status", func(fr *http2.Framer, headers func(bool, ...string)) {
+			headers(false, ok...)
+			_ = fr.WriteData(1, false, message(0))
+			headers(true, "x-other", "1")
+		}, codes.Unknown, "without a grpc-status"},
+		{"compressed without asking", func(fr *http2.Framer, headers func(bool, ...string)) {
+			headers(false, ok...)
+			_ = fr.WriteData(1, false, message(1))
+		}, codes.Internal, "compressed message"},
+		{"END_STREAM on DATA", func(fr *http2.Framer, headers func(bool, ...string)) {
+			headers(false, ok...)
+			_ = fr.WriteData(1, true, nil)
+		}, codes.Internal, "without sending trailers"},
+		{"DATA before HEADERS", func(fr *http2.Framer, _ func(bool, ...string)) {
+			_ = fr.WriteData(1, false, message(0))
+		}, codes.Internal, "malformed header"},
+		{"RST_STREAM REFUSED_STREAM", func(fr *http2.Framer, _ func(bool, ...string)) {
+			_ = fr.WriteRSTStream(1, http2.ErrCodeRefusedStream)
+		}, codes.Unavailable, "stream terminated by RST_STREAM with error code: REFUSED_STREAM"},
+		{"GOAWAY with an error", func(fr *http2.Framer, _ func(bool, ...string)) {
+			_ = fr.WriteGoAway(0, http2.ErrCodeEnhanceYourCalm, []byte("too_many_pings"))
+		}, codes.Unavailable, "received goaway: code: ENHANCE_YOUR_CALM"},
+		{"PUSH_PROMISE", func(fr *http2.Framer, _ func(bool, ...string)) {
+			_ = fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
+		}, codes.Unavailable, "PUSH_PROMISE"},
+		{"broken HPACK", func(fr *http2.Framer, _ func(bool, ...string)) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff}, EndHeaders: true})
+		}, codes.Unavailable, "connection error"},
+		{"a frame beyond 16 KiB", func(fr *http2.Framer, headers func(bool, ...string)) {
+			headers(false, ok...)
+			_ = fr.WriteData(1, false, make([]byte, 20000))
+		}, codes.Unavailable, "frame too large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newConn(t, rawServer(t, tt.script), Options{})
+			_, err := check(t.Context(), c, "", 5*time.Second)
+			st := status.Convert(err)
+			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
+				t.Errorf("Check = %v; want code %v with %q", err, tt.wantCode, tt.wantMsg)
+			}
+		})
+	}
+}
