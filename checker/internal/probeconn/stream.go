@@ -176,11 +176,16 @@ func (s *stream) startOn(endStream bool) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	t.mu.Lock()
-	if t.err != nil || t.goAway {
+	if t.goAway {
 		t.mu.Unlock()
-		// Gone between transport() and here: like grpc-go's draining
+		// Drained between transport() and here: like grpc-go's draining
 		// transport, this is retried on the next connection by CheckOnce.
 		return status.Error(codes.Unavailable, "the connection is draining")
+	}
+	if t.err != nil {
+		err := t.err
+		t.mu.Unlock()
+		return err
 	}
 	if t.sendWindow < int64(len(s.request)) {
 		// waitWindow saw room, but another call took it since. Rare

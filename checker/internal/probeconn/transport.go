@@ -117,6 +117,7 @@ func (t *transport) writeLocked(fn func(*http2.Framer) error) error {
 // close ends the transport: every call on it fails with reason, and the
 // socket is closed, which makes the reader return.
 func (t *transport) close(reason error) {
+	t.conn.retire(t, connectivity.TransientFailure)
 	t.mu.Lock()
 	streams := t.fail(reason)
 	t.mu.Unlock()
