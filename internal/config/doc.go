@@ -9,6 +9,10 @@
 // bad addresses, durations, thresholds and enumerations. Only a YAML syntax
 // error stops the checks early, since nothing after it can be trusted.
 //
+// A Parser does what Parse does for successive versions of one file, with
+// the same results, re-parsing only the listeners and clusters whose text
+// changed: live reloads of big files use it.
+//
 // Beyond the contract of DESIGN.md, listeners take resource limits:
 //
 //	max_concurrent_streams  streams per client HTTP/2 connection, >= 1 (default 100)

@@ -18,6 +18,12 @@ import (
 // Load reads and parses the configuration file at path. On failure the
 // error is an ErrorList (use errors.As) naming every problem found.
 func Load(path string) (*Config, error) {
+	return load(path, Parse)
+}
+
+// load reads the file at path and hands it to parse; Load and Parser.Load
+// differ only in the parse.
+func load(path string, parse func(file string, data []byte) (*Config, error)) (*Config, error) {
 	data, err := readFile(path)
 	if err != nil {
 		msg := err.Error()
@@ -27,7 +33,7 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, ErrorList{{File: path, Msg: "cannot read: " + msg, Err: err}}
 	}
-	return Parse(path, data)
+	return parse(path, data)
 }
 
 func readFile(path string) ([]byte, error) {

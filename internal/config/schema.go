@@ -18,34 +18,57 @@ var (
 	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
 )
 
-// sources remembers the nodes of values that later checks across the whole
-// file refer to (duplicates, references); nil where the value is missing or
-// invalid, so each problem is reported once.
+// sources remembers where the values that later checks across the whole
+// file refer to (duplicates, references) were written; the zero Pos where
+// the value is missing or invalid, so each problem is reported once.
+// Positions rather than nodes, so that a Parser can keep them for the items
+// it caches and shift them when an item moves in the file.
 type sources struct {
-	admin     *yaml.Node
+	admin     Pos
 	listeners []listenerSource
-	clusters  []*yaml.Node // name nodes
+	clusters  []Pos // name positions
 }
 
 type listenerSource struct {
-	name, address, cluster *yaml.Node
+	name, address, cluster Pos
+}
+
+// nodePos is the position of n, or the zero Pos for nil.
+func nodePos(n *yaml.Node) Pos {
+	if n == nil {
+		return Pos{}
+	}
+	return Pos{Line: n.Line, Col: n.Column}
 }
 
 // decodeConfig walks the document's root node into a Config with defaults
 // filled in, then checks what spans sections.
 func (w *walker) decodeConfig(root *yaml.Node) *Config {
+	cfg, src := w.decodeTop(root)
+	if !w.exhausted {
+		// A walk cut short by the alias budget saw only part of the file;
+		// its cross-references would be noise.
+		w.crossCheck(cfg, src)
+	}
+	return cfg
+}
+
+// decodeTop decodes the root mapping and every section, without the checks
+// across sections, which a Parser runs itself once it has put together the
+// items it decoded separately.
+func (w *walker) decodeTop(root *yaml.Node) (*Config, *sources) {
 	cfg := &Config{
 		Admin:    Admin{Address: DefaultAdminAddress},
 		Log:      Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 		Shutdown: Shutdown{DrainDelay: DefaultDrainDelay, Timeout: DefaultShutdownTimeout},
 	}
-	var src sources
+	src := &sources{}
 	f, _, ok := w.mapping(root, "", topKeys)
 	if !ok {
-		return cfg
+		return cfg, src
 	}
 	if v := f.value("admin"); v != nil {
-		src.admin = w.decodeAdmin(v, &cfg.Admin)
+		src.admin = nodePos(w.decodeAdmin(v, &cfg.Admin))
 	}
 	if v := f.value("log"); v != nil {
 		w.decodeLog(v, &cfg.Log)
@@ -66,15 +89,10 @@ func (w *walker) decodeConfig(root *yaml.Node) *Config {
 		for i, item := range items {
 			c, name := w.decodeCluster(item, index("clusters", i))
 			cfg.Clusters = append(cfg.Clusters, c)
-			src.clusters = append(src.clusters, name)
+			src.clusters = append(src.clusters, nodePos(name))
 		}
 	}
-	if !w.exhausted {
-		// A walk cut short by the alias budget saw only part of the file;
-		// its cross-references would be noise.
-		w.crossCheck(cfg, &src)
-	}
-	return cfg
+	return cfg, src
 }
 
 func (w *walker) decodeAdmin(raw *yaml.Node, admin *Admin) *yaml.Node {
@@ -153,22 +171,20 @@ func (w *walker) decodeListener(raw *yaml.Node, path string) (Listener, listener
 	if !ok {
 		return l, src
 	}
+	var n *yaml.Node
 	if w.require(&f, m, path, "name", "") {
-		l.Name, src.name, ok = w.name(f.value("name"), join(path, "name"))
-		if !ok {
-			src.name = nil
+		if l.Name, n, ok = w.name(f.value("name"), join(path, "name")); ok {
+			src.name = nodePos(n)
 		}
 	}
 	if w.require(&f, m, path, "address", " (host:port to listen on)") {
-		l.Address, src.address, ok = w.address(f.value("address"), join(path, "address"), listenAddress)
-		if !ok {
-			src.address = nil
+		if l.Address, n, ok = w.address(f.value("address"), join(path, "address"), listenAddress); ok {
+			src.address = nodePos(n)
 		}
 	}
 	if w.require(&f, m, path, "cluster", " (the cluster this listener forwards to)") {
-		l.Cluster, src.cluster, ok = w.name(f.value("cluster"), join(path, "cluster"))
-		if !ok {
-			src.cluster = nil
+		if l.Cluster, n, ok = w.name(f.value("cluster"), join(path, "cluster")); ok {
+			src.cluster = nodePos(n)
 		}
 	}
 	if v := f.value("protocol"); v != nil {
@@ -382,48 +398,53 @@ const maxSuggestWork = 1_000_000
 func (w *walker) crossCheck(cfg *Config, src *sources) {
 	clusterNames := make(map[string]int, len(cfg.Clusters)) // name -> line
 	names := make([]string, 0, len(cfg.Clusters))
-	for i, n := range src.clusters {
-		if n == nil {
+	for i, at := range src.clusters {
+		if at == (Pos{}) {
 			continue
 		}
 		name := cfg.Clusters[i].Name
 		if first, dup := clusterNames[name]; dup {
-			w.errs.at(n, join(index("clusters", i), "name"), "duplicate cluster name %s (first at line %d)", quote(name), first)
+			w.errs.atPos(at, join(index("clusters", i), "name"), "duplicate cluster name %s (first at line %d)", quote(name), first)
 			continue
 		}
-		clusterNames[name] = n.Line
+		clusterNames[name] = at.Line
 		names = append(names, name)
 	}
 
 	listenerNames := make(map[string]int, len(cfg.Listeners))
 	suggestWork := 0
+	// Paths are built only for the messages: this runs on every reload.
 	type bound struct {
-		what string
-		line int
+		listener int // index, or -1 for admin.address
+		line     int
 	}
 	addresses := make(map[string]bound, len(cfg.Listeners)+1)
-	if src.admin != nil && !isEphemeral(cfg.Admin.Address) {
-		addresses[addressKey(cfg.Admin.Address)] = bound{"admin.address", src.admin.Line}
+	if src.admin != (Pos{}) && !isEphemeral(cfg.Admin.Address) {
+		addresses[addressKey(cfg.Admin.Address)] = bound{-1, src.admin.Line}
 	}
 	for i, ls := range src.listeners {
 		l := &cfg.Listeners[i]
-		path := index("listeners", i)
-		if ls.name != nil {
+		path := func() string { return index("listeners", i) }
+		if ls.name != (Pos{}) {
 			if first, dup := listenerNames[l.Name]; dup {
-				w.errs.at(ls.name, join(path, "name"), "duplicate listener name %s (first at line %d)", quote(l.Name), first)
+				w.errs.atPos(ls.name, join(path(), "name"), "duplicate listener name %s (first at line %d)", quote(l.Name), first)
 			} else {
 				listenerNames[l.Name] = ls.name.Line
 			}
 		}
-		if ls.address != nil && !isEphemeral(l.Address) {
+		if ls.address != (Pos{}) && !isEphemeral(l.Address) {
 			key := addressKey(l.Address)
 			if first, dup := addresses[key]; dup {
-				w.errs.at(ls.address, join(path, "address"), "address %s is already used by %s (line %d)", quote(l.Address), first.what, first.line)
+				what := "admin.address"
+				if first.listener >= 0 {
+					what = join(index("listeners", first.listener), "address")
+				}
+				w.errs.atPos(ls.address, join(path(), "address"), "address %s is already used by %s (line %d)", quote(l.Address), what, first.line)
 			} else {
-				addresses[key] = bound{join(path, "address"), ls.address.Line}
+				addresses[key] = bound{i, ls.address.Line}
 			}
 		}
-		if ls.cluster != nil {
+		if ls.cluster != (Pos{}) {
 			if _, ok := clusterNames[l.Cluster]; !ok {
 				hint := ""
 				// Suggestions compare with every cluster name: bound their
@@ -431,7 +452,7 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 				if suggestWork += len(names); suggestWork <= maxSuggestWork {
 					hint = didYouMean(l.Cluster, names)
 				}
-				w.errs.at(ls.cluster, join(path, "cluster"), "unknown cluster %s%s", quote(l.Cluster), hint)
+				w.errs.atPos(ls.cluster, join(path(), "cluster"), "unknown cluster %s%s", quote(l.Cluster), hint)
 			}
 		}
 	}

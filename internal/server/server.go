@@ -50,6 +50,9 @@ type Server struct {
 	// reloadMu serializes ReloadFile so that each logged difference is
 	// against the configuration it replaced.
 	reloadMu sync.Mutex
+	// parser parses the files ReloadFile reads, re-parsing only the items
+	// that changed since the last one.
+	parser config.Parser
 
 	// mu serializes Start, Reload and Shutdown, and guards what they
 	// change.
