@@ -18,7 +18,8 @@ import (
 )
 
 func runCmd(args []string, _, stderr io.Writer) int {
-	cfg, code := loadConfig("vigil run", args, stderr)
+	parser := new(config.Parser)
+	cfg, code := loadConfigWith(parser, "vigil run", args, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -40,7 +41,7 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
-	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store, Version: version})
+	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store, Version: version, Parser: parser})
 	logger.LogAttrs(context.Background(), slog.LevelInfo, "config loaded", cfg.Attrs()...)
 	if err := srv.Start(cfg); err != nil {
 		logger.Error("cannot start", "errors", config.ErrorLines(err))

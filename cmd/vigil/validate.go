@@ -27,13 +27,19 @@ func validateCmd(args []string, stdout, stderr io.Writer) int {
 // and returns a nil config with the exit code: 2 for bad flags, 1 for a bad
 // file.
 func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, int) {
+	return loadConfigWith(new(config.Parser), name, args, stderr)
+}
+
+// loadConfigWith is loadConfig through parser, which then remembers the
+// file's items for the reloads that follow.
+func loadConfigWith(parser *config.Parser, name string, args []string, stderr io.Writer) (*config.Config, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "config.yaml", "configuration `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return nil, 2
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := parser.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, strings.Join(config.ErrorLines(err), "\n"))
 		return nil, 1

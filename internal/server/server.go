@@ -33,6 +33,10 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Version is reported in vigil_build_info.
 	Version string
+	// Parser parses the files ReloadFile reads; pass the one that loaded
+	// the initial configuration, so that the first reload already
+	// re-parses only what changed. Nil makes one of its own.
+	Parser *config.Parser
 }
 
 // Server runs one vigil process's listeners, clusters and health checks.
@@ -52,7 +56,7 @@ type Server struct {
 	reloadMu sync.Mutex
 	// parser parses the files ReloadFile reads, re-parsing only the items
 	// that changed since the last one.
-	parser config.Parser
+	parser *config.Parser
 
 	// mu serializes Start, Reload and Shutdown, and guards what they
 	// change.
@@ -99,6 +103,10 @@ func New(opts Options) *Server {
 		readyCh:         make(chan struct{}),
 		retire:          make(chan *clusterRT),
 		quit:            make(chan struct{}),
+		parser:          opts.Parser,
+	}
+	if s.parser == nil {
+		s.parser = new(config.Parser)
 	}
 	// grpc-go's health server starts with "" SERVING; vigil is not ready
 	// before its first round of probes.
