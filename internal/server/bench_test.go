@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vigil-proxy/vigil/checker"
+	"github.com/vigil-proxy/vigil/internal/config"
 )
 
 // bigConfig is one cluster of n endpoints that are never probed (mode
@@ -43,6 +44,53 @@ func BenchmarkStartCluster(b *testing.B) {
 				}
 				s.Shutdown(context.Background())
 				b.StartTimer()
+			}
+		})
+	}
+}
+
+// clustersConfig is n/10 clusters of 10 endpoints (never probed), the last
+// endpoint of the first cluster on port last.
+func clustersConfig(n, last int) string {
+	var b strings.Builder
+	b.WriteString("admin:\n  address: \"\"\nclusters:\n")
+	for c := range n / 10 {
+		fmt.Fprintf(&b, "  - name: c%04d\n    endpoints:\n", c)
+		for e := range 10 {
+			port := 80 + e
+			if c == 0 && e == 9 {
+				port = last
+			}
+			fmt.Fprintf(&b, "      - address: 10.%d.%d.1:%d\n", c>>8, c&255, port)
+		}
+		b.WriteString("    health_check:\n      mode: none\n")
+	}
+	return b.String()
+}
+
+// BenchmarkReloadApply is Diff and Reload of a configuration in which one
+// endpoint changed, at 100, 1,000 and 10,000 endpoints: the work must
+// follow the change, not the size (parsing is BenchmarkParserReload in
+// internal/config).
+func BenchmarkReloadApply(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			cfgs := [2]*config.Config{parse(&testing.T{}, clustersConfig(n, 89)), parse(&testing.T{}, clustersConfig(n, 90))}
+			s := newServer(&testing.T{})
+			if err := s.Start(cfgs[0]); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Shutdown(context.Background()) })
+			i := 0
+			for b.Loop() {
+				i++
+				next := cfgs[i%2]
+				if ch := config.Diff(s.Config(), next); len(ch.Clusters) != 1 {
+					b.Fatalf("Diff = %+v", ch)
+				}
+				if err := s.Reload(next); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

@@ -292,6 +292,26 @@ type clusterPlan struct {
 	policyChanged bool
 }
 
+// keep reports whether the cluster runs cfg already (its position in the
+// file aside), and if so takes cfg as its configuration: a reload then has
+// nothing to plan, write or commit for it. This is what keeps a reload's
+// work proportional to what changed: comparing a cluster is a few field
+// and endpoint comparisons, planning it builds maps and reads the store.
+// The caller holds the server's lock.
+func (rt *clusterRT) keep(cfg config.Cluster) bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	same := !rt.removed && cfg.Name == rt.cfg.Name && cfg.LBPolicy == rt.cfg.LBPolicy &&
+		cfg.PanicThreshold == rt.cfg.PanicThreshold && cfg.HealthCheck == rt.cfg.HealthCheck &&
+		slices.EqualFunc(cfg.Endpoints, rt.cfg.Endpoints, func(a, b config.Endpoint) bool {
+			return a.Address == b.Address && a.Weight == b.Weight
+		})
+	if same {
+		rt.cfg = cfg
+	}
+	return same
+}
+
 // plan compares cfg with what runs. The caller holds the server's lock.
 func (rt *clusterRT) plan(cfg config.Cluster) clusterPlan {
 	rt.mu.Lock()

@@ -186,17 +186,22 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 		plan clusterPlan
 	}
 	var steps []step
+	names := make(map[string]bool, len(cfg.Clusters))
 	for _, c := range cfg.Clusters {
+		names[c.Name] = true
 		rt := s.clusters[c.Name]
-		if rt == nil {
+		switch {
+		case rt == nil:
 			rt = newClusterRT(s, c, !reload)
 			s.clusters[c.Name] = rt
+		case rt.keep(c):
+			continue
 		}
 		steps = append(steps, step{rt, rt.plan(c)})
 	}
 	var gone []step
 	for name, rt := range s.clusters {
-		if !slices.ContainsFunc(cfg.Clusters, func(c config.Cluster) bool { return c.Name == name }) {
+		if !names[name] {
 			left := rt.cfg
 			left.Endpoints = nil
 			gone = append(gone, step{rt, rt.plan(left)})
