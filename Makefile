@@ -28,10 +28,12 @@ unit:
 run: build
 	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml
 
-# Fuzz the config parser (FUZZTIME=5m for a longer run).
+# Fuzz the config parser, then hold the incremental reload parser to its
+# output (FUZZTIME=5m for longer runs).
 FUZZTIME ?= 1m
 fuzz:
-	$(GO) test -run '^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz='^FuzzIncrementalMatchesParse$$' -fuzztime=$(FUZZTIME) ./internal/config
 
 # Benchmarks, not part of make test (about 15 minutes; the machine's other
 # load moves the figures: the summary shows the load average of each run).
@@ -47,7 +49,7 @@ bench: BENCH_E2E := VIGIL_INTEGRATION_NORACE=1 $(GO) test -run '^$$' -timeout 30
 bench:
 	@mkdir -p $(BENCH_OUT) && rm -f $(BENCH_OUT)/*.txt
 	@echo "load average at start: $$(cat /proc/loadavg)"
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./balancer/... ./checker/... ./internal/config/... 2>&1 | tee $(BENCH_OUT)/micro.txt
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms ./balancer/... ./checker/... ./internal/config/... ./internal/server/... 2>&1 | tee $(BENCH_OUT)/micro.txt
 	$(BENCH_E2E) -bench TCPBulk -benchtime 3x 2>&1 | tee $(BENCH_OUT)/e2e-tcp.txt
 	$(BENCH_E2E) -bench CheckCost -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-checkcost.txt
 	$(BENCH_E2E) -bench GRPCLoad -benchtime 1x -count 3 2>&1 | tee $(BENCH_OUT)/e2e-grpc.txt
