@@ -374,14 +374,7 @@ func (s *fstream) backendReset(code http2.ErrCode, fl *flusher) {
 	if ended {
 		return
 	}
-	grpcCode := codes.Internal
-	switch code {
-	case http2.ErrCodeCancel:
-		grpcCode = codes.Canceled
-	case http2.ErrCodeRefusedStream:
-		grpcCode = codes.Unavailable
-	}
-	s.finish(grpcCode)
+	s.finish(grpccode.FromReset(code))
 }
 
 // backendBroke: the backend sent what the proxy cannot forward on this

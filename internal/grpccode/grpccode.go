@@ -4,7 +4,10 @@
 // gives "NotFound" instead.
 package grpccode
 
-import "google.golang.org/grpc/codes"
+import (
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc/codes"
+)
 
 var names = [...]string{
 	codes.OK:                 "OK",
@@ -38,4 +41,22 @@ func Name(c codes.Code) string {
 		return names[c]
 	}
 	return names[codes.Unknown]
+}
+
+// FromReset is the status code of a call whose HTTP/2 stream the peer
+// reset with code, as grpc-go's client maps it (every code it does not
+// name is INTERNAL): a proxy forwarding the reset and a probe reading it
+// then agree with what a client talking to the backend directly sees.
+func FromReset(code http2.ErrCode) codes.Code {
+	switch code {
+	case http2.ErrCodeCancel:
+		return codes.Canceled
+	case http2.ErrCodeRefusedStream:
+		return codes.Unavailable
+	case http2.ErrCodeEnhanceYourCalm:
+		return codes.ResourceExhausted
+	case http2.ErrCodeInadequateSecurity:
+		return codes.PermissionDenied
+	}
+	return codes.Internal
 }

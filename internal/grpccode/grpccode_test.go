@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 )
 
@@ -30,6 +31,29 @@ func TestName(t *testing.T) {
 		want := strings.ToUpper(c.String())
 		if got := strings.ReplaceAll(Name(c), "_", ""); got != want && !(c == codes.Canceled && got == "CANCELLED") {
 			t.Errorf("Name(%v) = %q", c, Name(c))
+		}
+	}
+}
+
+func TestFromReset(t *testing.T) {
+	tests := []struct {
+		code http2.ErrCode
+		want codes.Code
+	}{
+		{http2.ErrCodeNo, codes.Internal},
+		{http2.ErrCodeProtocol, codes.Internal},
+		{http2.ErrCodeInternal, codes.Internal},
+		{http2.ErrCodeFlowControl, codes.Internal},
+		{http2.ErrCodeRefusedStream, codes.Unavailable},
+		{http2.ErrCodeCancel, codes.Canceled},
+		{http2.ErrCodeEnhanceYourCalm, codes.ResourceExhausted},
+		{http2.ErrCodeInadequateSecurity, codes.PermissionDenied},
+		{http2.ErrCodeHTTP11Required, codes.Internal},
+		{0xff, codes.Internal},
+	}
+	for _, tt := range tests {
+		if got := FromReset(tt.code); got != tt.want {
+			t.Errorf("FromReset(%v) = %v, want %v", tt.code, got, tt.want)
 		}
 	}
 }

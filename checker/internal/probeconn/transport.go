@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vigil-proxy/vigil/internal/grpccode"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
@@ -429,19 +430,7 @@ func (t *transport) signalWindowLocked() {
 }
 
 // resetStatus is the status of a call the server reset, with grpc-go's
-// mapping of HTTP/2 error codes and its wording, which ClassifyError
-// recognises as a transport failure.
+// wording, which ClassifyError recognises as a transport failure.
 func resetStatus(code http2.ErrCode) *status.Status {
-	c := codes.Internal
-	switch code {
-	case http2.ErrCodeCancel:
-		c = codes.Canceled
-	case http2.ErrCodeRefusedStream:
-		c = codes.Unavailable
-	case http2.ErrCodeEnhanceYourCalm:
-		c = codes.ResourceExhausted
-	case http2.ErrCodeInadequateSecurity:
-		c = codes.PermissionDenied
-	}
-	return status.Newf(c, "stream terminated by RST_STREAM with error code: %v", code)
+	return status.Newf(grpccode.FromReset(code), "stream terminated by RST_STREAM with error code: %v", code)
 }
