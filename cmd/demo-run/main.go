@@ -151,6 +151,22 @@ type demoPlan struct {
 
 func backendID(i int) string { return "demo-" + strconv.Itoa(i+1) }
 
+// portWait bounds how long demo-run waits for a port held in TIME_WAIT
+// (60 s on Linux).
+const portWait = 70 * time.Second
+
+// fixedPorts are the addresses the backends will listen on.
+func (o options) fixedPorts() []string {
+	var addrs []string
+	for i, addr := range o.backends {
+		addrs = append(addrs, addr)
+		if o.controlBase > 0 {
+			addrs = append(addrs, "127.0.0.1:"+strconv.Itoa(o.controlBase+i))
+		}
+	}
+	return addrs
+}
+
 // plan turns the options into the processes to start. Arguments passed to
 // the demo binaries use their flags; the clients' -rate etc. are validated
 // by the clients themselves.
@@ -220,6 +236,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	out := &output{w: stdout, start: time.Now(), color: isTerminal(stdout) && os.Getenv("NO_COLOR") == "", width: nameWidth(p.all())}
 	introduce(out, opts, p)
+	if err := waitPortsFree(ctx, out, opts.fixedPorts(), portWait); err != nil {
+		return err
+	}
 	return supervise(ctx, out, [][]proc{p.backends, {p.vigil}, p.clients}, opts.readyTimeout)
 }
 
