@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -69,58 +68,6 @@ func startChaosVigil(t testing.TB, cfg yamlConfig) (*vigilProc, string) {
 	}
 	v := startVigilEnv(t, path, "GOGC="+strconv.Itoa(chaosGOGC))
 	return v, "http://" + v.adminAddr()
-}
-
-// startVigilEnv is startVigilFile with extra environment variables.
-func startVigilEnv(t testing.TB, path string, env ...string) *vigilProc {
-	t.Helper()
-	v := &vigilProc{t: t, cfgPath: path, logs: newLogStream(), done: make(chan struct{})}
-	v.cmd = exec.Command(bin("vigil"), "run", "--config", path)
-	v.cmd.Env = append(os.Environ(), env...)
-	stderr, err := v.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.cmd.Stdout = io.Discard
-	if err := v.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var tee io.Writer
-	if os.Getenv("VIGIL_TEST_LOG") != "" {
-		tee = os.Stderr
-	}
-	consumed := make(chan struct{})
-	go func() {
-		defer close(consumed)
-		v.logs.consume(stderr, tee)
-	}()
-	go func() {
-		<-consumed
-		v.exit = v.cmd.Wait()
-		close(v.done)
-	}()
-	t.Cleanup(func() {
-		v.kill()
-		if raw := v.logs.rawText(); strings.Contains(raw, "DATA RACE") || strings.Contains(raw, "panic:") {
-			t.Errorf("vigil reported a problem:\n%s", raw)
-		}
-	})
-	// Wait for it to run, or to exit (a configuration it rejects).
-	deadline := time.Now().Add(30 * time.Second)
-	for len(v.logs.find(0, func(r record) bool { return r.msg() == "vigil running" || r.msg() == "cannot start" })) == 0 {
-		select {
-		case <-v.done:
-			t.Fatalf("vigil exited at start (%v); output:\n%s", v.exit, v.logs.dump())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vigil not running within 30s; log:\n%s", v.logs.dump())
-		}
-	}
-	if rs := v.logs.find(0, match("cannot start")); len(rs) > 0 {
-		t.Fatalf("vigil could not start: %v", rs[0])
-	}
-	return v
 }
 
 // chaosSample is one look at the vigil process.

@@ -176,8 +176,17 @@ func startVigil(t testing.TB, cfg string) *vigilProc {
 
 func startVigilFile(t testing.TB, path string) *vigilProc {
 	t.Helper()
+	return startVigilEnv(t, path)
+}
+
+// startVigilEnv runs vigil on the configuration file at path, with env
+// added to its environment, and waits until it runs; the test fails if it
+// exits or cannot start first.
+func startVigilEnv(t testing.TB, path string, env ...string) *vigilProc {
+	t.Helper()
 	v := &vigilProc{t: t, cfgPath: path, logs: newLogStream(), done: make(chan struct{})}
 	v.cmd = exec.Command(bin("vigil"), "run", "--config", path)
+	v.cmd.Env = append(os.Environ(), env...)
 	stderr, err := v.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -206,9 +215,18 @@ func startVigilFile(t testing.TB, path string) *vigilProc {
 			t.Errorf("vigil reported a problem:\n%s", raw)
 		}
 	})
-	v.logs.wait(t, 20*time.Second, 0, func(r record) bool {
-		return r.msg() == "vigil running" || r.msg() == "cannot start"
-	}, "vigil running")
+	// Wait for it to run, or to exit (a configuration it rejects).
+	deadline := time.Now().Add(30 * time.Second)
+	for len(v.logs.find(0, func(r record) bool { return r.msg() == "vigil running" || r.msg() == "cannot start" })) == 0 {
+		select {
+		case <-v.done:
+			t.Fatalf("vigil exited at start (%v); output:\n%s", v.exit, v.logs.dump())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vigil not running within 30s; log:\n%s", v.logs.dump())
+		}
+	}
 	if rs := v.logs.find(0, match("cannot start")); len(rs) > 0 {
 		t.Fatalf("vigil could not start: %v", rs[0])
 	}
