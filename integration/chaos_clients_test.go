@@ -486,46 +486,6 @@ func TestChaosClientOversized(t *testing.T) {
 	chaosRequireBaseline(t, c.v, c.admin, baseline, "after oversized input")
 }
 
-// readUntilClosedOr is readUntilClosed that also stops once done says so.
-func (c *chaosRaw) readUntilClosedOr(timeout time.Duration, done func(rawOutcome) bool) rawOutcome {
-	start := time.Now()
-	out := rawOutcome{Resets: map[uint32]http2.ErrCode{}, Statuses: map[uint32]string{}}
-	_ = c.nc.SetReadDeadline(start.Add(timeout))
-	for !done(out) {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				continue
-			}
-			var ne net.Error
-			out.Closed = !(errors.As(err, &ne) && ne.Timeout())
-			break
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				out.Settings = true
-				_ = c.fr.WriteSettingsAck()
-				_ = c.bw.Flush()
-			}
-		case *http2.GoAwayFrame:
-			g := *f
-			out.GoAway = &g
-		case *http2.RSTStreamFrame:
-			out.Resets[f.StreamID] = f.ErrCode
-		case *http2.MetaHeadersFrame:
-			for _, hf := range f.RegularFields() {
-				if hf.Name == "grpc-status" {
-					out.Statuses[f.StreamID] = hf.Value
-				}
-			}
-		}
-	}
-	out.After = time.Since(start)
-	return out
-}
-
 func dialClientOpts(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient("passthrough:///"+addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)

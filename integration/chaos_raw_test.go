@@ -125,10 +125,15 @@ type rawOutcome struct {
 // readUntilClosed reads frames (acking SETTINGS and answering nothing else)
 // until the connection ends or timeout passes, and says what came.
 func (c *chaosRaw) readUntilClosed(timeout time.Duration) rawOutcome {
+	return c.readUntilClosedOr(timeout, func(rawOutcome) bool { return false })
+}
+
+// readUntilClosedOr is readUntilClosed that also stops once done says so.
+func (c *chaosRaw) readUntilClosedOr(timeout time.Duration, done func(rawOutcome) bool) rawOutcome {
 	start := time.Now()
 	out := rawOutcome{Resets: map[uint32]http2.ErrCode{}, Statuses: map[uint32]string{}}
 	_ = c.nc.SetReadDeadline(start.Add(timeout))
-	for {
+	for !done(out) {
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
@@ -137,8 +142,7 @@ func (c *chaosRaw) readUntilClosed(timeout time.Duration) rawOutcome {
 			}
 			var ne net.Error
 			out.Closed = !(errors.As(err, &ne) && ne.Timeout())
-			out.After = time.Since(start)
-			return out
+			break
 		}
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
@@ -160,6 +164,8 @@ func (c *chaosRaw) readUntilClosed(timeout time.Duration) rawOutcome {
 			}
 		}
 	}
+	out.After = time.Since(start)
+	return out
 }
 
 // waitClosed reads and discards until the peer closes nc or timeout
