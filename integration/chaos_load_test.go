@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -85,7 +83,7 @@ func (l *chaosLoad) start() {
 	for _, conn := range l.streams {
 		tc := testgrpc.NewTestServiceClient(conn)
 		l.loop(ctx, "stream", func(ctx context.Context) (string, error) {
-			return chaosPingPong(ctx, tc, 10)
+			return pingPong(ctx, tc, 10)
 		})
 	}
 	for range l.spec.tcp {
@@ -217,42 +215,4 @@ func (v chaosVerdict) check(t testing.TB, what string) error {
 		fmt.Fprintf(&b, "  %v\n", f)
 	}
 	return fmt.Errorf("%s: %d calls failed that never reached the faulty endpoint:\n%s", what, len(v.Unexplained), b.String())
-}
-
-// chaosPingPong is the lead's pingPong, reporting how a broken stream ended:
-// a Send on a stream that ended fails with io.EOF, and the status it ended
-// with (vigil's message naming the endpoint it lost, say) comes from Recv.
-func chaosPingPong(ctx context.Context, tc testgrpc.TestServiceClient, n int) (string, error) {
-	stream, err := tc.FullDuplexCall(ctx)
-	if err != nil {
-		return "", fmt.Errorf("open stream: %w", err)
-	}
-	req := &testgrpc.StreamingOutputCallRequest{
-		ResponseParameters: []*testgrpc.ResponseParameters{{Size: 64}},
-		Payload:            &testgrpc.Payload{Body: make([]byte, 64)},
-	}
-	for i := range n {
-		if err := stream.Send(req); err != nil {
-			if errors.Is(err, io.EOF) {
-				var rerr error
-				for rerr == nil {
-					_, rerr = stream.Recv()
-				}
-				if !errors.Is(rerr, io.EOF) {
-					err = rerr
-				}
-			}
-			return "", fmt.Errorf("send %d: %w", i, err)
-		}
-		if _, err := stream.Recv(); err != nil {
-			return "", fmt.Errorf("recv %d: %w", i, err)
-		}
-	}
-	if err := stream.CloseSend(); err != nil {
-		return "", fmt.Errorf("close send: %w", err)
-	}
-	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("end of stream: %w", err)
-	}
-	return "stream", nil
 }

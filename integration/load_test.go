@@ -138,7 +138,10 @@ func (l *load) requireClean(t testing.TB) {
 }
 
 // pingPong runs one FullDuplexCall with n request/response rounds and
-// returns nothing for an id: streams are counted, not attributed.
+// returns nothing for an id: streams are counted, not attributed. A Send on
+// a stream that ended fails with io.EOF; the status the stream ended with
+// (vigil's message naming the endpoint it lost, say) comes from Recv, and
+// is what the error reports.
 func pingPong(ctx context.Context, tc testpb.TestServiceClient, n int) (string, error) {
 	stream, err := tc.FullDuplexCall(ctx)
 	if err != nil {
@@ -150,6 +153,15 @@ func pingPong(ctx context.Context, tc testpb.TestServiceClient, n int) (string, 
 	}
 	for i := range n {
 		if err := stream.Send(req); err != nil {
+			if errors.Is(err, io.EOF) {
+				var rerr error
+				for rerr == nil {
+					_, rerr = stream.Recv()
+				}
+				if !errors.Is(rerr, io.EOF) {
+					err = rerr
+				}
+			}
 			return "", fmt.Errorf("send %d: %w", i, err)
 		}
 		if _, err := stream.Recv(); err != nil {
