@@ -28,6 +28,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/internal/alias"
+	"github.com/vigil-proxy/vigil/balancer/internal/fixed"
 )
 
 // Name is the policy's name in the configuration (lb_policy).
@@ -45,11 +46,8 @@ func (Policy) Name() string { return Name }
 // as 1. With no endpoints the picker returns nil; with one it always
 // returns that one.
 func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
-	switch len(endpoints) {
-	case 0:
-		return nonePicker{}
-	case 1:
-		return singlePicker{endpoints[0].Endpoint}
+	if p, ok := fixed.Picker(endpoints); ok {
+		return p
 	}
 	p := &picker{candidates: make([]candidate, len(endpoints))}
 	weights := make([]uint32, len(endpoints))
@@ -68,14 +66,6 @@ func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
 	}
 	return p
 }
-
-type nonePicker struct{}
-
-func (nonePicker) Pick() *balancer.Endpoint { return nil }
-
-type singlePicker struct{ e *balancer.Endpoint }
-
-func (p singlePicker) Pick() *balancer.Endpoint { return p.e }
 
 type candidate struct {
 	endpoint *balancer.Endpoint

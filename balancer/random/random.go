@@ -17,6 +17,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/internal/alias"
+	"github.com/vigil-proxy/vigil/balancer/internal/fixed"
 )
 
 // Name is the policy's name in the configuration (lb_policy).
@@ -33,11 +34,8 @@ func (Policy) Name() string { return Name }
 // Build returns a weighted random picker over endpoints. A zero weight
 // counts as 1. With no endpoints the picker returns nil.
 func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
-	switch len(endpoints) {
-	case 0:
-		return nonePicker{}
-	case 1:
-		return singlePicker{endpoints[0].Endpoint}
+	if p, ok := fixed.Picker(endpoints); ok {
+		return p
 	}
 	weights := make([]uint32, len(endpoints))
 	for i, e := range endpoints {
@@ -60,14 +58,6 @@ func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
 	}
 	return p
 }
-
-type nonePicker struct{}
-
-func (nonePicker) Pick() *balancer.Endpoint { return nil }
-
-type singlePicker struct{ e *balancer.Endpoint }
-
-func (p singlePicker) Pick() *balancer.Endpoint { return p.e }
 
 type equalPicker struct{ endpoints []*balancer.Endpoint }
 

@@ -36,6 +36,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/internal/alias"
+	"github.com/vigil-proxy/vigil/balancer/internal/fixed"
 )
 
 // Name is the policy's name in the configuration (lb_policy).
@@ -52,11 +53,8 @@ func (Policy) Name() string { return Name }
 // Build returns a round-robin picker over endpoints. A zero weight counts
 // as 1. With no endpoints the picker returns nil.
 func (Policy) Build(endpoints []balancer.Weighted) balancer.Picker {
-	switch len(endpoints) {
-	case 0:
-		return nonePicker{}
-	case 1:
-		return singlePicker{endpoints[0].Endpoint}
+	if p, ok := fixed.Picker(endpoints); ok {
+		return p
 	}
 	weights := make([]uint32, len(endpoints))
 	for i, e := range endpoints {
@@ -108,14 +106,6 @@ type counter struct {
 	v atomic.Uint64
 	_ [56]byte
 }
-
-type nonePicker struct{}
-
-func (nonePicker) Pick() *balancer.Endpoint { return nil }
-
-type singlePicker struct{ e *balancer.Endpoint }
-
-func (p singlePicker) Pick() *balancer.Endpoint { return p.e }
 
 // equalPicker takes the endpoints in turn.
 type equalPicker struct {

@@ -27,12 +27,13 @@ func TestRegistered(t *testing.T) {
 func cycleOf(t *testing.T, p balancer.Picker) uint64 {
 	t.Helper()
 	switch p := p.(type) {
-	case singlePicker:
-		return 1
 	case *equalPicker:
 		return p.n
 	case *weightedPicker:
 		return p.cycle
+	}
+	if p.Pick() != nil { // one endpoint: fixed.Picker
+		return 1
 	}
 	t.Fatalf("unexpected picker %T", p)
 	return 0
