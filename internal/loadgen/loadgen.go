@@ -71,27 +71,11 @@ func (r Result) String() string {
 
 // Run performs the load described by cfg until it is done or ctx ends.
 func Run(ctx context.Context, cfg Config) (Result, error) {
-	if cfg.Target == "" {
-		return Result{}, errors.New("loadgen: no target")
+	clients, closeAll, err := connect(&cfg)
+	if err != nil {
+		return Result{}, err
 	}
-	if cfg.Requests <= 0 && cfg.Duration <= 0 {
-		return Result{}, errors.New("loadgen: set Requests or Duration")
-	}
-	cfg.Concurrency = max(cfg.Concurrency, 1)
-	cfg.Conns = max(cfg.Conns, 1)
-	dialOpts := cfg.DialOptions
-	if len(dialOpts) == 0 {
-		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	clients := make([]testgrpc.TestServiceClient, cfg.Conns)
-	for i := range clients {
-		cc, err := grpc.NewClient(cfg.Target, dialOpts...)
-		if err != nil {
-			return Result{}, fmt.Errorf("loadgen: dial %s: %w", cfg.Target, err)
-		}
-		defer func() { _ = cc.Close() }()
-		clients[i] = testgrpc.NewTestServiceClient(cc)
-	}
+	defer closeAll()
 	req := &testgrpc.SimpleRequest{
 		ResponseType: testgrpc.PayloadType_COMPRESSABLE,
 		ResponseSize: int32(cfg.ResponseSize),
@@ -176,4 +160,37 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// connect validates cfg, fills in its defaults and opens its Conns
+// connections; the caller closes them with closeAll.
+func connect(cfg *Config) (clients []testgrpc.TestServiceClient, closeAll func(), err error) {
+	if cfg.Target == "" {
+		return nil, nil, errors.New("loadgen: no target")
+	}
+	if cfg.Requests <= 0 && cfg.Duration <= 0 {
+		return nil, nil, errors.New("loadgen: set Requests or Duration")
+	}
+	cfg.Concurrency = max(cfg.Concurrency, 1)
+	cfg.Conns = max(cfg.Conns, 1)
+	dialOpts := cfg.DialOptions
+	if len(dialOpts) == 0 {
+		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conns := make([]*grpc.ClientConn, 0, cfg.Conns)
+	closeAll = func() {
+		for _, cc := range conns {
+			_ = cc.Close()
+		}
+	}
+	for range cfg.Conns {
+		cc, err := grpc.NewClient(cfg.Target, dialOpts...)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("loadgen: dial %s: %w", cfg.Target, err)
+		}
+		conns = append(conns, cc)
+		clients = append(clients, testgrpc.NewTestServiceClient(cc))
+	}
+	return clients, closeAll, nil
 }

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -29,27 +27,11 @@ import (
 // server's end of stream) after it, outside the measured time. A stream
 // that fails stops its worker: the failure is counted once.
 func RunStreams(ctx context.Context, cfg Config) (Result, error) {
-	if cfg.Target == "" {
-		return Result{}, errors.New("loadgen: no target")
+	clients, closeAll, err := connect(&cfg)
+	if err != nil {
+		return Result{}, err
 	}
-	if cfg.Requests <= 0 && cfg.Duration <= 0 {
-		return Result{}, errors.New("loadgen: set Requests or Duration")
-	}
-	cfg.Concurrency = max(cfg.Concurrency, 1)
-	cfg.Conns = max(cfg.Conns, 1)
-	dialOpts := cfg.DialOptions
-	if len(dialOpts) == 0 {
-		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
-	clients := make([]testgrpc.TestServiceClient, cfg.Conns)
-	for i := range clients {
-		cc, err := grpc.NewClient(cfg.Target, dialOpts...)
-		if err != nil {
-			return Result{}, fmt.Errorf("loadgen: dial %s: %w", cfg.Target, err)
-		}
-		defer func() { _ = cc.Close() }()
-		clients[i] = testgrpc.NewTestServiceClient(cc)
-	}
+	defer closeAll()
 	req := &testgrpc.StreamingOutputCallRequest{
 		ResponseType:       testgrpc.PayloadType_COMPRESSABLE,
 		ResponseParameters: []*testgrpc.ResponseParameters{{Size: int32(cfg.ResponseSize)}},
