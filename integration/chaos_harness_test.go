@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -87,8 +88,8 @@ func (s chaosSample) String() string {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-// chaosScrape reads the unlabelled gauges of vigil's /metrics.
-func chaosScrape(base string) (map[string]float64, error) {
+// chaosMetrics fetches and parses vigil's /metrics.
+func chaosMetrics(base string) (map[string]*dto.MetricFamily, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
@@ -108,6 +109,15 @@ func chaosScrape(base string) (map[string]float64, error) {
 	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("parse /metrics: %w", err)
+	}
+	return families, nil
+}
+
+// chaosScrape reads the unlabelled gauges of vigil's /metrics.
+func chaosScrape(base string) (map[string]float64, error) {
+	families, err := chaosMetrics(base)
+	if err != nil {
+		return nil, err
 	}
 	out := map[string]float64{}
 	for name, f := range families {
@@ -133,21 +143,9 @@ func chaosScrape(base string) (map[string]float64, error) {
 // chaosScrapeSeries reads every series of one family of vigil's /metrics,
 // keyed by its labels as name="value" pairs joined by commas.
 func chaosScrapeSeries(base, family string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	families, err := chaosMetrics(base)
 	if err != nil {
 		return nil, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", base, err)
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse /metrics: %w", err)
 	}
 	out := map[string]float64{}
 	for _, m := range families[family].GetMetric() {
