@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 
-.PHONY: all build test vet staticcheck unit run bench fuzz soak clean
+.PHONY: all build test vet staticcheck unit run bench fuzz soak clean test-h2spec
 
 all: build
 
@@ -21,6 +21,12 @@ staticcheck:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# HTTP/2 conformance of the grpc listener: every h2spec case against vigil
+# in front of a real gRPC backend (h2spec pinned in .ci/install-h2spec).
+test-h2spec:
+	.ci/install-h2spec
+	VIGIL_REQUIRE_TOOLS=1 VIGIL_H2SPEC=$$HOME/.cache/vigil/bin/h2spec $(GO) test -count=1 -run '^TestH2Spec' -v ./integration/
 
 # The demo: three backends (demo-2 turns NOT_SERVING 8 s in, for 8 s, every
 # 40 s), vigil serving config.example.yaml, and a client on each listener.

@@ -85,6 +85,33 @@ type h2writer struct {
 	owed     int64 // connection credit owed to the peer
 	recvd    int64 // DATA bytes received from the peer
 	credited int64 // connection window granted to the peer beyond the initial one
+
+	// active counts the streams the peer counts toward our
+	// SETTINGS_MAX_CONCURRENT_STREAMS (client connections): a stream stops
+	// counting in the critical section that queues its END_STREAM or
+	// RST_STREAM, as the peer stops counting it when it reads that frame.
+	active int
+	// resets remembers the last streams reset here while the peer could
+	// still send on them: what it sent before it read the reset is
+	// ignored (RFC 9113 5.1), not answered with another reset.
+	resets    [32]uint32
+	resetNext int
+}
+
+// sentResetLocked records that stream id was reset by us.
+func (w *h2writer) sentResetLocked(id uint32) {
+	w.resets[w.resetNext] = id
+	w.resetNext = (w.resetNext + 1) % len(w.resets)
+}
+
+// resetByUsLocked tells whether we recently reset stream id.
+func (w *h2writer) resetByUsLocked(id uint32) bool {
+	for _, r := range w.resets {
+		if r == id {
+			return true
+		}
+	}
+	return false
 }
 
 func newWriter(nc net.Conn, stallTimeout time.Duration, clock *ackClock) *h2writer {
@@ -371,6 +398,11 @@ type half struct {
 	// END_STREAM still gets an RST_STREAM when the client cancels.
 	closed bool
 	toPeer bool // a response half: END_STREAM to the client closes it
+	// counted: the stream counts in dst.active (a response half).
+	counted bool
+	// peerEnded: the client sent END_STREAM (a response half), so our
+	// END_STREAM closes the stream on both sides.
+	peerEnded bool
 	// src and srcID receive stream credit for the bytes written;
 	// credited counts it, for the source's flow-control check.
 	src      *h2writer
@@ -424,8 +456,7 @@ func (h *half) writeLocked(data []byte, end bool) int64 {
 		sent += n
 		data = data[n:]
 		if last {
-			h.done = true
-			h.trailers = nil
+			h.endLocked()
 			return sent
 		}
 		if len(data) == 0 {
@@ -447,8 +478,7 @@ func (h *half) drainLocked() int64 {
 		h.buf = nil
 		if h.trailers != nil && !h.done {
 			h.dst.writeHeadersLocked(h.id, h.trailers, true)
-			h.trailers = nil
-			h.done = true
+			h.endLocked()
 		}
 	}
 	if !h.done && (len(h.buf) > 0 || (h.end && h.trailers == nil)) {
@@ -475,11 +505,42 @@ func (h *half) trailersLocked(fields []hpack.HeaderField) {
 		return
 	}
 	h.dst.writeHeadersLocked(h.id, fields, true)
+	h.endLocked()
+}
+
+// endLocked marks the half done once its END_STREAM is queued. A response
+// half stops counting toward the client's stream limit here, in the
+// critical section that queued the END_STREAM; and a client that has not
+// ended its request is told with RST_STREAM NO_ERROR that it need not
+// (RFC 9113 8.1.1), so that the stream is closed on both sides, as the
+// count says (grpc-go servers do the same).
+func (h *half) endLocked() {
 	h.done = true
+	h.trailers = nil
+	if !h.toPeer {
+		return
+	}
+	h.uncountLocked()
+	if !h.peerEnded && !h.closed && h.id != 0 {
+		h.closed = true
+		h.dst.note(h.dst.fr.WriteRSTStream(h.id, http2.ErrCodeNo))
+		h.dst.sentResetLocked(h.id)
+	}
+}
+
+// uncountLocked takes the stream out of dst's count of active streams.
+func (h *half) uncountLocked() {
+	if h.counted {
+		h.counted = false
+		h.dst.active--
+	}
 }
 
 // resetLocked abandons the half, with RST_STREAM code if it is open.
 func (h *half) resetLocked(code http2.ErrCode) {
+	if h.toPeer {
+		h.uncountLocked()
+	}
 	if h.closed || (h.toPeer && h.done) {
 		h.done = true
 		return
@@ -488,6 +549,9 @@ func (h *half) resetLocked(code http2.ErrCode) {
 	h.buf, h.trailers = nil, nil
 	if h.id != 0 {
 		h.dst.note(h.dst.fr.WriteRSTStream(h.id, code))
+		if h.toPeer && !h.peerEnded {
+			h.dst.sentResetLocked(h.id)
+		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
+
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
 
 // downConn is one client connection of the frame engine: its reader
@@ -86,11 +88,23 @@ func (p *Proxy) serveConn(nc net.Conn) {
 	var fl flusher
 	defer fl.flushAll()
 	for {
+		// The frame's type, for judging a stream error the framer finds.
+		var ftype http2.FrameType
+		if hdr, err := dc.br.Peek(frameHeaderLen); err == nil {
+			ftype = http2.FrameType(hdr[3])
+		}
 		f, err := dc.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
-				dc.resetStream(se.StreamID, se.Code, &fl)
+				if err := dc.streamError(se, ftype, &fl); err != nil {
+					fl.flushAll()
+					dc.goAwayError(err)
+					return
+				}
+				if dc.br.Buffered() == 0 {
+					fl.flushAll()
+				}
 				continue
 			}
 			var ce http2.ConnectionError
@@ -125,6 +139,41 @@ func (dc *downConn) goAwayError(err error) {
 	dc.closeLocked()
 }
 
+// streamError handles a stream error the framer found in the client's
+// frame of type ftype (an invalid header list, a zero WINDOW_UPDATE
+// increment, ...): the stream is reset, or the connection ends where a
+// reset cannot repair it. A non-nil result is that connection error.
+func (dc *downConn) streamError(se http2.StreamError, ftype http2.FrameType, fl *flusher) error {
+	id := se.StreamID
+	dc.w.mu.Lock()
+	s, lastID := dc.streams[id], dc.lastID
+	dc.w.mu.Unlock()
+	switch {
+	case ftype == http2.FrameHeaders && dc.fr.ErrorDetail() == nil:
+		// Refused before its header block was decoded (bad padding):
+		// this connection's HPACK state is lost.
+		return connError{http2.ErrCodeProtocol, "invalid HEADERS frame"}
+	case s != nil:
+	case id <= lastID:
+		// A closed stream: nothing to reset.
+		return nil
+	case ftype != http2.FrameHeaders:
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("frame of type %v on idle stream %d", ftype, id)}
+	case id%2 == 0:
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("a client opened stream %d (even)", id)}
+	default:
+		// A malformed request opens the stream, and our reset closes it
+		// (RFC 9113 8.1.1).
+		dc.w.mu.Lock()
+		dc.lastID = id
+		dc.w.mu.Unlock()
+	}
+	return dc.resetStream(id, se.Code, fl)
+}
+
+// idleLocked tells whether stream id is idle: never opened by the client.
+func (dc *downConn) idleLocked(id uint32) bool { return id > dc.lastID }
+
 // handle processes one frame from the client. An error is a connection
 // error: the caller sends GOAWAY and ends the connection.
 func (dc *downConn) handle(f http2.Frame, fl *flusher) error {
@@ -134,7 +183,25 @@ func (dc *downConn) handle(f http2.Frame, fl *flusher) error {
 	case *http2.DataFrame:
 		return dc.onData(f, fl)
 	case *http2.RSTStreamFrame:
-		dc.resetStream(f.StreamID, 0, fl)
+		dc.w.mu.Lock()
+		idle := dc.idleLocked(f.StreamID)
+		dc.w.mu.Unlock()
+		if idle {
+			return connError{http2.ErrCodeProtocol, fmt.Sprintf("RST_STREAM on idle stream %d", f.StreamID)}
+		}
+		return dc.resetStream(f.StreamID, 0, fl)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			// RFC 9113 5.3.1: a stream error; an idle stream cannot be
+			// reset, so there it ends the connection.
+			dc.w.mu.Lock()
+			idle := dc.idleLocked(f.StreamID)
+			dc.w.mu.Unlock()
+			if idle {
+				return connError{http2.ErrCodeProtocol, fmt.Sprintf("PRIORITY: stream %d depends on itself", f.StreamID)}
+			}
+			return dc.resetStream(f.StreamID, http2.ErrCodeProtocol, fl)
+		}
 	case *http2.WindowUpdateFrame:
 		var credits []credit
 		ok := true
@@ -144,6 +211,9 @@ func (dc *downConn) handle(f http2.Frame, fl *flusher) error {
 			credits, ok = dc.w.windowUpdateLocked(nil, int64(f.Increment), credits)
 		} else if s = dc.streams[f.StreamID]; s != nil {
 			credits, ok = dc.w.windowUpdateLocked(&s.resp, int64(f.Increment), credits)
+		} else if dc.idleLocked(f.StreamID) {
+			dc.w.mu.Unlock()
+			return connError{http2.ErrCodeProtocol, fmt.Sprintf("WINDOW_UPDATE on idle stream %d", f.StreamID)}
 		}
 		fl.touchLocked(dc.w)
 		dc.w.mu.Unlock()
@@ -152,7 +222,7 @@ func (dc *downConn) handle(f http2.Frame, fl *flusher) error {
 			if s == nil {
 				return connError{http2.ErrCodeFlowControl, "WINDOW_UPDATE takes the connection window over 2^31-1"}
 			}
-			dc.resetStream(f.StreamID, http2.ErrCodeFlowControl, fl)
+			return dc.resetStream(f.StreamID, http2.ErrCodeFlowControl, fl)
 		}
 	case *http2.SettingsFrame:
 		if f.IsAck() {
@@ -202,37 +272,47 @@ func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) error {
 	dc.w.mu.Lock()
 	if s := dc.streams[id]; s != nil {
 		dc.w.mu.Unlock()
-		if s.reqEnded {
-			dc.resetStream(id, http2.ErrCodeStreamClosed, fl)
-			return nil
-		}
-		s.reqEnded = true
-		if f.Truncated {
-			s.cut(codes.ResourceExhausted, errHeadersTooLarge, fl)
-			return nil
-		}
-		// Trailers from a client end its request (gRPC clients do not send
-		// them, but HTTP/2 allows it).
-		s.clientData(nil, true, fl)
-		return nil
+		return dc.onTrailers(s, f, fl)
 	}
 	if id%2 == 0 {
 		dc.w.mu.Unlock()
 		return connError{http2.ErrCodeProtocol, fmt.Sprintf("a client opened stream %d (even)", id)}
 	}
 	if id <= dc.lastID {
+		ignore := dc.w.resetByUsLocked(id)
 		dc.w.mu.Unlock()
-		return nil // a stream that ended here (trailers after we answered): ignore
+		if ignore {
+			// Trailers sent before the client read our reset.
+			return nil
+		}
+		// A closed stream, or one lower than a stream opened since
+		// (RFC 9113 5.1.1).
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("HEADERS on closed stream %d", id)}
 	}
 	dc.lastID = id
-	if dc.draining || dc.closed || len(dc.streams) >= int(p.maxStreams) {
+	dc.w.mu.Unlock()
+
+	req, err := h2wire.CheckRequest(f.Fields)
+	if err == nil && f.HasPriority() && f.Priority.StreamDep == id {
+		err = errors.New("the stream depends on itself")
+	}
+	if err != nil {
+		// A malformed request is refused, never forwarded (RFC 9113
+		// 8.1.1): a stream error.
+		return dc.resetStream(id, http2.ErrCodeProtocol, fl)
+	}
+
+	dc.w.mu.Lock()
+	if dc.draining || dc.closed || dc.w.active >= int(p.maxStreams) {
 		dc.w.note(dc.w.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream))
+		dc.w.sentResetLocked(id)
 		fl.touchLocked(dc.w)
 		dc.w.mu.Unlock()
 		return nil
 	}
-	s := &fstream{p: p, dc: dc, downID: id, start: time.Now(), reqEnded: f.StreamEnded()}
-	s.resp = half{dst: dc.w, id: id, win: dc.w.initWin, toPeer: true}
+	s := &fstream{p: p, dc: dc, downID: id, start: time.Now(), reqEnded: f.StreamEnded(), reqLen: req.ContentLength}
+	s.resp = half{dst: dc.w, id: id, win: dc.w.initWin, toPeer: true, counted: true, peerEnded: f.StreamEnded()}
+	dc.w.active++
 	dc.w.halves[&s.resp] = struct{}{}
 	dc.streams[id] = s
 	dc.stopIdleLocked()
@@ -247,28 +327,75 @@ func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) error {
 		s.fail(codes.ResourceExhausted, errHeadersTooLarge, fl)
 		return nil
 	}
-	path := f.PseudoValue("path")
-	if f.PseudoValue("method") != "POST" || path == "" {
-		s.fail(codes.Unimplemented, "vigil: only gRPC (POST) requests are proxied", fl)
+	if f.StreamEnded() && req.ContentLength > 0 {
+		return dc.resetStream(id, http2.ErrCodeProtocol, fl)
+	}
+	if !req.IsGRPC() {
+		// Not gRPC: answered, once the request is in, as an HTTP/2 server
+		// answers a method (405) or a content-type (415) it does not
+		// serve, so that no backend sees it.
+		s.plain, s.head = true, req.Method == "HEAD"
+		if req.Method == "POST" {
+			s.plainStatus = "415"
+		}
+		if f.StreamEnded() {
+			s.answerPlain(fl)
+		}
 		return nil
 	}
-	if p.isLocal(path) {
-		s.startLocal(path, f, f.StreamEnded())
+	if p.isLocal(req.Path) {
+		s.startLocal(req.Path, f, f.StreamEnded())
 		return nil
 	}
 	s.open(requestHeaders(f.Fields), f.StreamEnded(), fl)
 	return nil
 }
 
+// onTrailers ends a stream's request with trailers (gRPC clients do not
+// send them, but HTTP/2 allows it).
+func (dc *downConn) onTrailers(s *fstream, f *http2.MetaHeadersFrame, fl *flusher) error {
+	id := f.StreamID
+	dc.w.mu.Lock()
+	closed := s.resp.closed
+	if !closed && f.StreamEnded() {
+		s.resp.peerEnded = true
+	}
+	dc.w.mu.Unlock()
+	switch {
+	case closed:
+		// Sent before the client read our reset.
+		return nil
+	case s.reqEnded:
+		// HEADERS on a half-closed (remote) stream (RFC 9113 5.1).
+		return dc.resetStream(id, http2.ErrCodeStreamClosed, fl)
+	case !f.StreamEnded() || h2wire.CheckTrailers(f.Fields) != nil:
+		// Trailers end the stream and carry no pseudo-header field (RFC
+		// 9113 8.1).
+		return dc.resetStream(id, http2.ErrCodeProtocol, fl)
+	case s.reqLen >= 0 && s.reqBody != s.reqLen:
+		return dc.resetStream(id, http2.ErrCodeProtocol, fl)
+	}
+	s.reqEnded = true
+	if f.Truncated {
+		s.cut(codes.ResourceExhausted, errHeadersTooLarge, fl)
+		return nil
+	}
+	if s.plain {
+		s.answerPlain(fl)
+		return nil
+	}
+	s.clientData(nil, true, fl)
+	return nil
+}
+
 // requestHeaders filters the client's header list (in place: the frame's
-// list is not reused) for the backend, without connection-specific fields
-// (HTTP/2 forbids them; a client that sends them anyway must not make the
-// proxy forward them).
+// list is not reused) for the backend: Host is dropped (:authority says
+// it; RFC 9113 8.3.1). The connection-specific fields HTTP/2 forbids were
+// refused already (h2wire.CheckRequest).
 func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
 	out := fields[:0]
 	for _, f := range fields {
-		switch f.Name {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host":
+		if f.Name == "host" {
 			continue
 		}
 		out = append(out, f)
@@ -278,27 +405,48 @@ func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
 
 func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) error {
 	n := int64(f.Length)
+	id := f.StreamID
 	dc.w.mu.Lock()
 	// Connection window is returned on receipt: stream windows bound what
 	// the proxy buffers.
 	ok := dc.w.receivedLocked(n)
 	fl.touchLocked(dc.w)
-	s := dc.streams[f.StreamID]
-	dc.w.mu.Unlock()
-	if !ok {
-		return connError{http2.ErrCodeFlowControl, "DATA over the connection's flow-control window"}
-	}
+	s := dc.streams[id]
+	var idle, ignore bool
 	if s == nil {
-		return nil
+		idle, ignore = dc.idleLocked(id), dc.w.resetByUsLocked(id)
+	} else if ignore = s.resp.closed; !ignore && f.StreamEnded() {
+		s.resp.peerEnded = true
 	}
-	if s.reqEnded {
-		// DATA after END_STREAM (RFC 9113 5.1: STREAM_CLOSED).
-		dc.resetStream(f.StreamID, http2.ErrCodeStreamClosed, fl)
+	dc.w.mu.Unlock()
+	switch {
+	case !ok:
+		return connError{http2.ErrCodeFlowControl, "DATA over the connection's flow-control window"}
+	case idle:
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("DATA on idle stream %d", id)}
+	case ignore:
+		// Sent before the client read our reset (RFC 9113 5.1).
 		return nil
+	case s == nil || s.reqEnded:
+		// DATA on a closed or half-closed (remote) stream (RFC 9113 5.1:
+		// STREAM_CLOSED).
+		return dc.resetStream(id, http2.ErrCodeStreamClosed, fl)
 	}
 	s.reqEnded = f.StreamEnded()
 	if s.reqRecvd += n; s.reqRecvd > s.reqCredited.Load()+streamWindow {
-		dc.resetStream(f.StreamID, http2.ErrCodeFlowControl, fl)
+		return dc.resetStream(id, http2.ErrCodeFlowControl, fl)
+	}
+	if s.reqLen >= 0 {
+		// The DATA must add up to the content-length (RFC 9113 8.1.1).
+		s.reqBody += int64(len(f.Data()))
+		if s.reqBody > s.reqLen || (s.reqEnded && s.reqBody != s.reqLen) {
+			return dc.resetStream(id, http2.ErrCodeProtocol, fl)
+		}
+	}
+	if s.plain {
+		if s.reqEnded {
+			s.answerPlain(fl)
+		}
 		return nil
 	}
 	s.clientData(f.Data(), f.StreamEnded(), fl)
@@ -306,25 +454,38 @@ func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) error {
 }
 
 // resetStream handles an RST_STREAM from the client (code 0) or a stream
-// error found reading its frames.
-func (dc *downConn) resetStream(id uint32, code http2.ErrCode, fl *flusher) {
+// error found in its frames (code: the reset we send). Either ends the
+// backend stream at once. Resets of open streams draw from the
+// connection's reset budget, whichever side sent them: a client that
+// resets streams itself (Rapid Reset, CVE-2023-44487) or makes the proxy
+// reset them with frames that are stream errors (MadeYouReset,
+// CVE-2025-8671) would otherwise have backend work started and abandoned
+// without its stream limit bounding it. Past the budget the connection
+// gets GOAWAY ENHANCE_YOUR_CALM, returned as the connection error.
+func (dc *downConn) resetStream(id uint32, code http2.ErrCode, fl *flusher) error {
 	dc.w.mu.Lock()
 	s := dc.streams[id]
-	if code != 0 {
+	if code != 0 && (s == nil || !s.resp.closed) {
 		dc.w.note(dc.w.fr.WriteRSTStream(id, code))
+		dc.w.sentResetLocked(id)
 		fl.touchLocked(dc.w)
-	} else if s != nil && !dc.resetAllowedLocked() {
-		// Rapid reset (CVE-2023-44487): each stream costs a pick and a
-		// backend stream, and resetting it at once keeps the concurrent
-		// stream limit from bounding that work.
-		dc.w.note(dc.w.fr.WriteGoAway(dc.lastID, http2.ErrCodeEnhanceYourCalm, []byte("too many stream resets")))
-		dc.draining = true
-		dc.closeLocked() // once the GOAWAY is written
+	}
+	calm := s != nil && !s.resp.done && !dc.resetAllowedLocked()
+	if s != nil {
+		s.resp.uncountLocked()
+		if code != 0 {
+			s.resp.done, s.resp.closed = true, true
+			s.resp.buf, s.resp.trailers = nil, nil
+		}
 	}
 	dc.w.mu.Unlock()
 	if s != nil {
 		s.clientReset()
 	}
+	if calm {
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many stream resets"}
+	}
+	return nil
 }
 
 // Client resets of open streams allowed per connection: a burst, then a

@@ -55,6 +55,13 @@ type fstream struct {
 	// client connection's reader goroutine only).
 	reqEnded    bool
 	respStarted bool // response headers sent (under dc.w.mu)
+	// reqLen is the request's content-length, -1 when it has none, and
+	// reqBody the DATA payload received so far (reader goroutine only).
+	reqLen, reqBody int64
+	// plain: not a gRPC request (not POST), answered by the proxy once
+	// the request is in; head: a HEAD request, answered without a body.
+	plain, head bool
+	plainStatus string // the :status of a plain answer: 405 when ""
 
 	local *localCall
 }
@@ -266,7 +273,9 @@ func (s *fstream) clientReset() {
 		uc.remove(s)
 	}
 	s.dc.w.mu.Lock()
-	s.resp.done = true
+	// The client no longer counts the stream either.
+	s.resp.uncountLocked()
+	s.resp.done, s.resp.closed = true, true
 	s.resp.buf = nil
 	s.dc.w.mu.Unlock()
 	s.finish(codes.Canceled)
@@ -426,16 +435,55 @@ func (s *fstream) fail(code codes.Code, msg string, fl *flusher) {
 	w := s.dc.w
 	w.mu.Lock()
 	if !s.resp.done {
-		s.resp.buf, s.resp.trailers = nil, nil
-		s.resp.done = true
+		s.resp.buf = nil
 		if w.err == nil {
 			w.writeHeadersLocked(s.downID, statusFields(code, msg, !s.respStarted), true)
 		}
+		s.resp.endLocked()
 		s.respStarted = true
 		fl.touchLocked(w)
 	}
 	w.mu.Unlock()
 	s.finish(code)
+}
+
+// plainBody is the answer to a request that is not gRPC.
+const plainBody = "vigil: this is a gRPC listener: only gRPC requests (POST, content-type application/grpc) are served\n"
+
+// plainHeaders are the response headers of a plain answer.
+func plainHeaders(status string) []hpack.HeaderField {
+	if status == "" {
+		status = "405"
+	}
+	return []hpack.HeaderField{
+		{Name: ":status", Value: status},
+		{Name: "allow", Value: "POST"},
+		{Name: "content-type", Value: "text/plain; charset=utf-8"},
+		{Name: "content-length", Value: strconv.Itoa(len(plainBody))},
+	}
+}
+
+// answerPlain answers a request that is not gRPC, once it is in, with
+// HTTP 405 (not POST) or 415 (not a gRPC content-type) and a line saying
+// what the listener serves.
+func (s *fstream) answerPlain(fl *flusher) {
+	w := s.dc.w
+	w.mu.Lock()
+	if !s.resp.done && w.err == nil {
+		w.writeHeadersLocked(s.downID, plainHeaders(s.plainStatus), s.head)
+		s.respStarted = true
+		if s.head {
+			s.resp.endLocked()
+		} else {
+			s.resp.sendLocked([]byte(plainBody), true)
+		}
+		fl.touchLocked(w)
+	}
+	written := s.endedLocked(true, codes.Unimplemented)
+	w.mu.Unlock()
+	if written {
+		s.finish(codes.Unimplemented)
+	}
 }
 
 // cut ends a stream the proxy refuses to carry on (message over the limit,

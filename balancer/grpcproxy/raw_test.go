@@ -126,21 +126,25 @@ func TestBadClientInput(t *testing.T) {
 		_ = nc.Close()
 	}
 
-	// A well-formed HTTP/2 request that is not gRPC (GET).
+	// A well-formed HTTP/2 request that is not gRPC (GET) gets HTTP 405
+	// with a line saying what the listener serves.
 	c := dialRaw(t, addr)
 	c.headers(1, "GET", "/index.html", true)
-	c.until("an UNIMPLEMENTED status", func(f http2.Frame) bool {
+	c.until("HTTP 405", func(f http2.Frame) bool {
 		h, ok := f.(*http2.MetaHeadersFrame)
-		return ok && h.StreamID == 1 && h.StreamEnded() && h.PseudoValue("status") == "200" &&
-			func() bool {
-				for _, hf := range h.Fields {
-					if hf.Name == "grpc-status" {
-						return hf.Value == "12"
-					}
-				}
-				return false
-			}()
+		return ok && h.StreamID == 1 && !h.StreamEnded() && h.PseudoValue("status") == "405"
 	})
+	var body []byte
+	c.until("the 405's body", func(f http2.Frame) bool {
+		d, ok := f.(*http2.DataFrame)
+		if ok && d.StreamID == 1 {
+			body = append(body, d.Data()...)
+		}
+		return ok && d.StreamEnded()
+	})
+	if !bytes.Contains(body, []byte("only gRPC requests")) {
+		t.Errorf("405 body %q", body)
+	}
 
 	// The proxy is fine.
 	if _, err := testgrpc.NewTestServiceClient(dialClient(t, addr)).EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
