@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 
-.PHONY: all build test vet staticcheck unit run bench fuzz soak clean test-h2spec
+.PHONY: all build test vet staticcheck unit run bench fuzz soak clean test-h2spec test-dns test-kube
 
 all: build
 
@@ -27,6 +27,22 @@ unit:
 test-h2spec:
 	.ci/install-h2spec
 	VIGIL_REQUIRE_TOOLS=1 VIGIL_H2SPEC=$$HOME/.cache/vigil/bin/h2spec $(GO) test -count=1 -run '^TestH2Spec' -v ./integration/
+
+# Discovery against a real DNS server: unbound, from Debian's package
+# (.ci/install-dns installs it), started by the tests on 127.0.0.1. make test
+# runs these tests too where unbound is installed, and skips them elsewhere;
+# here a missing unbound fails them.
+test-dns:
+	.ci/install-dns
+	VIGIL_TEST_DNS=1 $(GO) test -race -count=1 ./internal/dnstest/ ./internal/discovery/
+
+# Discovery against a real kube-apiserver and etcd, built from the Go module
+# proxy by .ci/install-kube (cached under $$HOME/.cache/vigil; about 8
+# minutes of both cores cold, nothing warm) and started by the tests on
+# 127.0.0.1, in a network namespace of the tests' own (needs root).
+test-kube:
+	.ci/install-kube >/dev/null
+	VIGIL_TEST_KUBE=1 $(GO) test -race -count=1 -timeout 20m ./internal/kubetest/ ./internal/discovery/
 
 # The demo: three backends (demo-2 turns NOT_SERVING 8 s in, for 8 s, every
 # 40 s), vigil serving config.example.yaml, and a client on each listener.
