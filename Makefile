@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 
-.PHONY: all build test vet staticcheck unit run bench fuzz soak clean test-h2spec test-dns test-kube
+.PHONY: all build test vet staticcheck unit run bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot
 
 all: build
 
@@ -27,6 +27,31 @@ unit:
 test-h2spec:
 	.ci/install-h2spec
 	VIGIL_REQUIRE_TOOLS=1 VIGIL_H2SPEC=$$HOME/.cache/vigil/bin/h2spec $(GO) test -count=1 -run '^TestH2Spec' -v ./integration/
+
+# The status page in a real headless chromium (Debian's, installed by
+# .ci/install-chromium) against the real vigil and real backends;
+# screenshots in bin/browser/. vigil is built without the race detector
+# here (make test runs the integration suite with it): one test watches
+# 10,000 endpoints.
+BROWSER_TEST := VIGIL_REQUIRE_TOOLS=1 VIGIL_INTEGRATION_NORACE=1 $(GO) test -tags browser -count=1 -timeout 20m
+test-browser:
+	bash .ci/install-chromium
+	$(GO) vet -tags browser ./integration/
+	$(BROWSER_TEST) -run '^TestBrowser' ./integration/
+
+# The status page's figures in the README: load time and memory at 100 and
+# 10,000 endpoints, bytes/s while 100 endpoints flap, vigil's CPU with the
+# page open and closed.
+bench-browser:
+	bash .ci/install-chromium
+	$(BROWSER_TEST) -run '^$$' -bench BrowserPage -benchtime 1x ./integration/
+
+# Refresh the README's screenshot of the status page
+# (integration/testdata/status-page.png), stamped with the page's version;
+# make test-browser fails when the page changed and the screenshot did not.
+screenshot:
+	bash .ci/install-chromium
+	VIGIL_UPDATE_SCREENSHOT=1 $(BROWSER_TEST) -run '^TestBrowserScreenshot$$' -v ./integration/
 
 # Discovery against a real DNS server: unbound, from Debian's package
 # (.ci/install-dns installs it), started by the tests on 127.0.0.1. make test

@@ -300,6 +300,7 @@ func introduce(out *output, o options, p demoPlan) {
 		out.say("flip a backend yourself: curl -X POST '127.0.0.1:%d/health?status=NOT_SERVING' (demo-1; status=SERVING undoes it)", o.controlBase)
 	}
 	if o.admin != "" {
+		out.say("status page: http://%s/   (open it in a browser; it follows vigil live)", o.admin)
 		out.say("look inside: curl -s %s/clusters   or   %s status --admin %s", o.admin, filepath.Join(o.bin, "vigil"), o.admin)
 	}
 }

@@ -5,6 +5,9 @@
 //	GET /metrics    Prometheus text format (a prometheus.Gatherer)
 //	GET /events     the eviction log as server-sent events, live, with a
 //	                replay of recent records on connect
+//	GET /           in a browser: the status page (page.go), live over
+//	                GET /ui/stream (page_stream.go), fed by a hub that
+//	                follows the store from Serve to Shutdown (page_hub.go)
 //
 // The server reads everything from the state store (go-memdb): /clusters
 // reads one consistent snapshot, /events follows the store's events table

@@ -54,6 +54,9 @@ type Options struct {
 	// Stats adds last-probe and in-flight figures to /clusters; nil leaves
 	// them out (null and 0).
 	Stats func(cluster, address string) (EndpointStats, bool)
+	// Traffic reads a cluster's RPC counters for the status page's rates
+	// (metrics.Metrics.Traffic); nil leaves the rates out.
+	Traffic func(cluster string) (metrics.ClusterTraffic, bool)
 	// Logger receives the server's few records; nil discards them.
 	Logger *slog.Logger
 	// Replay is how many recent events /events sends on connect: 0 means
@@ -93,6 +96,8 @@ type Server struct {
 	// following counts the event streams past their replay, following
 	// the store live.
 	following atomic.Int64
+
+	pageHubState // the status page's view of the store
 }
 
 // New returns a server; Serve starts it.
@@ -147,7 +152,9 @@ var dashboard []byte
 // tests or behind another server).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", s.limited(http.HandlerFunc(s.index)))
+	mux.Handle("GET /{$}", s.limited(http.HandlerFunc(s.page)))
+	mux.Handle("GET /ui/{file}", s.limited(http.HandlerFunc(s.pageAsset)))
+	mux.HandleFunc("GET /ui/stream", s.pageStream)
 	mux.Handle("GET /clusters", s.limited(http.HandlerFunc(s.clusters)))
 	mux.Handle("GET /ready", s.limited(http.HandlerFunc(s.ready)))
 	mux.Handle("GET /dashboards/vigil.json", s.limited(http.HandlerFunc(serveDashboard)))
@@ -181,6 +188,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.log.Warn("admin API reachable from other hosts; it has no authentication", "address", addr)
 		}
 	}
+	s.pageHub() // the timelines start now, before a page opens
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -211,6 +219,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = ctx.Err()
 		}
 	}
+	s.stopPageHub()
 	if err != nil {
 		return fmt.Errorf("admin shutdown: %w", err)
 	}
@@ -235,11 +244,13 @@ func (s *Server) limited(h http.Handler) http.Handler {
 }
 
 const indexText = `vigil admin API
+  GET /                       the status page (in a browser)
   GET /clusters               clusters and endpoints with their health (JSON)
   GET /ready                  200 while ready, 503 otherwise
   GET /metrics                Prometheus metrics
   GET /events                 the eviction log as server-sent events (?replay=N)
   GET /dashboards/vigil.json  a Grafana dashboard for these metrics
+  GET /ui/stream              the status page's live stream (server-sent events)
 `
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {

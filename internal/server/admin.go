@@ -57,6 +57,7 @@ func (s *Server) startAdmin(address string, ln net.Listener) *adminRT {
 			Ready:    s.Serving,
 			Gatherer: s.metricsRegistry,
 			Stats:    s.endpointStats,
+			Traffic:  s.metricsRegistry.Traffic,
 			Logger:   s.log,
 		}),
 		done: make(chan struct{}),
