@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 
-.PHONY: all build test vet staticcheck unit run bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot
+.PHONY: all build test vet staticcheck unit run run-tls bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot
 
 all: build
 
@@ -74,6 +74,12 @@ test-kube:
 # Ctrl-C stops every process it started.
 run: build
 	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml
+
+# The same demo over TLS: certificates generated at start into a temporary
+# directory (nothing secret is shipped), TLS on the grpc listener, mTLS on
+# the tcp listener; the clients verify vigil against the generated CA.
+run-tls: build
+	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml -tls
 
 # Fuzz the config parser, then hold the incremental reload parser to its
 # output (FUZZTIME=5m for longer runs).

@@ -269,8 +269,17 @@ func (pr *pair) pump(dir int, dst, src net.Conn) (int64, error) {
 // abort closes c with a reset rather than a FIN, so its peer learns that the
 // stream was cut rather than complete.
 func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := socket(c).(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()
+}
+
+// socket is the connection under c when c is a TLS connection (a listener
+// terminating TLS hands those out), else c.
+func socket(c net.Conn) net.Conn {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		return nc.NetConn()
+	}
+	return c
 }

@@ -10,9 +10,10 @@ import (
 // kernelActivity is the sum of TCP_INFO's tcpi_bytes_received (from the
 // peer) and tcpi_bytes_acked (by the peer), Linux 4.1 and later: it grows
 // whenever the connection carries bytes either way, including while a slow
-// reader drains what the proxy already wrote.
+// reader drains what the proxy already wrote. For a TLS connection it
+// counts the bytes of the socket beneath.
 func kernelActivity(c net.Conn) (uint64, bool) {
-	sc, ok := c.(syscall.Conn)
+	sc, ok := socket(c).(syscall.Conn)
 	if !ok {
 		return 0, false
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
@@ -28,14 +29,14 @@ func newCaller(opts options) (caller, error) {
 	switch opts.mode {
 	case modeTCP:
 		// Fail now on a target gRPC cannot parse, not on every call.
-		conn, err := dialTarget(opts.target)
+		conn, err := dialTarget(opts.target, opts.creds)
 		if err != nil {
 			return nil, err
 		}
 		conn.Close()
-		return &connPerCall{target: opts.target, req: req}, nil
+		return &connPerCall{target: opts.target, creds: opts.creds, req: req}, nil
 	default:
-		conn, err := dialTarget(opts.target)
+		conn, err := dialTarget(opts.target, opts.creds)
 		if err != nil {
 			return nil, err
 		}
@@ -43,9 +44,14 @@ func newCaller(opts options) (caller, error) {
 	}
 }
 
-func dialTarget(target string) (*grpc.ClientConn, error) {
+// dialTarget makes a client of target, over TLS with creds (nil:
+// plaintext h2c).
+func dialTarget(target string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	conn, err := grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithNoProxy(), // vigil is the proxy under test; never go around it
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(maxSize+maxSizeSlack),
@@ -77,11 +83,12 @@ func (s *sharedConn) Close() error { return s.conn.Close() }
 // tcp listener balances per connection, so only new connections spread.
 type connPerCall struct {
 	target string
+	creds  credentials.TransportCredentials
 	req    *testpb.SimpleRequest
 }
 
 func (c *connPerCall) call(ctx context.Context) (string, error) {
-	conn, err := dialTarget(c.target)
+	conn, err := dialTarget(c.target, c.creds)
 	if err != nil {
 		return "", err
 	}

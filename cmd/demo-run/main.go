@@ -65,6 +65,9 @@ type options struct {
 	rate         float64
 	report       time.Duration
 	readyTimeout time.Duration
+	// tls: generate certificates and serve a TLS copy of config.
+	tls     bool
+	tlsDemo *tlsDemo
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -95,6 +98,7 @@ Flags:
 	fs.Float64Var(&o.rate, "rate", 20, "calls per second of each client")
 	fs.DurationVar(&o.report, "report", 2*time.Second, "report period of the clients")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 20*time.Second, "how long each process may take to become ready")
+	fs.BoolVar(&o.tls, "tls", false, "generate certificates into a temporary directory and serve -config with TLS on the grpc listener and mTLS on the tcp one")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return options{}, err
@@ -193,8 +197,12 @@ func plan(o options) demoPlan {
 	if o.grpcListener == "" {
 		vigilReady = waitVigil(o.tcpListener, o.admin)
 	}
+	config := o.config
+	if o.tlsDemo != nil {
+		config = o.tlsDemo.config
+	}
 	p.vigil = proc{
-		name: "vigil", path: filepath.Join(o.bin, "vigil"), args: []string{"run", "--config", o.config},
+		name: "vigil", path: filepath.Join(o.bin, "vigil"), args: []string{"run", "--config", config},
 		color: vigilColor, ready: vigilReady, stopWait: 20 * time.Second, // > shutdown.timeout
 	}
 
@@ -203,12 +211,16 @@ func plan(o options) demoPlan {
 			continue
 		}
 		name := "client-" + c.mode
+		args := []string{
+			"-name", name, "-target", c.target, "-mode", c.mode,
+			"-rate", strconv.FormatFloat(o.rate, 'g', -1, 64), "-report", o.report.String(),
+		}
+		if o.tlsDemo != nil {
+			args = append(args, o.tlsDemo.clientArgs(c.mode)...)
+		}
 		p.clients = append(p.clients, proc{
 			name: name, path: filepath.Join(o.bin, "demo-client"),
-			args: []string{
-				"-name", name, "-target", c.target, "-mode", c.mode,
-				"-rate", strconv.FormatFloat(o.rate, 'g', -1, 64), "-report", o.report.String(),
-			},
+			args:  args,
 			color: clientColor, stopWait: 10 * time.Second,
 		})
 	}
@@ -227,6 +239,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts, err := parseOptions(args, stderr)
 	if err != nil {
 		return err
+	}
+	if opts.tls {
+		dir, err := os.MkdirTemp("", "vigil-tls-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if opts.tlsDemo, err = newTLSDemo(dir, opts.config); err != nil {
+			return fmt.Errorf("TLS demo: %w", err)
+		}
 	}
 	p := plan(opts)
 	for _, pr := range p.all() {
@@ -302,6 +324,19 @@ func introduce(out *output, o options, p demoPlan) {
 	if o.admin != "" {
 		out.say("status page: http://%s/   (open it in a browser; it follows vigil live)", o.admin)
 		out.say("look inside: curl -s %s/clusters   or   %s status --admin %s", o.admin, filepath.Join(o.bin, "vigil"), o.admin)
+	}
+	if d := o.tlsDemo; d != nil {
+		out.say("TLS: certificates generated in %s (removed at exit); vigil serves %s", d.dir, d.config)
+		if o.grpcListener != "" {
+			out.say("  grpc listener, TLS: grpc-health-probe -addr %s -tls -tls-ca-cert %s -tls-server-name localhost", o.grpcListener, d.ca)
+		}
+		if o.tcpListener != "" {
+			out.say("  tcp listener, mTLS: openssl s_client -connect %s -CAfile %s -cert %s -key %s", o.tcpListener, d.ca, d.clientCert, d.client)
+		}
+		out.say("  rotate: write a new pair over %s and %s; vigil logs \"tls certificate reloaded\"", d.cert, d.key)
+		if o.admin != "" {
+			out.say("  handshakes and expiry: curl -s %s/metrics | grep vigil_tls_", o.admin)
+		}
 	}
 }
 

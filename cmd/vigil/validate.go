@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/vigil-proxy/vigil/internal/config"
 )
@@ -13,6 +14,12 @@ func validateCmd(args []string, stdout, stderr io.Writer) int {
 	cfg, code := loadConfig("vigil validate", args, stderr)
 	if cfg == nil {
 		return code
+	}
+	// The files the configuration names must serve too: missing, not PEM,
+	// a key that is not its certificate's, or an expired certificate.
+	if errs := cfg.CheckFiles(time.Now(), nil); len(errs) > 0 {
+		fmt.Fprintln(stderr, strings.Join(config.ErrorLines(errs), "\n"))
+		return 1
 	}
 	endpoints := 0
 	for _, c := range cfg.Clusters {

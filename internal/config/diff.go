@@ -102,11 +102,12 @@ func Diff(old, new *Config) Changes {
 	return ch
 }
 
-// sameListener compares everything but the position.
+// sameListener compares everything but the positions.
 func sameListener(a, b *Listener) bool {
 	x, y := *a, *b
 	x.Pos, y.Pos = Pos{}, Pos{}
-	return x == y
+	x.TLS, y.TLS = nil, nil
+	return x == y && a.TLS.Equal(b.TLS)
 }
 
 func diffCluster(old, new *Cluster) ClusterChanges {

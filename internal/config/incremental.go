@@ -248,6 +248,7 @@ func (e *listenerEntry) move(off int) {
 	d := off - e.off
 	e.off = off
 	e.l.Pos = e.l.Pos.shift(d)
+	e.l.TLS = e.l.TLS.shift(d)
 	e.src = listenerSource{name: e.src.name.shift(d), address: e.src.address.shift(d), cluster: e.src.cluster.shift(d)}
 }
 

@@ -2,6 +2,8 @@ package config
 
 import (
 	"math"
+	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -12,7 +14,9 @@ var (
 	adminKeys       = []string{"address"}
 	logKeys         = []string{"format", "level"}
 	shutdownKeys    = []string{"drain_delay", "timeout"}
-	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections"}
+	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls"}
+	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
+	certPairKeys    = []string{"cert_file", "key_file"}
 	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "health_check"}
 	endpointKeys    = []string{"address", "weight"}
 	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
@@ -212,7 +216,122 @@ func (w *walker) decodeListener(raw *yaml.Node, path string) (Listener, listener
 			l.MaxConnections = int(n)
 		}
 	}
+	if v := f.value("tls"); v != nil {
+		l.TLS = w.decodeListenerTLS(v, join(path, "tls"))
+	}
 	return l, src
+}
+
+// decodeListenerTLS decodes a listener's tls mapping: one certificate
+// (cert_file and key_file) or several (certificates), and the options.
+func (w *walker) decodeListenerTLS(raw *yaml.Node, path string) *ListenerTLS {
+	t := &ListenerTLS{MinVersion: DefaultTLSMinVersion, HandshakeTimeout: DefaultTLSHandshakeTimeout}
+	if n := resolve(raw); n != nil && isNull(n) {
+		w.errs.at(n, path, "missing value: needs cert_file and key_file, or certificates")
+		return t
+	}
+	f, m, ok := w.mapping(raw, path, listenerTLSKeys)
+	if m != nil {
+		t.Pos = nodePos(m)
+	}
+	if !ok {
+		return t
+	}
+	single := f.has("cert_file") || f.has("key_file")
+	switch {
+	case single && f.has("certificates"):
+		w.errs.at(f.find("certificates", 0).key, join(path, "certificates"), "give cert_file and key_file, or certificates, not both")
+	case single:
+		if pair, ok := w.decodeCertPair(&f, m, path, "tls"); ok {
+			t.Certificates = []CertificatePair{pair}
+		}
+	case f.has("certificates"):
+		cpath := join(path, "certificates")
+		items, seq, ok := w.sequence(f.value("certificates"), cpath)
+		if ok && len(items) == 0 {
+			w.errs.at(seq, cpath, "needs at least one certificate (cert_file and key_file)")
+		}
+		for i, item := range items {
+			ipath := index(cpath, i)
+			cf, cm, ok := w.mapping(item, ipath, certPairKeys)
+			if !ok {
+				continue
+			}
+			if pair, ok := w.decodeCertPair(&cf, cm, ipath, "tls"+ipath[len(path):]); ok {
+				t.Certificates = append(t.Certificates, pair)
+			}
+		}
+	default:
+		w.errs.at(m, path, "needs cert_file and key_file, or certificates")
+	}
+	if v := f.value("client_ca_file"); v != nil {
+		if s, n, ok := w.filePath(v, join(path, "client_ca_file"), true); ok {
+			t.ClientCAFile, t.ClientCAPos = s, nodePos(n)
+		}
+	}
+	if v := f.value("min_version"); v != nil {
+		if s, ok := w.tlsVersion(v, join(path, "min_version")); ok {
+			t.MinVersion = TLSVersion(s)
+		}
+	}
+	if v := f.value("handshake_timeout"); v != nil {
+		if d, ok := w.duration(v, join(path, "handshake_timeout"), false); ok {
+			t.HandshakeTimeout = d
+		}
+	}
+	return t
+}
+
+// decodeCertPair reads cert_file and key_file, both required, from f.
+func (w *walker) decodeCertPair(f *fields, m *yaml.Node, path, field string) (CertificatePair, bool) {
+	pair := CertificatePair{Field: field}
+	ok := true
+	if w.require(f, m, path, "cert_file", " (the PEM certificate chain, with key_file)") {
+		s, n, good := w.filePath(f.value("cert_file"), join(path, "cert_file"), false)
+		pair.CertFile, pair.CertPos, ok = s, nodePos(n), ok && good
+	} else {
+		ok = false
+	}
+	if w.require(f, m, path, "key_file", " (the PEM private key of cert_file)") {
+		s, n, good := w.filePath(f.value("key_file"), join(path, "key_file"), false)
+		pair.KeyFile, pair.KeyPos, ok = s, nodePos(n), ok && good
+	} else {
+		ok = false
+	}
+	return pair, ok
+}
+
+// filePath reads a file path; "" is allowed only when emptyOK (meaning
+// none).
+func (w *walker) filePath(raw *yaml.Node, path string, emptyOK bool) (string, *yaml.Node, bool) {
+	s, n, ok := w.str(raw, path)
+	if !ok {
+		return "", n, false
+	}
+	if s == "" && !emptyOK {
+		w.errs.at(n, path, "must be a file path, not empty")
+		return "", n, false
+	}
+	if strings.ContainsRune(s, 0) {
+		w.errs.at(n, path, "a file path cannot contain a NUL byte")
+		return "", n, false
+	}
+	return s, n, true
+}
+
+// tlsVersion reads "1.2" or "1.3", quoted or not.
+func (w *walker) tlsVersion(raw *yaml.Node, path string) (string, bool) {
+	what := "one of " + strings.Join(tlsVersions, ", ")
+	n, ok := w.scalar(raw, path, what)
+	if !ok {
+		return "", false
+	}
+	tag := n.ShortTag()
+	if (tag != "!!str" && tag != "!!float") || !slices.Contains(tlsVersions, n.Value) {
+		w.errs.at(n, path, "must be %s, not %s", what, describe(n))
+		return "", false
+	}
+	return n.Value, true
 }
 
 func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node) {

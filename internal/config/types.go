@@ -73,8 +73,83 @@ type Listener struct {
 	// MaxConnections caps concurrent client connections; 0 is no cap.
 	MaxConnections int
 
+	// TLS terminates TLS on the listener; nil: plaintext (h2c for grpc).
+	TLS *ListenerTLS
+
 	// Pos is where the listener is declared, for error messages.
 	Pos Pos
+}
+
+// TLSVersion is a TLS protocol version as written in the configuration.
+type TLSVersion string
+
+// TLS versions a listener may require at least.
+const (
+	TLS12 TLSVersion = "1.2"
+	TLS13 TLSVersion = "1.3"
+)
+
+// ListenerTLS configures the TLS a listener terminates. File paths are as
+// written; Config.FilePath resolves them.
+type ListenerTLS struct {
+	// Certificates are the certificates served, chosen by the client's
+	// SNI against each certificate's names (wildcards too); the first is
+	// the default for an unknown or absent SNI. cert_file and key_file
+	// make a list of one.
+	Certificates []CertificatePair
+	// ClientCAFile, when set, makes clients present a certificate that
+	// this CA signed (mTLS).
+	ClientCAFile string
+	MinVersion   TLSVersion
+	// HandshakeTimeout bounds a client's TLS handshake.
+	HandshakeTimeout time.Duration
+
+	// Pos is where the tls mapping is; ClientCAPos where client_ca_file's
+	// value is.
+	Pos, ClientCAPos Pos
+}
+
+// CertificatePair is a certificate chain and its private key, PEM files.
+type CertificatePair struct {
+	CertFile, KeyFile string
+	// Field is the pair's path below the listener, for error messages:
+	// "tls" for cert_file/key_file, "tls.certificates[1]" in a list.
+	Field           string
+	CertPos, KeyPos Pos
+}
+
+// Equal reports whether two TLS settings are the same, positions aside.
+// Either may be nil (plaintext).
+func (t *ListenerTLS) Equal(o *ListenerTLS) bool {
+	if t == nil || o == nil {
+		return t == o
+	}
+	if t.ClientCAFile != o.ClientCAFile || t.MinVersion != o.MinVersion ||
+		t.HandshakeTimeout != o.HandshakeTimeout || len(t.Certificates) != len(o.Certificates) {
+		return false
+	}
+	for i := range t.Certificates {
+		a, b := t.Certificates[i], o.Certificates[i]
+		if a.CertFile != b.CertFile || a.KeyFile != b.KeyFile {
+			return false
+		}
+	}
+	return true
+}
+
+// shift moves every position by d lines (see Parser).
+func (t *ListenerTLS) shift(d int) *ListenerTLS {
+	if t == nil {
+		return nil
+	}
+	m := *t
+	m.Pos, m.ClientCAPos = t.Pos.shift(d), t.ClientCAPos.shift(d)
+	m.Certificates = make([]CertificatePair, len(t.Certificates))
+	for i, c := range t.Certificates {
+		c.CertPos, c.KeyPos = c.CertPos.shift(d), c.KeyPos.shift(d)
+		m.Certificates[i] = c
+	}
+	return &m
 }
 
 // LBPolicy names a load-balancing policy.

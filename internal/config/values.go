@@ -35,6 +35,9 @@ const (
 	DefaultMaxMessageSize       = 32 << 20
 	DefaultIdleTimeout          = time.Hour
 	DefaultMaxConnections       = 10000
+
+	DefaultTLSMinVersion       = TLS12
+	DefaultTLSHandshakeTimeout = 10 * time.Second
 )
 
 // Limits of the values vigil accepts.
@@ -64,6 +67,7 @@ var (
 	checkModes       = []string{string(CheckGRPC), string(CheckWatch), string(CheckTCP), string(CheckNone)}
 	onUnimplementeds = []string{string(UnimplementedEvict), string(UnimplementedServe)}
 	livenesses       = []string{string(LivenessKeepalive), string(LivenessCheck)}
+	tlsVersions      = []string{string(TLS12), string(TLS13)}
 )
 
 // parseJitter parses a percentage "N%" with 0 <= N < 100 (N may have a

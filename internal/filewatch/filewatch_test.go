@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,4 +145,85 @@ func TestDeletedFileIsNotAChangeUntilItReturns(t *testing.T) {
 	expectQuiet(t, changes, "deleting the file")
 	write(t, path, "b")
 	expectChange(t, changes, "the file coming back")
+}
+
+// TestSetOfFiles: one watcher reports which of its files changed, a file
+// added by Set counts as seen as it is, and a file dropped by Set is no
+// longer reported.
+func TestSetOfFiles(t *testing.T) {
+	dir := t.TempDir()
+	a, b, c := filepath.Join(dir, "a.crt"), filepath.Join(dir, "sub", "b.key"), filepath.Join(dir, "c.pem")
+	if err := os.Mkdir(filepath.Dir(b), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, a, "a")
+	write(t, b, "b")
+	write(t, c, "c")
+	w, err := NewSet([]string{a, b}, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan []string, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.RunFiles(ctx, func(p []string) { changes <- p }) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	expect := func(want ...string) {
+		t.Helper()
+		select {
+		case got := <-changes:
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("changed %v, want %v", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no change reported, want %v", want)
+		}
+	}
+	write(t, b, "b2")
+	expect(b)
+	write(t, a, "a2")
+	write(t, b, "b3")
+	expect(a, b)
+	if err := w.Set([]string{a, c}); err != nil {
+		t.Fatal(err)
+	}
+	write(t, b, "b4")
+	select {
+	case got := <-changes:
+		t.Fatalf("a file dropped from the set was reported: %v", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+	write(t, c, "c2")
+	expect(c)
+}
+
+// TestWriteInPlaceAfterSymlinkSwap: after ..data is repointed, a write in
+// place into the new target directory (through the symlinks) is seen.
+func TestWriteInPlaceAfterSymlinkSwap(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"..v1", "..v2"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, d, "tls.crt"), d)
+	}
+	if err := os.Symlink("..v1", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/tls.crt", filepath.Join(dir, "tls.crt")); err != nil {
+		t.Fatal(err)
+	}
+	changes := watch(t, filepath.Join(dir, "tls.crt"))
+	if err := os.Symlink("..v2", filepath.Join(dir, "..tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	expectChange(t, changes, "the swap")
+	write(t, filepath.Join(dir, "..v2", "tls.crt"), "v2 rewritten")
+	expectChange(t, changes, "a write in place into the new target")
 }

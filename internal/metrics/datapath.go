@@ -6,6 +6,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
+	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
 
 // tcpOutcomes are the values of vigil_tcp_connections_closed_total{outcome},
@@ -40,7 +41,14 @@ type listenerState struct {
 	// TCP only.
 	outcomes                       [len(tcpOutcomes)]atomic.Uint64
 	bytesToUpstream, bytesToClient atomic.Uint64
+	// TLS listeners only: handshakes indexed as tlsterm.Results, and the
+	// certificates served (nil: the listener is plaintext).
+	handshakes [numTLSResults]atomic.Uint64
+	tlsCerts   atomic.Pointer[[]tlsconf.Cert]
 }
+
+// numTLSResults is len(tlsterm.Results); a test keeps them equal.
+const numTLSResults = 9
 
 func (m *Metrics) listener(name string) *listenerState {
 	if v, ok := m.listeners.Load(name); ok {

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -54,7 +55,7 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 		descEndpointHealthy, descEndpointFailures, descEndpointConns, descEndpointStreams,
 		descClusterEndpoints, descClusterPanic, descClusterRoutable,
 		descListenerConns, descListenerStreams, descListenerAccepted, descListenerRejected,
-		descTCPClosed, descTCPBytes,
+		descTCPClosed, descTCPBytes, descTLSHandshakes, descTLSExpiry,
 	} {
 		ch <- d
 	}
@@ -155,6 +156,7 @@ func (c *liveCollector) collectWithoutStore(ch chan<- prometheus.Metric) {
 // collectListener exports a listener's series; protocol "" (unknown)
 // exports those of both protocols.
 func collectListener(ch chan<- prometheus.Metric, name string, protocol config.Protocol, l *listenerState) {
+	collectTLS(ch, name, l, time.Now())
 	ch <- gauge(descListenerConns, float64(l.conns.Load()), name)
 	ch <- counter(descListenerAccepted, float64(l.accepted.Load()), name)
 	ch <- counter(descListenerRejected, float64(l.rejected.Load()), name)

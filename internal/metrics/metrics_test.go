@@ -19,9 +19,11 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
+	"github.com/vigil-proxy/vigil/balancer/tlsterm"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/state"
+	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -224,6 +226,8 @@ func exercise(m *Metrics, s *testStore) {
 	tc := m.TCP("raw")
 	tc.ConnectionOpened("orders", "127.0.0.1:1")
 	tc.ConnectionClosed(tcpproxy.ConnStats{Cluster: "orders", Endpoint: "127.0.0.1:1", Outcome: tcpproxy.OutcomeOK})
+	m.TLSCertificates("api", []tlsconf.Cert{{File: "/etc/vigil/tls.crt", NotAfter: time.Now().Add(time.Hour)}})
+	m.TLSHandshake("api")(tlsterm.ResultOK, nil)
 }
 
 func TestNamesListEveryFamily(t *testing.T) {
@@ -270,6 +274,8 @@ func TestContractFamilies(t *testing.T) {
 		{"vigil_readmissions_total", dto.MetricType_COUNTER, []string{"cluster"}},
 		{"vigil_upstream_rq_total", dto.MetricType_COUNTER, []string{"cluster", "code"}},
 		{"vigil_config_reloads_total", dto.MetricType_COUNTER, []string{"result"}},
+		{"vigil_tls_handshakes_total", dto.MetricType_COUNTER, []string{"listener", "result"}},
+		{"vigil_tls_certificate_expiry_seconds", dto.MetricType_GAUGE, []string{"listener", "file"}},
 	} {
 		mf := fams[tc.name]
 		if mf == nil {

@@ -28,6 +28,8 @@ var names = []string{
 	"vigil_readmissions_total",
 	"vigil_tcp_bytes_total",
 	"vigil_tcp_connections_closed_total",
+	"vigil_tls_certificate_expiry_seconds",
+	"vigil_tls_handshakes_total",
 	"vigil_upstream_connect_failures_total",
 	"vigil_upstream_rq_duration_seconds",
 	"vigil_upstream_rq_total",

@@ -10,6 +10,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
 	"github.com/vigil-proxy/vigil/internal/config"
+	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
 
 // proxy is what serves a listener: the gRPC or the TCP data path.
@@ -26,6 +27,7 @@ type listenerRT struct {
 	cfg    config.Listener
 	acc    *acceptor
 	vl     *virtualListener
+	tls    *listenerTLS // nil: plaintext
 	proxy  proxy
 	served chan struct{} // closed when the proxy's Serve returned
 }
@@ -42,12 +44,16 @@ func acceptorKey(l config.Listener) string {
 }
 
 // sameProxy reports whether a listener's proxy can stay as it is when its
-// configuration changes from a to b: only the cluster may differ, and that
-// is swapped in place.
+// configuration changes from a to b: only the cluster and the tls section
+// may differ (TLS staying on or off), and those are swapped in place.
 func sameProxy(a, b config.Listener) bool {
+	if (a.TLS == nil) != (b.TLS == nil) {
+		return false
+	}
 	a.Cluster, b.Cluster = "", ""
 	a.Name, b.Name = "", ""
 	a.Pos, b.Pos = config.Pos{}, config.Pos{}
+	a.TLS, b.TLS = nil, nil
 	return a == b
 }
 
@@ -73,8 +79,9 @@ func (s *Server) newProxy(l config.Listener, c *balancer.Cluster) proxy {
 	}
 }
 
-// startListener serves l on acc with a new proxy.
-func (s *Server) startListener(l config.Listener, acc *acceptor, c *balancer.Cluster) *listenerRT {
+// startListener serves l on acc with a new proxy, terminating TLS with src
+// when l has a tls section.
+func (s *Server) startListener(l config.Listener, acc *acceptor, c *balancer.Cluster, src *tlsconf.Server) *listenerRT {
 	lr := &listenerRT{
 		cfg:    l,
 		acc:    acc,
@@ -82,15 +89,20 @@ func (s *Server) startListener(l config.Listener, acc *acceptor, c *balancer.Clu
 		proxy:  s.newProxy(l, c),
 		served: make(chan struct{}),
 	}
+	var ln net.Listener = lr.vl
+	if l.TLS != nil {
+		lr.tls = s.newListenerTLS(l, src)
+		ln = lr.tls.term.Listen(lr.vl)
+	}
 	go func() {
 		defer close(lr.served)
-		if err := lr.proxy.Serve(lr.vl); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := lr.proxy.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("listener stopped", "listener", l.Name, "address", acc.Addr().String(), "err", err)
 		}
 	}()
 	acc.serve(lr.vl)
 	s.log.Info("listening", "listener", l.Name, "address", acc.Addr().String(), "protocol", string(l.Protocol),
-		"cluster", l.Cluster)
+		"cluster", l.Cluster, "tls", l.TLS != nil)
 	return lr
 }
 
@@ -102,4 +114,5 @@ func (lr *listenerRT) stop(ctx context.Context) {
 		_ = lr.proxy.Close()
 	}
 	<-lr.served
+	lr.tls.close()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vigil-proxy/vigil/internal/logging"
 	"github.com/vigil-proxy/vigil/internal/metrics"
 	"github.com/vigil-proxy/vigil/internal/state"
+	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
 
 // Options are what a Server is built with.
@@ -81,6 +82,11 @@ type Server struct {
 	retire chan *clusterRT
 	quit   chan struct{}
 	wg     sync.WaitGroup // the reaper and listeners being retired
+
+	// tls keeps the listeners' certificates current; its watch runs from
+	// Start until stopTLS, at the end of Shutdown.
+	tls     *tlsconf.Store
+	stopTLS func()
 }
 
 // New returns a server that runs nothing yet.
@@ -108,6 +114,7 @@ func New(opts Options) *Server {
 	if s.parser == nil {
 		s.parser = new(config.Parser)
 	}
+	s.tls = tlsconf.New(tlsconf.Options{Logger: s.log})
 	// grpc-go's health server starts with "" SERVING; vigil is not ready
 	// before its first round of probes.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -146,6 +153,7 @@ func (s *Server) Start(cfg *config.Config) error {
 	}
 	s.wg.Add(1)
 	go s.reap()
+	s.stopTLS = s.tls.Start()
 	if err := s.apply(cfg, false); err != nil {
 		s.Shutdown(context.Background())
 		return err
@@ -169,14 +177,27 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 		return errors.New("server is shutting down")
 	}
 
+	if err := s.checkTLSFiles(cfg); err != nil {
+		return err
+	}
 	bound, err := s.bind(cfg)
 	if err != nil {
+		return err
+	}
+	tlsSrcs, err := s.prepareTLS(cfg)
+	if err != nil {
+		for _, a := range bound {
+			a.close()
+		}
 		return err
 	}
 	adminLn, err := s.bindAdmin(cfg)
 	if err != nil {
 		for _, a := range bound {
 			a.close()
+		}
+		for _, src := range tlsSrcs {
+			src.Close()
 		}
 		return config.ErrorList{err.(*config.Error)}
 	}
@@ -221,6 +242,9 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 		for _, a := range bound {
 			a.close()
 		}
+		for _, src := range tlsSrcs {
+			src.Close()
+		}
 		if adminLn != nil {
 			_ = adminLn.Close()
 		}
@@ -235,7 +259,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 		st.rt.markRemoved()
 	}
 
-	s.applyListeners(cfg, bound)
+	s.applyListeners(cfg, bound, tlsSrcs)
 	s.applyAdmin(cfg, adminLn)
 	if s.logs != nil {
 		s.logs.Set(cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
@@ -298,8 +322,10 @@ func (s *Server) writeListeners(w state.Writer, cfg *config.Config, bound map[st
 	return nil
 }
 
-// applyListeners starts, swaps and retires listeners. The caller holds mu.
-func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor) {
+// applyListeners starts, swaps and retires listeners; tlsSrcs are the new
+// TLS configurations of listeners whose tls section is new or changed. The
+// caller holds mu.
+func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, tlsSrcs map[string]*tlsconf.Server) {
 	for k, a := range bound {
 		s.acceptors[k] = a
 	}
@@ -309,15 +335,31 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor) 
 		keep[acceptorKey(l)] = true
 		bal := s.clusters[l.Cluster].bal
 		old := s.listeners[l.Name]
+		src := tlsSrcs[l.Name]
 		if old != nil && old.acc == acc && sameProxy(old.cfg, l) {
 			if old.cfg.Cluster != l.Cluster {
 				old.proxy.SetCluster(bal)
 				s.log.Info("listener moved", "listener", l.Name, "cluster", l.Cluster, "from", old.cfg.Cluster)
 			}
+			if src != nil {
+				old.tls.update(s, l, src)
+				s.log.Info("listener tls updated", "listener", l.Name, "certificates", len(l.TLS.Certificates),
+					"mtls", l.TLS.ClientCAFile != "", "min_version", string(l.TLS.MinVersion))
+			}
 			old.cfg = l
 			continue
 		}
-		s.listeners[l.Name] = s.startListener(l, acc, bal)
+		if l.TLS != nil && src == nil {
+			// Same tls section, another proxy (the protocol or a limit
+			// changed): the new proxy takes the old one's configuration,
+			// still being kept current.
+			src = old.tls.src
+			old.tls.src = nil
+		}
+		s.listeners[l.Name] = s.startListener(l, acc, bal, src)
+		if l.TLS == nil {
+			s.metrics.m.TLSCertificates(l.Name, nil)
+		}
 		if old != nil {
 			s.retireListener(old, cfg.Shutdown.Timeout)
 		}
@@ -326,6 +368,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor) 
 		if !slices.ContainsFunc(cfg.Listeners, func(l config.Listener) bool { return l.Name == name }) {
 			delete(s.listeners, name)
 			s.retireListener(lr, cfg.Shutdown.Timeout)
+			s.metrics.m.TLSCertificates(name, nil)
 			s.log.Info("listener removed", "listener", name, "address", lr.acc.Addr().String())
 		}
 	}
@@ -481,5 +524,8 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.wg.Wait()
 	for _, rt := range clusters {
 		rt.close()
+	}
+	if s.stopTLS != nil {
+		s.stopTLS()
 	}
 }
