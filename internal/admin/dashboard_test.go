@@ -12,10 +12,12 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
+	"github.com/vigil-proxy/vigil/balancer/tlsterm"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/metrics"
 	"github.com/vigil-proxy/vigil/internal/state"
+	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
 
 var (
@@ -167,6 +169,8 @@ func exportedSeries(t *testing.T) map[string][]string {
 	tc := m.TCP("raw")
 	tc.ConnectionOpened("orders", "127.0.0.1:50051")
 	tc.ConnectionClosed(tcpproxy.ConnStats{Cluster: "orders", Endpoint: "127.0.0.1:50051", Outcome: tcpproxy.OutcomeOK})
+	m.TLSCertificates("api", []tlsconf.Cert{{File: "tls.crt", NotAfter: time.Now().Add(time.Hour)}})
+	m.TLSHandshake("api")(tlsterm.ResultOK, nil)
 
 	mfs, err := m.Gather()
 	if err != nil {
