@@ -505,6 +505,7 @@ type benchCluster struct {
 
 type benchListener struct {
 	name, protocol, cluster string
+	extra                   string // more YAML lines for the listener, unindented
 }
 
 func renderBenchConfig(listeners []benchListener, clusters []benchCluster) string {
@@ -515,6 +516,11 @@ func renderBenchConfig(listeners []benchListener, clusters []benchCluster) strin
 	}
 	for _, l := range listeners {
 		fmt.Fprintf(&b, "  - name: %s\n    address: 127.0.0.1:0\n    protocol: %s\n    cluster: %s\n", l.name, l.protocol, l.cluster)
+		if l.extra != "" {
+			for line := range strings.SplitSeq(strings.TrimSpace(l.extra), "\n") {
+				fmt.Fprintf(&b, "    %s\n", line)
+			}
+		}
 	}
 	b.WriteString("clusters:\n")
 	for _, c := range clusters {

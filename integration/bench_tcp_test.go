@@ -79,8 +79,18 @@ func BenchmarkTCPBulk(b *testing.B) {
 
 // upload sends size bytes to the sink through addr and checks that all of
 // them arrived.
-func upload(addr string, size int64) error {
-	c, err := net.Dial("tcp", addr)
+func upload(addr string, size int64) error { return uploadOver(tcpDialer(addr), size) }
+
+// download asks the source for size bytes through addr and reads them all.
+func download(addr string, size int64) error { return downloadOver(tcpDialer(addr), size) }
+
+func tcpDialer(addr string) func() (net.Conn, error) {
+	return func() (net.Conn, error) { return net.Dial("tcp", addr) }
+}
+
+// uploadOver is upload over a connection dial makes (TLS, say).
+func uploadOver(dial func() (net.Conn, error), size int64) error {
+	c, err := dial()
 	if err != nil {
 		return err
 	}
@@ -97,7 +107,7 @@ func upload(addr string, size int64) error {
 		}
 		left -= n
 	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 		return fmt.Errorf("close write: %w", err)
 	}
 	var got [8]byte
@@ -110,9 +120,9 @@ func upload(addr string, size int64) error {
 	return nil
 }
 
-// download asks the source for size bytes through addr and reads them all.
-func download(addr string, size int64) error {
-	c, err := net.Dial("tcp", addr)
+// downloadOver is download over a connection dial makes.
+func downloadOver(dial func() (net.Conn, error), size int64) error {
+	c, err := dial()
 	if err != nil {
 		return err
 	}
