@@ -92,7 +92,7 @@ func BenchmarkTLS(b *testing.B) {
 						reportLoad(b)
 						cfg := loadgen.Config{
 							Target: target.addr, Concurrency: concurrency, Conns: min(concurrency, 4),
-							Duration: benchDuration(b, "VIGIL_BENCH_GRPC_DURATION", 5*time.Second),
+							Duration:    benchDuration(b, "VIGIL_BENCH_GRPC_DURATION", 5*time.Second),
 							RequestSize: 1024, ResponseSize: 1024, Warmup: 200,
 							DialOptions: tlsDial,
 						}
@@ -197,7 +197,7 @@ func BenchmarkTLS(b *testing.B) {
 						mb := float64(size) * float64(b.N) / 1e6
 						b.ReportMetric(mb/time.Since(start).Seconds(), "MB/s")
 						if target.cpu != nil {
-							b.ReportMetric(float64((target.cpu(b) - before).Microseconds())/mb, "proxy-cpu-µs/MB")
+							b.ReportMetric(float64((target.cpu(b)-before).Microseconds())/mb, "proxy-cpu-µs/MB")
 						}
 					})
 				}
