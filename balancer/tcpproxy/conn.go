@@ -2,11 +2,8 @@ package tcpproxy
 
 import (
 	"context"
-	"errors"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -138,6 +135,11 @@ type pair struct {
 	window time.Duration
 	// activity is what each direction reports to the idle watch.
 	activity [2]activity
+
+	// raw is set when both connections are plain TCP: the copies then run
+	// sockets, with their own system calls (see copy.go).
+	raw     bool
+	sockets [2]socketCopy
 }
 
 type copyResult struct {
@@ -153,11 +155,12 @@ func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats 
 		conns:   [2]net.Conn{client, upstream},
 		results: make(chan copyResult, 2),
 	}
+	pr.setupCopies()
 	var watch *idleWatch
 	var ticks <-chan time.Time
 	if p.idleTimeout > 0 {
 		tick := p.idleTimeout / ticksPerIdle
-		watch = newIdleWatch(p.idleTimeout, p.activity, pr, time.Now())
+		watch = newIdleWatch(p.idleTimeout, p.activity, p.kernelCounted(client, upstream), time.Now())
 		if !watch.kernel {
 			pr.window = tick // the copies report about once a tick
 		}
@@ -230,40 +233,9 @@ func (pr *pair) copy(dir int) {
 	// direction has already ended the same way, the pair is about to be
 	// closed, and closing sends the FIN: skip a shutdown(2) per connection.
 	if err == nil && pr.eofs.Add(1) == 1 {
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
+		pr.closeWrite(dir)
 	}
 	pr.results <- copyResult{dir: dir, n: n, err: err}
-}
-
-// pump copies src to dst until src's EOF (nil error) or an error.
-//
-// io.Copy between two *net.TCPConn splices. When the idle watch needs the
-// copies' reports (pr.window > 0, see idle.go), each io.Copy waits for data
-// under a read deadline one window away, so that it returns and reports
-// about once a window. Splice honours read deadlines without losing data:
-// the deadline is checked only while nothing is in flight. There is
-// deliberately no write deadline: a write timeout inside splice would drop
-// the bytes in flight. A copy blocked writing to a peer that does not read
-// is found by the idle watch instead, which closes the pair.
-func (pr *pair) pump(dir int, dst, src net.Conn) (int64, error) {
-	if pr.window == 0 {
-		return io.Copy(dst, src)
-	}
-	a := &pr.activity[dir]
-	var total int64
-	for {
-		src.SetReadDeadline(time.Now().Add(pr.window))
-		n, err := io.Copy(dst, src)
-		total += n
-		a.report(n)
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return total, err
-		}
-	}
 }
 
 // abort closes c with a reset rather than a FIN, so its peer learns that the

@@ -7,12 +7,14 @@
 // directions are done. When no endpoint is routable the client connection is
 // closed at once.
 //
-// The copy keeps both sides as *net.TCPConn and uses io.Copy, so on Linux
-// the kernel moves the bytes with splice(2) and they never enter user space.
-// Nothing wraps the connections, but a listener terminating TLS hands the
-// proxy *tls.Conn (see balancer/tlsterm): those bytes are decrypted in user
-// space and copied, and the TCP details (resets, kernel counters) apply to
-// the socket beneath. The idle timeout costs nothing per byte:
+// Between two plain TCP connections each direction makes its own
+// non-blocking system calls: read/write through a pooled buffer while the
+// connection moves small chunks (request/response traffic), splice(2)
+// through a kernel pipe once it moves bulk, so that bulk bytes never enter
+// user space (see copy.go). A listener terminating TLS hands the proxy
+// *tls.Conn (see balancer/tlsterm): those bytes are decrypted in user space
+// and copied with io.Copy, and the TCP details (resets, kernel counters)
+// apply to the socket beneath. The idle timeout costs nothing per byte:
 // the connection's handler looks, four times per idle timeout, at the
 // kernel's TCP_INFO byte counters of both sockets (elsewhere, at what the
 // copies report as they return on read deadlines); see idle.go.

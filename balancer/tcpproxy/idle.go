@@ -35,7 +35,8 @@ const ticksPerIdle = 4
 
 // activityFunc returns a counter that grows whenever c's connection
 // carries bytes in either direction, if the platform can tell: it is
-// kernelActivity, except in tests of the copies' reports.
+// kernelActivity where hasKernelActivity(c), nil in tests of the copies'
+// reports.
 type activityFunc func(c net.Conn) (uint64, bool)
 
 // activity is what one direction's copy reports, without kernel counters.
@@ -70,20 +71,25 @@ type dirWatch struct {
 	stuckTicks int       // ticks since then
 }
 
-// newIdleWatch starts watching pr, using kernel counters when both of its
-// connections have them.
-func newIdleWatch(idle time.Duration, counters activityFunc, pr *pair, now time.Time) *idleWatch {
-	w := &idleWatch{idle: idle, counters: counters, lastActive: now}
-	client, okClient := counters(pr.conns[0])
-	upstream, okUpstream := counters(pr.conns[1])
-	if okClient && okUpstream {
-		w.kernel = true
-		w.seen = [2]uint64{client, upstream}
-	}
+// newIdleWatch starts watching a pair, with the kernel's counters if
+// kernel is set (see kernelCounted) and the copies' reports otherwise.
+//
+// The kernel's counters start from zero at the first tick rather than
+// being read now: reading them costs two system calls, and a connection's
+// bytes before its first tick count as activity at that tick either way.
+// Most connections end before their first tick.
+func newIdleWatch(idle time.Duration, counters activityFunc, kernel bool, now time.Time) *idleWatch {
+	w := &idleWatch{idle: idle, counters: counters, kernel: kernel, lastActive: now}
 	for d := range w.dirs {
 		w.dirs[d].lastReturn = now
 	}
 	return w
+}
+
+// kernelCounted reports whether the idle watch of a pair of client and
+// upstream can use the kernel's counters.
+func (p *Proxy) kernelCounted(client, upstream net.Conn) bool {
+	return p.activity != nil && hasKernelActivity(client) && hasKernelActivity(upstream)
 }
 
 // tick looks for activity and returns why the pair must be closed, or "".

@@ -1109,6 +1109,10 @@ func TestIdleWatch(t *testing.T) {
 		{"kernel: idle after four quiet ticks", true, []step{
 			{after: tick}, {after: tick}, {after: tick}, {after: tick, want: "idle"},
 		}},
+		{"kernel: bytes before the first tick are activity", true, []step{
+			{after: tick, kernel: [2]uint64{5, 3}}, {after: tick}, {after: tick}, {after: tick},
+			{after: tick, want: "idle"},
+		}},
 		{"kernel: either connection's counter keeps the pair open", true, []step{
 			{after: tick}, {after: tick, kernel: [2]uint64{0, 5}}, {after: tick}, {after: tick},
 			{after: tick, kernel: [2]uint64{7, 0}}, {after: tick}, {after: tick}, {after: tick},
@@ -1125,16 +1129,13 @@ func TestIdleWatch(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			counters := [2]uint64{100, 200}
+			var counters [2]uint64
 			activity := func(c net.Conn) (uint64, bool) {
 				return counters[c.(*fakeConn).id], tc.kernel
 			}
 			pr := pair{conns: [2]net.Conn{&fakeConn{id: 0}, &fakeConn{id: 1}}}
 			now := time.Unix(0, 0)
-			w := newIdleWatch(idle, activity, &pr, now)
-			if w.kernel != tc.kernel {
-				t.Fatalf("kernel mode = %v, want %v", w.kernel, tc.kernel)
-			}
+			w := newIdleWatch(idle, activity, tc.kernel, now)
 			for i, st := range tc.steps {
 				now = now.Add(st.after)
 				for d := range 2 {

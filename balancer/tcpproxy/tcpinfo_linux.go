@@ -7,6 +7,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// hasKernelActivity reports whether kernelActivity can count c: a socket
+// (TCP, as the proxy only dials TCP), or TLS over one.
+func hasKernelActivity(c net.Conn) bool {
+	_, ok := socket(c).(syscall.Conn)
+	return ok
+}
+
 // kernelActivity is the sum of TCP_INFO's tcpi_bytes_received (from the
 // peer) and tcpi_bytes_acked (by the peer), Linux 4.1 and later: it grows
 // whenever the connection carries bytes either way, including while a slow
