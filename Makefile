@@ -82,11 +82,13 @@ run-tls: build
 	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml -tls
 
 # Fuzz the config parser, then hold the incremental reload parser to its
-# output (FUZZTIME=5m for longer runs).
+# output, then the grpc listener's header-block reader to x/net's
+# (FUZZTIME=5m for longer runs).
 FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz='^FuzzIncrementalMatchesParse$$' -fuzztime=$(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz='^FuzzHeaderReader$$' -fuzztime=$(FUZZTIME) ./internal/h2wire
 
 # Benchmarks, not part of make test (about 15 minutes; the machine's other
 # load moves the figures: the summary shows the load average of each run).

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -500,7 +501,8 @@ func (h *half) trailersLocked(fields []hpack.HeaderField) {
 		return
 	}
 	if len(h.buf) > 0 || h.id == 0 {
-		h.trailers = fields
+		// Kept beyond the frame they came in, whose list is reused.
+		h.trailers = slices.Clone(fields)
 		h.end = true
 		return
 	}

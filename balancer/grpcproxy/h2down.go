@@ -25,6 +25,7 @@ type downConn struct {
 	nc net.Conn
 	br *bufio.Reader
 	fr *http2.Framer
+	hr *h2wire.HeaderReader // reads fr's frames, header blocks decoded
 	w  *h2writer
 
 	// w.mu guards these.
@@ -67,9 +68,10 @@ func (p *Proxy) serveConn(nc net.Conn) {
 	dc.fr = http2.NewFramer(nil, dc.br)
 	// DATA frames are forwarded (copied) before the next read.
 	dc.fr.SetReuseFrames()
-	dc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	dc.fr.MaxHeaderListSize = maxHeaderListSize
 	dc.fr.SetMaxReadFrameSize(defaultMaxFrame)
+	// Header blocks too are decoded into storage reused frame after frame:
+	// a header list that must outlive the next frame is copied.
+	dc.hr = h2wire.NewHeaderReader(dc.fr, 4096, maxHeaderListSize)
 
 	dc.w.mu.Lock()
 	dc.w.note(dc.w.fr.WriteSettings(
@@ -93,7 +95,7 @@ func (p *Proxy) serveConn(nc net.Conn) {
 		if hdr, err := dc.br.Peek(frameHeaderLen); err == nil {
 			ftype = http2.FrameType(hdr[3])
 		}
-		f, err := dc.fr.ReadFrame()
+		f, err := dc.hr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -149,7 +151,7 @@ func (dc *downConn) streamError(se http2.StreamError, ftype http2.FrameType, fl 
 	s, lastID := dc.streams[id], dc.lastID
 	dc.w.mu.Unlock()
 	switch {
-	case ftype == http2.FrameHeaders && dc.fr.ErrorDetail() == nil:
+	case ftype == http2.FrameHeaders && dc.hr.ErrorDetail() == nil:
 		// Refused before its header block was decoded (bad padding):
 		// this connection's HPACK state is lost.
 		return connError{http2.ErrCodeProtocol, "invalid HEADERS frame"}
@@ -388,12 +390,13 @@ func (dc *downConn) onTrailers(s *fstream, f *http2.MetaHeadersFrame, fl *flushe
 	return nil
 }
 
-// requestHeaders filters the client's header list (in place: the frame's
-// list is not reused) for the backend: Host is dropped (:authority says
-// it; RFC 9113 8.3.1). The connection-specific fields HTTP/2 forbids were
-// refused already (h2wire.CheckRequest).
+// requestHeaders copies the client's header list for the backend (the
+// frame's list is reused for the next frame; the stream keeps its copy for
+// a retry), without Host (:authority says it; RFC 9113 8.3.1). The
+// connection-specific fields HTTP/2 forbids were refused already
+// (h2wire.CheckRequest).
 func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
-	out := fields[:0]
+	out := make([]hpack.HeaderField, 0, len(fields))
 	for _, f := range fields {
 		if f.Name == "host" {
 			continue

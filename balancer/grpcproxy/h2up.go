@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
 
 const (
@@ -170,6 +170,7 @@ type upConn struct {
 	w  *h2writer
 	br *bufio.Reader
 	fr *http2.Framer
+	hr *h2wire.HeaderReader // reads fr's frames, header blocks decoded
 
 	ready      bool
 	dead       bool
@@ -359,8 +360,8 @@ func (uc *upConn) run() {
 	uc.fr.SetReuseFrames()
 	// We advertise no SETTINGS_MAX_FRAME_SIZE: the default is all we read.
 	uc.fr.SetMaxReadFrameSize(defaultMaxFrame)
-	uc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	uc.fr.MaxHeaderListSize = maxHeaderListSize
+	// Header blocks are decoded into storage reused frame after frame.
+	uc.hr = h2wire.NewHeaderReader(uc.fr, 4096, maxHeaderListSize)
 
 	// The backend is usable once its SETTINGS arrive: a server that
 	// accepts and then resets, hangs, or is not HTTP/2 fails here, before
@@ -488,7 +489,7 @@ func (uc *upConn) handshake(nc net.Conn) (*http2.SettingsFrame, error) {
 	if err := checkFirstFrame(hdr); err != nil {
 		return nil, err
 	}
-	f, err := uc.fr.ReadFrame()
+	f, err := uc.hr.ReadFrame()
 	if err != nil {
 		return nil, uc.handshakeError(err, nil)
 	}
@@ -564,7 +565,7 @@ func (uc *upConn) failConnect(err error, backoff bool) {
 
 func (uc *upConn) read(fl *flusher) {
 	for {
-		f, err := uc.fr.ReadFrame()
+		f, err := uc.hr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {

@@ -8,8 +8,9 @@
 // grpc-status and grpc-message codecs, and the mapping of reset codes to
 // gRPC codes (internal/grpccode).
 //
-// Everything here is a pure function of its arguments and allocates
-// nothing on success: it runs on every RPC.
+// Everything here runs on every RPC and allocates nothing on success: pure
+// functions of their arguments, and HeaderReader, which decodes header
+// blocks into storage it reuses.
 package h2wire
 
 import (
