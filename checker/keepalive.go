@@ -2,12 +2,10 @@ package checker
 
 import (
 	"context"
+	"errors"
 	"net"
-	"strings"
 	"syscall"
 	"time"
-
-	"google.golang.org/grpc/status"
 )
 
 // Probe connections use TCP keepalive with a user timeout, so that the
@@ -64,10 +62,8 @@ func probeDialer(cfg Config) func(ctx context.Context, addr string) (net.Conn, e
 
 // diedOfKeepalive reports whether err, an RPC's error, says that the
 // kernel ended the connection because the backend stopped answering at the
-// TCP level (keepalive or unacknowledged data past the user timeout).
-// The probe connection, like grpc-go's, hands the transport's read error
-// to the RPC only as text in an UNAVAILABLE status, hence the match on the
-// errno's message.
+// TCP level (keepalive or unacknowledged data past the user timeout): the
+// probe connection's error wraps the socket's.
 func diedOfKeepalive(err error) bool {
-	return err != nil && strings.Contains(status.Convert(err).Message(), syscall.ETIMEDOUT.Error())
+	return errors.Is(err, syscall.ETIMEDOUT)
 }

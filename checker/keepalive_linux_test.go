@@ -1,12 +1,17 @@
 package checker
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // silence makes the relay's prober-facing connections a blackhole at the
@@ -81,4 +86,23 @@ func TestWatchKeepaliveEvictsSilentHost(t *testing.T) {
 
 	r.blackhole.Store(false) // new connections get through again
 	waitHealth(t, g, r.addr, Healthy)
+}
+
+// TestDiedOfKeepalive: the kernel's ETIMEDOUT is found through the probe
+// connection's error chain, never in a message.
+func TestDiedOfKeepalive(t *testing.T) {
+	readErr := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
+	died := &ProbeError{Kind: KindBroken, Status: status.New(codes.Unavailable, "connection error"), Err: fmt.Errorf("read: %w", readErr)}
+	if !diedOfKeepalive(died) {
+		t.Errorf("diedOfKeepalive(%v) = false, want true", died)
+	}
+	for _, err := range []error{
+		status.Error(codes.Unavailable, "connection error: transport: read: "+syscall.ETIMEDOUT.Error()),
+		&ProbeError{Kind: KindTimeout, Status: status.New(codes.DeadlineExceeded, "deadline")},
+		nil,
+	} {
+		if diedOfKeepalive(err) {
+			t.Errorf("diedOfKeepalive(%v) = true, want false", err)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/vigil-proxy/vigil/checker/internal/probeconn"
 	"github.com/vigil-proxy/vigil/internal/grpccode"
 )
 
@@ -55,8 +56,9 @@ const (
 //     call is retried once, on the connection the client opens next, with
 //     a fresh timeout.
 //
-// conn is vigil's probe connection (checker/internal/probeconn) or a
-// grpc-go ClientConn: both word their errors as grpc-go does.
+// conn is vigil's probe connection (checker/internal/probeconn), whose
+// errors are typed (ProbeError), or a grpc-go ClientConn, whose errors are
+// classified by their codes and grpc-go's wording.
 //
 // If ctx ends first the result is a transport failure carrying ctx's
 // error: a caller that cancelled ctx to stop must discard it.
@@ -107,12 +109,77 @@ func classifyStatus(s healthpb.HealthCheckResponse_ServingStatus) Result {
 	}
 }
 
-// nonGRPCMarkers are fragments of the messages grpc-go (and probeconn,
-// which words them the same) writes when the peer's response is not gRPC
-// at all (see operateHeaders in grpc-go's
+// ProbeError is how a health RPC on vigil's probe connection failed: its
+// Kind says what went wrong (the backend answered with a non-OK status,
+// or the connection was refused, broke, drained, timed out, or found no
+// gRPC server), and its Status is the gRPC status a grpc-go client would
+// report. Result.Err holds one for every failed gRPC probe; read it with
+// errors.As.
+type ProbeError = probeconn.Error
+
+// ErrorKind is a ProbeError's kind.
+type ErrorKind = probeconn.Kind
+
+// Kinds of ProbeError (see probeconn.Kind for each one's exact meaning).
+const (
+	KindAnswered  = probeconn.KindAnswered  // the backend answered with a non-OK status
+	KindRefused   = probeconn.KindRefused   // no connection could be made
+	KindBroken    = probeconn.KindBroken    // the connection failed under the call
+	KindNotGRPC   = probeconn.KindNotGRPC   // the peer does not speak gRPC over HTTP/2
+	KindReset     = probeconn.KindReset     // the stream was reset
+	KindDrained   = probeconn.KindDrained   // a graceful GOAWAY: retry on a new connection
+	KindGoAway    = probeconn.KindGoAway    // an error GOAWAY before the call was processed
+	KindTimeout   = probeconn.KindTimeout   // the deadline passed
+	KindCanceled  = probeconn.KindCanceled  // the call was canceled
+	KindMalformed = probeconn.KindMalformed // an answer gRPC does not allow
+	KindMisuse    = probeconn.KindMisuse    // a call probe connections do not make
+)
+
+// ClassifyError turns the error of a failed health RPC into a Result, by
+// the rules documented on CheckOnce. It does not know whether the caller's
+// context was cancelled: check that first.
+func ClassifyError(err error) Result {
+	var pe *ProbeError
+	if errors.As(err, &pe) {
+		return classifyProbeError(pe, err)
+	}
+	return classifyForeign(err)
+}
+
+// classifyProbeError classifies an error of vigil's probe connection.
+func classifyProbeError(pe *ProbeError, err error) Result {
+	code := pe.Status.Code()
+	switch pe.Kind {
+	case KindAnswered, KindMalformed:
+		// The backend's server answered, with a status or with an answer
+		// gRPC does not allow: either is its word (as grpc-go's client
+		// would report it), except the transient codes.
+		if code == codes.DeadlineExceeded || code == codes.Unavailable {
+			return Result{Reason: grpccode.Name(code), Cause: CauseTransport, Err: err}
+		}
+		if code == codes.OK {
+			// An OK status carried as an error would be a bug in some
+			// layer: do not call that healthy.
+			return Result{Reason: reasonUnknown, Cause: CauseAnswer, Err: err}
+		}
+		return Result{Reason: grpccode.Name(code), Cause: CauseAnswer, Err: err}
+	case KindNotGRPC, KindMisuse:
+		// Whatever code came with it was made up from an HTTP status or
+		// by us: the endpoint is unreachable as a gRPC backend.
+		return Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}
+	default:
+		// Nobody answered the question: refused, broken, reset, drained,
+		// timed out.
+		return Result{Reason: grpccode.Name(code), Cause: CauseTransport, Err: err}
+	}
+}
+
+// grpcGoNonGRPC are fragments of the messages grpc-go's client writes when
+// the peer's response is not gRPC at all (see operateHeaders in grpc-go's
 // internal/transport/http2_client.go): the status code that comes with
 // them is derived from an HTTP status, not answered by a gRPC server.
-var nonGRPCMarkers = [...]string{
+// grpc-go's errors carry no type that says so.
+var grpcGoNonGRPC = [...]string{
 	"unexpected HTTP status code received from server",
 	"received unexpected content-type",
 	"malformed header: missing HTTP",
@@ -120,10 +187,10 @@ var nonGRPCMarkers = [...]string{
 	"malformed grpc-status",
 }
 
-// ClassifyError turns the error of a failed health RPC into a Result, by
-// the rules documented on CheckOnce. It does not know whether the caller's
-// context was cancelled: check that first.
-func ClassifyError(err error) Result {
+// classifyForeign classifies the error of a connection that is not
+// vigil's own (a grpc-go ClientConn handed to CheckOnce), from the codes
+// and the wording grpc-go gives its errors.
+func classifyForeign(err error) Result {
 	st, ok := status.FromError(err)
 	if !ok {
 		// Not a gRPC status: grpc-go always returns one, so this is some
@@ -131,7 +198,7 @@ func ClassifyError(err error) Result {
 		return Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}
 	}
 	msg := st.Message()
-	for _, m := range nonGRPCMarkers {
+	for _, m := range grpcGoNonGRPC {
 		if strings.Contains(msg, m) {
 			return Result{Reason: reasonUnavailable, Cause: CauseTransport, Err: err}
 		}
@@ -144,8 +211,6 @@ func ClassifyError(err error) Result {
 		// REFUSED_STREAM, ...): nobody answered the question.
 		return Result{Reason: grpccode.Name(code), Cause: CauseTransport, Err: err}
 	case code == codes.OK:
-		// A nil error never gets here; an OK status carried as an error
-		// would be a bug in some layer: do not call that healthy.
 		return Result{Reason: reasonUnknown, Cause: CauseAnswer, Err: err}
 	default:
 		return Result{Reason: grpccode.Name(code), Cause: CauseAnswer, Err: err}
@@ -153,13 +218,18 @@ func ClassifyError(err error) Result {
 }
 
 // isGracefulDrain reports whether err ended a call only because the server
-// sent a graceful GOAWAY (NO_ERROR): either the stream was refused by a
-// draining transport ("the connection is draining", which grpc-go retries
-// transparently once, so it rarely surfaces), or the server closed the
-// connection after its GOAWAY while the call was in flight, which grpc-go
-// reports as UNAVAILABLE "closing transport due to: ..., received prior
-// goaway: code: NO_ERROR".
+// sent a graceful GOAWAY (NO_ERROR): the stream was refused by a draining
+// connection, or the server closed the connection after its GOAWAY while
+// the call was in flight. For a grpc-go ClientConn, whose errors carry no
+// type, it goes by grpc-go's wording: "the connection is draining" (which
+// grpc-go retries transparently once, so it rarely surfaces), or
+// UNAVAILABLE "closing transport due to: ..., received prior goaway: code:
+// NO_ERROR".
 func isGracefulDrain(err error) bool {
+	var pe *ProbeError
+	if errors.As(err, &pe) {
+		return pe.Kind == KindDrained
+	}
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.Unavailable {
 		return false
@@ -201,11 +271,12 @@ func TCPOnce(ctx context.Context, address string, timeout time.Duration) Result 
 	case ctx.Err() != nil:
 		r = contextResult(ctx.Err())
 	case errors.As(err, &netErr) && netErr.Timeout():
-		r = Result{Reason: reasonDeadlineExceeded, Cause: CauseTransport}
+		r = Result{Reason: reasonDeadlineExceeded, Cause: CauseTransport,
+			Err: &ProbeError{Kind: KindTimeout, Status: status.Newf(codes.DeadlineExceeded, "connect %s: %v", address, err), Err: err}}
 	default:
-		r = Result{Reason: reasonUnavailable, Cause: CauseTransport}
+		r = Result{Reason: reasonUnavailable, Cause: CauseTransport,
+			Err: &ProbeError{Kind: KindRefused, Status: status.Newf(codes.Unavailable, "connect %s: %v", address, err), Err: err}}
 	}
-	r.Err = fmt.Errorf("connect %s: %w", address, err)
 	r.Latency = latency
 	return r
 }

@@ -3,6 +3,7 @@ package checker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -296,3 +297,44 @@ func TestTCPOnce(t *testing.T) {
 }
 
 var _ grpc.ClientConnInterface = (*grpc.ClientConn)(nil)
+
+// TestClassifyProbeError: the probe connection's errors are classified by
+// their kind, whatever their message says (a backend may answer with any
+// message, including grpc-go's wording of a transport failure).
+func TestClassifyProbeError(t *testing.T) {
+	pe := func(kind ErrorKind, code codes.Code, msg string) error {
+		return &ProbeError{Kind: kind, Status: status.New(code, msg)}
+	}
+	for _, tc := range []struct {
+		err    error
+		reason string
+		cause  Cause
+	}{
+		{pe(KindAnswered, codes.NotFound, "unknown service"), "NOT_FOUND", CauseAnswer},
+		{pe(KindAnswered, codes.Unimplemented, "unexpected HTTP status code received from server: 404"), "UNIMPLEMENTED", CauseAnswer},
+		{pe(KindAnswered, codes.Internal, "stream terminated by RST_STREAM with error code: CANCEL"), "INTERNAL", CauseAnswer},
+		{pe(KindAnswered, codes.Unavailable, "overloaded"), "UNAVAILABLE", CauseTransport},
+		{pe(KindAnswered, codes.DeadlineExceeded, "too slow"), "DEADLINE_EXCEEDED", CauseTransport},
+		{pe(KindMalformed, codes.Internal, "compressed"), "INTERNAL", CauseAnswer},
+		{pe(KindMalformed, codes.ResourceExhausted, "too large"), "RESOURCE_EXHAUSTED", CauseAnswer},
+		{pe(KindNotGRPC, codes.Unimplemented, "http 404"), "UNAVAILABLE", CauseTransport},
+		{pe(KindNotGRPC, codes.Unknown, "text/html"), "UNAVAILABLE", CauseTransport},
+		{pe(KindMisuse, codes.Unimplemented, "client streaming"), "UNAVAILABLE", CauseTransport},
+		{pe(KindReset, codes.Internal, "reset"), "INTERNAL", CauseTransport},
+		{pe(KindReset, codes.Canceled, "reset"), "CANCELLED", CauseTransport},
+		{pe(KindRefused, codes.Unavailable, "refused"), "UNAVAILABLE", CauseTransport},
+		{pe(KindBroken, codes.Unavailable, "broken"), "UNAVAILABLE", CauseTransport},
+		{pe(KindDrained, codes.Unavailable, "draining"), "UNAVAILABLE", CauseTransport},
+		{pe(KindGoAway, codes.Unavailable, "goaway"), "UNAVAILABLE", CauseTransport},
+		{pe(KindTimeout, codes.DeadlineExceeded, "timeout"), "DEADLINE_EXCEEDED", CauseTransport},
+		{fmt.Errorf("wrapped: %w", pe(KindAnswered, codes.PermissionDenied, "no")), "PERMISSION_DENIED", CauseAnswer},
+	} {
+		r := ClassifyError(tc.err)
+		if r.OK || r.Reason != tc.reason || r.Cause != tc.cause || r.Err != tc.err {
+			t.Errorf("ClassifyError(%v) = %+v, want reason %s cause %v", tc.err, r, tc.reason, tc.cause)
+		}
+	}
+	if !isGracefulDrain(pe(KindDrained, codes.Unavailable, "x")) || isGracefulDrain(pe(KindAnswered, codes.Unavailable, "the connection is draining")) {
+		t.Error("isGracefulDrain must go by the kind of a ProbeError, not its message")
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/checker/internal/probeconn"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // Watch mode keeps one grpc.health.v1.Health/Watch stream open per endpoint
@@ -185,12 +187,12 @@ func (p *prober) watchStream(ctx context.Context, req *healthpb.HealthCheckReque
 	case lv.noFirstStatus:
 		p.dropConn()
 		return endFailed, Result{Reason: reasonDeadlineExceeded, Cause: CauseTransport,
-			Err: errors.New("watch: no status within the timeout")}, false
+			Err: &ProbeError{Kind: KindTimeout, Status: status.New(codes.DeadlineExceeded, "watch: no status within the timeout")}}, false
 	}
 	if errors.Is(err, io.EOF) {
 		// The server ended the stream with OK before sending anything.
 		return endFailed, Result{Reason: reasonUnavailable, Cause: CauseTransport,
-			Err: errors.New("watch: stream ended without a status")}, false
+			Err: &ProbeError{Kind: KindMalformed, Status: status.New(codes.Unavailable, "watch: stream ended without a status")}}, false
 	}
 	r = ClassifyError(err)
 	if r.Cause == CauseAnswer && r.Reason == reasonUnimplemented {

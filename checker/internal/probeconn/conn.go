@@ -19,7 +19,6 @@ package probeconn
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -27,7 +26,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/status"
 )
 
 // Options configure a Conn.
@@ -114,8 +112,6 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-var errConnClosing = status.Error(codes.Canceled, "grpc: the client connection is closing")
-
 // transport returns the connection new calls go on, dialing one if there
 // is none.
 func (c *Conn) transport(ctx context.Context) (*transport, error) {
@@ -134,7 +130,7 @@ func (c *Conn) transport(ctx context.Context) (*transport, error) {
 		select {
 		case c.dialing <- struct{}{}:
 		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, contextError(ctx.Err())
 		}
 		t, err := c.dialLocked(ctx)
 		<-c.dialing
@@ -165,9 +161,9 @@ func (c *Conn) dialLocked(ctx context.Context) (*transport, error) {
 	if err != nil {
 		c.setStateUnlessClosed(connectivity.TransientFailure)
 		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, contextError(ctx.Err())
 		}
-		return nil, status.Errorf(codes.Unavailable, "connection error: transport: error while dialing %s: %v", c.address, err)
+		return nil, newError(KindRefused, codes.Unavailable, err, "connection error: transport: error while dialing %s: %v", c.address, err)
 	}
 	t := newTransport(c, nc)
 	// The preface goes out before the reader starts: the reader answers
@@ -251,16 +247,10 @@ func (c *Conn) Invoke(ctx context.Context, method string, args, reply any, _ ...
 // shapes are supported: the client sends one message.
 func (c *Conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
 	if desc.ClientStreams {
-		return nil, status.Errorf(codes.Unimplemented, "probeconn: %s streams from the client, which health probes never do", method)
+		return nil, newError(KindMisuse, codes.Unimplemented, nil, "probeconn: %s streams from the client, which health probes never do", method)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, status.FromContextError(err).Err()
+		return nil, contextError(err)
 	}
 	return newStream(ctx, c, method), nil
-}
-
-// connectionError is the status of a call that failed because its
-// connection did.
-func connectionError(err error) error {
-	return status.Error(codes.Unavailable, fmt.Sprintf("connection error: transport: %v", err))
 }

@@ -2,9 +2,11 @@ package probeconn
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -345,6 +347,9 @@ func TestNotGRPC(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Check on an HTTP/1 server = %v, want UNAVAILABLE", err)
 	}
+	if pe := (*Error)(nil); !errors.As(err, &pe) || pe.Kind != KindNotGRPC {
+		t.Errorf("Check on an HTTP/1 server = %#v, want an *Error of kind %v", err, KindNotGRPC)
+	}
 	if c.GetState() != connectivity.TransientFailure {
 		t.Errorf("state = %v, want TRANSIENT_FAILURE", c.GetState())
 	}
@@ -358,8 +363,12 @@ func TestRefused(t *testing.T) {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	c := newConn(t, addr, Options{})
-	if _, err := check(t.Context(), c, "", 5*time.Second); status.Code(err) != codes.Unavailable {
+	_, err = check(t.Context(), c, "", 5*time.Second)
+	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Check on a closed port = %v, want UNAVAILABLE", err)
+	}
+	if pe := (*Error)(nil); !errors.As(err, &pe) || pe.Kind != KindRefused || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("Check on a closed port = %#v, want an *Error of kind %v wrapping ECONNREFUSED", err, KindRefused)
 	}
 	if c.GetState() != connectivity.TransientFailure {
 		t.Errorf("state = %v, want TRANSIENT_FAILURE", c.GetState())

@@ -3,6 +3,7 @@ package probeconn
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -102,63 +103,64 @@ func TestUnusualAnswers(t *testing.T) {
 		script   func(fr *http2.Framer, headers func(bool, ...string))
 		wantCode codes.Code
 		wantMsg  string
+		wantKind Kind // 0: no error
 	}{
 		{"served", func(fr *http2.Framer, headers func(bool, ...string)) {
 			headers(false, ok...)
 			_ = fr.WriteData(1, false, message(0))
 			headers(true, "grpc-status", "0")
-		}, codes.OK, ""},
+		}, codes.OK, "", 0},
 		{"http 404", func(_ *http2.Framer, headers func(bool, ...string)) {
 			headers(true, ":status", "404")
-		}, codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found)"},
+		}, codes.Unimplemented, "unexpected HTTP status code received from server: 404 (Not Found)", KindNotGRPC},
 		{"http 503 with a body", func(fr *http2.Framer, headers func(bool, ...string)) {
 			headers(false, ":status", "503", "content-type", "text/plain")
 			_ = fr.WriteData(1, true, []byte("overloaded"))
-		}, codes.Unavailable, "unexpected HTTP status code"},
+		}, codes.Unavailable, "unexpected HTTP status code", KindNotGRPC},
 		{"no :status", func(_ *http2.Framer, headers func(bool, ...string)) {
 			headers(true, "content-type", "application/grpc")
-		}, codes.Internal, "malformed header: missing HTTP status"},
+		}, codes.Internal, "malformed header: missing HTTP status", KindNotGRPC},
 		{"html", func(_ *http2.Framer, headers func(bool, ...string)) {
 			headers(true, ":status", "200", "content-type", "text/html")
-		}, codes.Unknown, "received unexpected content-type"},
+		}, codes.Unknown, "received unexpected content-type", KindNotGRPC},
 		{"trailers-only NOT_FOUND", func(_ *http2.Framer, headers func(bool, ...string)) {
 			headers(true, append(ok, "grpc-status", "5", "grpc-message", "no%20such%20service")...)
-		}, codes.NotFound, "no such service"},
+		}, codes.NotFound, "no such service", KindAnswered},
 		{"malformed grpc-status", func(_ *http2.Framer, headers func(bool, ...string)) {
 			headers(true, append(ok, "grpc-status", "five")...)
-		}, codes.Internal, "malformed grpc-status"},
+		}, codes.Internal, "malformed grpc-status", KindNotGRPC},
 		{"no grpc-status", func(fr *http2.Framer, headers func(bool, ...string)) {
 			headers(false, ok...)
 			_ = fr.WriteData(1, false, message(0))
 			headers(true, "x-other", "1")
-		}, codes.Unknown, "without a grpc-status"},
+		}, codes.Unknown, "without a grpc-status", KindMalformed},
 		{"compressed without asking", func(fr *http2.Framer, headers func(bool, ...string)) {
 			headers(false, ok...)
 			_ = fr.WriteData(1, false, message(1))
-		}, codes.Internal, "compressed message"},
+		}, codes.Internal, "compressed message", KindMalformed},
 		{"END_STREAM on DATA", func(fr *http2.Framer, headers func(bool, ...string)) {
 			headers(false, ok...)
 			_ = fr.WriteData(1, true, nil)
-		}, codes.Internal, "without sending trailers"},
+		}, codes.Internal, "without sending trailers", KindMalformed},
 		{"DATA before HEADERS", func(fr *http2.Framer, _ func(bool, ...string)) {
 			_ = fr.WriteData(1, false, message(0))
-		}, codes.Internal, "malformed header"},
+		}, codes.Internal, "malformed header", KindNotGRPC},
 		{"RST_STREAM REFUSED_STREAM", func(fr *http2.Framer, _ func(bool, ...string)) {
 			_ = fr.WriteRSTStream(1, http2.ErrCodeRefusedStream)
-		}, codes.Unavailable, "stream terminated by RST_STREAM with error code: REFUSED_STREAM"},
+		}, codes.Unavailable, "stream terminated by RST_STREAM with error code: REFUSED_STREAM", KindReset},
 		{"GOAWAY with an error", func(fr *http2.Framer, _ func(bool, ...string)) {
 			_ = fr.WriteGoAway(0, http2.ErrCodeEnhanceYourCalm, []byte("too_many_pings"))
-		}, codes.Unavailable, "received goaway: code: ENHANCE_YOUR_CALM"},
+		}, codes.Unavailable, "received goaway: code: ENHANCE_YOUR_CALM", KindGoAway},
 		{"PUSH_PROMISE", func(fr *http2.Framer, _ func(bool, ...string)) {
 			_ = fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
-		}, codes.Unavailable, "PUSH_PROMISE"},
+		}, codes.Unavailable, "PUSH_PROMISE", KindBroken},
 		{"broken HPACK", func(fr *http2.Framer, _ func(bool, ...string)) {
 			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0xff}, EndHeaders: true})
-		}, codes.Unavailable, "connection error"},
+		}, codes.Unavailable, "connection error", KindBroken},
 		{"a frame beyond 16 KiB", func(fr *http2.Framer, headers func(bool, ...string)) {
 			headers(false, ok...)
 			_ = fr.WriteData(1, false, make([]byte, 20000))
-		}, codes.Unavailable, "frame too large"},
+		}, codes.Unavailable, "frame too large", KindBroken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,6 +169,15 @@ func TestUnusualAnswers(t *testing.T) {
 			st := status.Convert(err)
 			if st.Code() != tt.wantCode || !strings.Contains(st.Message(), tt.wantMsg) {
 				t.Errorf("Check = %v; want code %v with %q", err, tt.wantCode, tt.wantMsg)
+			}
+			var pe *Error
+			switch {
+			case tt.wantKind == 0 && err != nil:
+				t.Errorf("Check = %v, want no error", err)
+			case tt.wantKind != 0 && !errors.As(err, &pe):
+				t.Errorf("Check = %T %v, want an *Error of kind %v", err, err, tt.wantKind)
+			case tt.wantKind != 0 && pe.Kind != tt.wantKind:
+				t.Errorf("Check failed with kind %v (%v), want %v", pe.Kind, err, tt.wantKind)
 			}
 		})
 	}

@@ -42,7 +42,8 @@ type stream struct {
 	header      metadata.MD
 	trailer     metadata.MD
 	ended       bool
-	final       *status.Status
+	// final is how the call ended: nil for OK, else an *Error.
+	final error
 }
 
 func newStream(ctx context.Context, c *Conn, method string) *stream {
@@ -63,7 +64,7 @@ func (s *stream) cancel() {
 	t.mu.Lock()
 	wasLive := !s.ended && s.started
 	if !s.ended {
-		s.endLocked(status.FromContextError(s.ctx.Err()))
+		s.endLocked(contextError(s.ctx.Err()))
 		t.removeLocked(s)
 	}
 	t.mu.Unlock()
@@ -81,14 +82,14 @@ func (s *stream) wake() {
 	}
 }
 
-// endLocked ends the call with st unless it has ended already; the
-// transport's mu must be held.
-func (s *stream) endLocked(st *status.Status) {
+// endLocked ends the call with err (nil: OK) unless it has ended
+// already; the transport's mu must be held.
+func (s *stream) endLocked(err error) {
 	if s.ended {
 		return
 	}
 	s.ended = true
-	s.final = st
+	s.final = err
 	s.stop()
 }
 
@@ -96,15 +97,15 @@ func (s *stream) endLocked(st *status.Status) {
 // the first RecvMsg).
 func (s *stream) SendMsg(m any) error {
 	if s.request != nil || s.started {
-		return status.Error(codes.Internal, "probeconn: a call sends one message")
+		return newError(KindMisuse, codes.Internal, nil, "probeconn: a call sends one message")
 	}
 	msg, ok := m.(proto.Message)
 	if !ok {
-		return status.Errorf(codes.Internal, "probeconn: %T is not a protobuf message", m)
+		return newError(KindMisuse, codes.Internal, nil, "probeconn: %T is not a protobuf message", m)
 	}
 	body, err := proto.Marshal(msg)
 	if err != nil {
-		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+		return newError(KindMisuse, codes.Internal, err, "grpc: error while marshaling: %v", err)
 	}
 	framed := make([]byte, 5+len(body))
 	binary.BigEndian.PutUint32(framed[1:], uint32(len(body)))
@@ -133,23 +134,21 @@ func (s *stream) sendError(err error) error {
 	if err == nil {
 		return nil
 	}
-	if st := s.endStatus(); st != nil {
-		return st.Err()
+	if final, ended := s.end(); ended && final != nil {
+		return final
 	}
 	return connectionError(err)
 }
 
-func (s *stream) endStatus() *status.Status {
+// end returns how the call ended, if it has.
+func (s *stream) end() (final error, ended bool) {
 	t := s.t
 	if t == nil {
-		return nil
+		return nil, false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s.ended {
-		return s.final
-	}
-	return nil
+	return s.final, s.ended
 }
 
 // start opens the stream on the Conn's transport and sends its HEADERS
@@ -164,7 +163,7 @@ func (s *stream) start(endStream bool) error {
 
 func (s *stream) startOn(endStream bool) error {
 	if err := s.ctx.Err(); err != nil {
-		return status.FromContextError(err).Err()
+		return contextError(err)
 	}
 	t, err := s.conn.transport(s.ctx)
 	if err != nil {
@@ -180,7 +179,7 @@ func (s *stream) startOn(endStream bool) error {
 		t.mu.Unlock()
 		// Drained between transport() and here: like grpc-go's draining
 		// transport, this is retried on the next connection by CheckOnce.
-		return status.Error(codes.Unavailable, "the connection is draining")
+		return errDrained
 	}
 	if t.err != nil {
 		err := t.err
@@ -192,13 +191,13 @@ func (s *stream) startOn(endStream bool) error {
 		// enough to fail rather than queue: the window is 64 KiB and a
 		// health request a few bytes.
 		t.mu.Unlock()
-		return status.Error(codes.Unavailable, "transport: no flow-control window left on the connection")
+		return newError(KindBroken, codes.Unavailable, nil, "transport: no flow-control window left on the connection")
 	}
 	if err := s.ctx.Err(); err != nil {
 		// Ended before it could be sent; cancel, which may have run,
 		// found no transport.
 		t.mu.Unlock()
-		return status.FromContextError(err).Err()
+		return contextError(err)
 	}
 	id := t.nextID
 	t.nextID += 2
@@ -259,7 +258,7 @@ func (t *transport) waitWindow(ctx context.Context, n int64) error {
 		select {
 		case <-grown:
 		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			return contextError(ctx.Err())
 		}
 	}
 }
@@ -303,17 +302,17 @@ func (s *stream) RecvMsg(m any) error {
 		case ok:
 			pm, isProto := m.(proto.Message)
 			if !isProto {
-				return status.Errorf(codes.Internal, "probeconn: %T is not a protobuf message", m)
+				return newError(KindMisuse, codes.Internal, nil, "probeconn: %T is not a protobuf message", m)
 			}
 			if err := proto.Unmarshal(msg, pm); err != nil {
-				return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
+				return newError(KindMalformed, codes.Internal, err, "grpc: failed to unmarshal the received message: %v", err)
 			}
 			return nil
 		case ended:
-			if final.Code() == codes.OK {
+			if final == nil {
 				return io.EOF
 			}
-			return final.Err()
+			return final
 		}
 		<-s.notify
 	}
@@ -327,7 +326,7 @@ func (s *stream) finishUnary() error {
 	case io.EOF:
 		return nil
 	case nil:
-		return status.Error(codes.Internal, "cardinality violation: expected <EOF> for non server-streaming RPCs, but received another message")
+		return newError(KindMalformed, codes.Internal, nil, "cardinality violation: expected <EOF> for non server-streaming RPCs, but received another message")
 	default:
 		return err
 	}
@@ -339,7 +338,7 @@ func (s *stream) nextMessageLocked() (msg []byte, ok bool, err error) {
 		return nil, false, nil
 	}
 	if s.buf[0] != 0 {
-		return nil, false, status.Error(codes.Internal, "grpc: compressed message received, but the call asked for none")
+		return nil, false, newError(KindMalformed, codes.Internal, nil, "grpc: compressed message received, but the call asked for none")
 	}
 	n := int(binary.BigEndian.Uint32(s.buf[1:5]))
 	if len(s.buf) < 5+n {
@@ -360,19 +359,19 @@ func (s *stream) dataLocked(data []byte, endStream bool) (reset bool) {
 		return false
 	}
 	if !s.gotHeaders {
-		s.endLocked(status.New(codes.Internal, "transport: malformed header: missing HTTP content-type (DATA before HEADERS)"))
+		s.endLocked(newError(KindNotGRPC, codes.Internal, nil, "transport: malformed header: missing HTTP content-type (DATA before HEADERS)"))
 		return !endStream
 	}
 	s.buf = append(s.buf, data...)
 	if len(s.buf) >= 5 {
 		if n := int(binary.BigEndian.Uint32(s.buf[1:5])); n > s.conn.opts.MaxRecvMessage {
-			s.endLocked(status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", n, s.conn.opts.MaxRecvMessage))
+			s.endLocked(newError(KindMalformed, codes.ResourceExhausted, nil, "grpc: received message larger than max (%d vs. %d)", n, s.conn.opts.MaxRecvMessage))
 			s.buf = nil
 			return !endStream
 		}
 	}
 	if endStream {
-		s.endLocked(status.New(codes.Internal, "server closed the stream without sending trailers"))
+		s.endLocked(newError(KindMalformed, codes.Internal, nil, "server closed the stream without sending trailers"))
 	}
 	return false
 }
@@ -386,8 +385,8 @@ func (s *stream) headersLocked(f *http2.MetaHeadersFrame) (reset bool) {
 	}
 	if !s.gotHeaders {
 		s.gotHeaders = true
-		if st := responseHeaderProblem(f); st != nil {
-			s.endLocked(st)
+		if err := responseHeaderProblem(f); err != nil {
+			s.endLocked(err)
 			return !f.StreamEnded()
 		}
 		s.header = metadataOf(f)
@@ -395,7 +394,7 @@ func (s *stream) headersLocked(f *http2.MetaHeadersFrame) (reset bool) {
 			return false
 		}
 	} else if !f.StreamEnded() {
-		s.endLocked(status.New(codes.Internal, "transport: trailers without END_STREAM"))
+		s.endLocked(newError(KindMalformed, codes.Internal, nil, "transport: trailers without END_STREAM"))
 		return true
 	}
 	s.trailer = metadataOf(f)
@@ -403,22 +402,23 @@ func (s *stream) headersLocked(f *http2.MetaHeadersFrame) (reset bool) {
 	return false
 }
 
-// responseHeaderProblem says why a response is not a gRPC answer, with
-// grpc-go's wording (which ClassifyError recognises), or nil.
-func responseHeaderProblem(f *http2.MetaHeadersFrame) *status.Status {
+// responseHeaderProblem says why a response is not a gRPC answer (an
+// Error of KindNotGRPC with the code and wording grpc-go's client gives),
+// or nil.
+func responseHeaderProblem(f *http2.MetaHeadersFrame) *Error {
 	httpStatus := f.PseudoValue("status")
 	if httpStatus == "" {
-		return status.New(codes.Internal, "transport: malformed header: missing HTTP status")
+		return newError(KindNotGRPC, codes.Internal, nil, "transport: malformed header: missing HTTP status")
 	}
 	code, err := strconv.Atoi(httpStatus)
 	if err != nil {
-		return status.Newf(codes.Internal, "transport: malformed http-status: %v", err)
+		return newError(KindNotGRPC, codes.Internal, err, "transport: malformed http-status: %v", err)
 	}
 	if code != http.StatusOK {
-		return status.Newf(httpStatusCode(code), "unexpected HTTP status code received from server: %d (%s)", code, http.StatusText(code))
+		return newError(KindNotGRPC, httpStatusCode(code), nil, "unexpected HTTP status code received from server: %d (%s)", code, http.StatusText(code))
 	}
 	if ct := headerValue(f, "content-type"); !isGRPCContentType(ct) {
-		return status.Newf(codes.Unknown, "transport: received unexpected content-type %q", ct)
+		return newError(KindNotGRPC, codes.Unknown, nil, "transport: received unexpected content-type %q", ct)
 	}
 	return nil
 }
@@ -446,17 +446,21 @@ func httpStatusCode(code int) codes.Code {
 	return codes.Unknown
 }
 
-// trailerStatus is the call's status from its trailers.
-func trailerStatus(f *http2.MetaHeadersFrame) *status.Status {
+// trailerStatus is how the call ended, from its trailers: nil for OK,
+// else an *Error (KindAnswered with the status the server answered).
+func trailerStatus(f *http2.MetaHeadersFrame) error {
 	raw := headerValue(f, "grpc-status")
 	if raw == "" {
-		return status.New(codes.Unknown, "server closed the stream without a grpc-status")
+		return newError(KindMalformed, codes.Unknown, nil, "server closed the stream without a grpc-status")
 	}
 	code, err := strconv.ParseUint(raw, 10, 32)
 	if err != nil {
-		return status.Newf(codes.Internal, "transport: malformed grpc-status: %v", err)
+		return newError(KindNotGRPC, codes.Internal, err, "transport: malformed grpc-status: %v", err)
 	}
-	return status.New(codes.Code(code), decodeGRPCMessage(headerValue(f, "grpc-message")))
+	if code == 0 {
+		return nil
+	}
+	return &Error{Kind: KindAnswered, Status: status.New(codes.Code(code), decodeGRPCMessage(headerValue(f, "grpc-message")))}
 }
 
 func headerValue(f *http2.MetaHeadersFrame, name string) string {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/status"
 )
 
 // readBufferSize is the read buffer of a connection: a Check's whole
@@ -137,7 +137,7 @@ func (t *transport) fail(reason error) []*stream {
 	t.err = reason
 	ended := make([]*stream, 0, len(t.streams))
 	for id, s := range t.streams {
-		s.endLocked(status.Convert(reason))
+		s.endLocked(reason)
 		delete(t.streams, id)
 		ended = append(ended, s)
 	}
@@ -161,11 +161,11 @@ func (t *transport) readLoop() {
 		}
 		if err != nil {
 			var se http2.StreamError
-			if errors.As(err, &se) {
-				t.resetStream(se.StreamID, se.Code, status.Newf(codes.Internal, "transport: %v", se))
+			if !first && errors.As(err, &se) {
+				t.resetStream(se.StreamID, se.Code, newError(KindReset, codes.Internal, se, "transport: %v", se))
 				continue
 			}
-			t.readFailed(err)
+			t.readFailed(err, first)
 			return
 		}
 		switch f := f.(type) {
@@ -189,7 +189,7 @@ func (t *transport) readLoop() {
 		case *http2.PushPromiseFrame:
 			// Push is disabled in our SETTINGS: a server that pushes
 			// breaks the protocol.
-			t.readFailed(errors.New("server sent PUSH_PROMISE, which the client disabled"))
+			t.readFailed(errors.New("server sent PUSH_PROMISE, which the client disabled"), false)
 			return
 		}
 	}
@@ -197,16 +197,25 @@ func (t *transport) readLoop() {
 
 // readFailed ends the transport after a read error: the server closed
 // the connection, the kernel gave up on it (ETIMEDOUT), or it spoke
-// something else than HTTP/2.
-func (t *transport) readFailed(err error) {
+// something else than HTTP/2. first says the error came instead of the
+// server's preface.
+func (t *transport) readFailed(err error, first bool) {
 	t.conn.retire(t, connectivity.TransientFailure)
 	t.mu.Lock()
 	var reason error
 	switch {
 	case t.err != nil:
 	case t.goAway:
-		// Worded as grpc-go words it, which isGracefulDrain recognises.
-		reason = status.Errorf(codes.Unavailable, "closing transport due to: %v, received prior goaway: code: %v", err, t.goAwayCode)
+		// Worded as grpc-go words it.
+		kind := KindDrained
+		if t.goAwayCode != http2.ErrCodeNo {
+			kind = KindGoAway
+		}
+		reason = newError(kind, codes.Unavailable, err, "closing transport due to: %v, received prior goaway: code: %v", err, t.goAwayCode)
+	case first && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isSocketError(err):
+		// Bytes came, and they were no HTTP/2 server preface: an HTTP/1
+		// server, a TLS server, something else.
+		reason = newError(KindNotGRPC, codes.Unavailable, err, "connection error: transport: read: %v", err)
 	default:
 		reason = connectionError(fmt.Errorf("read: %w", err))
 	}
@@ -291,7 +300,7 @@ func (t *transport) onData(f *http2.DataFrame) {
 }
 
 func (t *transport) onReset(f *http2.RSTStreamFrame) {
-	st := resetStatus(f.ErrCode)
+	err := resetError(f.ErrCode)
 	t.mu.Lock()
 	s := t.streams[f.StreamID]
 	t.mu.Unlock()
@@ -300,19 +309,19 @@ func (t *transport) onReset(f *http2.RSTStreamFrame) {
 		// about the same moment as the client's own deadline: when ours
 		// has passed, that was the cause (grpc-go's client reads it so).
 		if d, ok := s.ctx.Deadline(); ok && !d.After(time.Now()) {
-			st = status.New(codes.DeadlineExceeded, st.Message())
+			err = newError(KindTimeout, codes.DeadlineExceeded, nil, "%s", err.Status.Message())
 		}
 	}
-	t.resetStream(f.StreamID, 0, st)
+	t.resetStream(f.StreamID, 0, err)
 }
 
-// resetStream ends stream id with st; a non-zero code is sent to the
+// resetStream ends stream id with err; a non-zero code is sent to the
 // server in RST_STREAM.
-func (t *transport) resetStream(id uint32, code http2.ErrCode, st *status.Status) {
+func (t *transport) resetStream(id uint32, code http2.ErrCode, err *Error) {
 	t.mu.Lock()
 	s := t.streams[id]
 	if s != nil {
-		s.endLocked(st)
+		s.endLocked(err)
 		t.removeLocked(s)
 	}
 	t.mu.Unlock()
@@ -391,9 +400,9 @@ func (t *transport) onGoAway(f *http2.GoAwayFrame) {
 	}
 	for _, s := range refused {
 		if f.ErrCode == http2.ErrCodeNo {
-			s.endLocked(status.New(codes.Unavailable, "the connection is draining"))
+			s.endLocked(errDrained)
 		} else {
-			s.endLocked(status.Newf(codes.Unavailable, "received goaway: code: %v, debug data: %q", f.ErrCode, f.DebugData()))
+			s.endLocked(newError(KindGoAway, codes.Unavailable, nil, "received goaway: code: %v, debug data: %q", f.ErrCode, f.DebugData()))
 		}
 		t.removeLocked(s)
 	}
@@ -411,7 +420,7 @@ func (t *transport) closeIfDrained() {
 	drained := t.goAway && len(t.streams) == 0 && t.err == nil
 	t.mu.Unlock()
 	if drained {
-		t.close(status.Error(codes.Unavailable, "the connection is draining"))
+		t.close(errDrained)
 	}
 }
 
@@ -429,8 +438,15 @@ func (t *transport) signalWindowLocked() {
 	t.windowGrown = make(chan struct{})
 }
 
-// resetStatus is the status of a call the server reset, with grpc-go's
-// wording, which ClassifyError recognises as a transport failure.
-func resetStatus(code http2.ErrCode) *status.Status {
-	return status.Newf(grpccode.FromReset(code), "stream terminated by RST_STREAM with error code: %v", code)
+// resetError is the error of a call the server reset, with grpc-go's code
+// and wording.
+func resetError(code http2.ErrCode) *Error {
+	return newError(KindReset, grpccode.FromReset(code), nil, "stream terminated by RST_STREAM with error code: %v", code)
+}
+
+// isSocketError reports whether err came from the socket itself (reset,
+// timed out, closed) rather than from what was read.
+func isSocketError(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) || errors.Is(err, net.ErrClosed)
 }
