@@ -22,91 +22,233 @@ const (
 	ModeNone Mode = "none"
 )
 
-// Defaults applied by NewGroup and Reconfigure to zero fields of a Config.
-// They match vigil's configuration defaults.
+// Modes lists the modes, in the order error messages name them.
+var Modes = []Mode{ModeCheck, ModeWatch, ModeTCP, ModeNone}
+
+// OnUnimplemented is what an UNIMPLEMENTED answer to a health RPC (no
+// health service registered on the backend) means.
+type OnUnimplemented string
+
+// Policies for UNIMPLEMENTED.
 const (
-	DefaultInterval           = 5 * time.Second
-	DefaultTimeout            = time.Second
-	DefaultUnhealthyThreshold = 3
-	DefaultHealthyThreshold   = 2
+	// UnimplementedEvict evicts the endpoint with reason UNIMPLEMENTED.
+	UnimplementedEvict OnUnimplemented = "evict"
+	// UnimplementedServe treats the endpoint as healthy, with a warning
+	// logged once per endpoint.
+	UnimplementedServe OnUnimplemented = "serve"
 )
 
-// Config is the health-check configuration of one group of endpoints.
+// OnUnimplementeds lists the policies, in the order error messages name
+// them.
+var OnUnimplementeds = []OnUnimplemented{UnimplementedEvict, UnimplementedServe}
+
+// Liveness is how a quiet Watch stream's connection is proven alive.
+type Liveness string
+
+// Liveness mechanisms.
+const (
+	// LivenessKeepalive: kernel TCP keepalive with a user timeout. Free in
+	// the process; notices a host or path that stops answering at the TCP
+	// level (powered off, blackholed).
+	LivenessKeepalive Liveness = "keepalive"
+	// LivenessCheck: keepalive, and a Check every interval while the
+	// stream is quiet. Also notices a frozen process and a path through a
+	// userspace proxy that stops forwarding, for one RPC per endpoint per
+	// interval.
+	LivenessCheck Liveness = "check"
+)
+
+// Livenesses lists the mechanisms, in the order error messages name them.
+var Livenesses = []Liveness{LivenessKeepalive, LivenessCheck}
+
+// The defaults: what DefaultConfig returns, and what a zero field of a
+// Config given to NewGroup or Reconfigure means. vigil's configuration
+// takes them from here.
+const (
+	DefaultMode               = ModeCheck
+	DefaultInterval           = 5 * time.Second
+	DefaultTimeout            = time.Second
+	DefaultJitter             = 0.10
+	DefaultUnhealthyThreshold = 3
+	DefaultHealthyThreshold   = 2
+	DefaultOnUnimplemented    = UnimplementedEvict
+	DefaultLiveness           = LivenessKeepalive
+)
+
+// Config is the health-check configuration of one group of endpoints, as
+// vigil's configuration file spells it under health_check.
 type Config struct {
-	// Mode is the kind of probe; "" means ModeCheck.
+	// Mode is the kind of probe.
 	Mode Mode
 	// Service is the gRPC health service name asked about; "" is the whole
 	// server.
 	Service string
 	// Interval is the time between two probes of one endpoint (check, tcp),
 	// the period of the liveness check of an open Watch stream, and the cap
-	// of the Watch re-open backoff. Zero means DefaultInterval.
+	// of the Watch re-open backoff.
 	Interval time.Duration
-	// Timeout bounds one probe. Zero means DefaultTimeout.
+	// Timeout bounds one probe. It may be longer than Interval: probes of
+	// one endpoint never overlap, the next one starts an interval after
+	// the previous one ended.
 	Timeout time.Duration
 	// Jitter spreads each interval by +/- this fraction of it (0.1 = 10%),
-	// so that probers started together drift apart. It is clamped to [0, 1].
+	// so that probers started together drift apart; at least 0 and less
+	// than 1. Zero is no jitter (DefaultConfig has DefaultJitter).
 	Jitter float64
-	// Thresholds drive the state machine; zero fields mean
-	// DefaultUnhealthyThreshold and DefaultHealthyThreshold.
+	// Thresholds drive the state machine.
 	Thresholds Thresholds
-	// ServeUnimplemented treats an endpoint whose health RPC is
-	// UNIMPLEMENTED (no health service registered) as healthy, logging a
-	// warning once per endpoint (on_unimplemented: serve). When false such an
-	// endpoint is evicted with reason UNIMPLEMENTED.
-	ServeUnimplemented bool
-	// LivenessCheck makes a Watch stream that has been quiet for an
-	// interval send a Check on its connection (liveness: check). Without
-	// it the connection's liveness is left to TCP keepalive with a user
+	// OnUnimplemented is what an UNIMPLEMENTED health RPC means.
+	OnUnimplemented OnUnimplemented
+	// Liveness is how a quiet Watch stream's connection is proven alive:
+	// with LivenessCheck a Watch stream that has been quiet for an
+	// interval sends a Check on its connection; with LivenessKeepalive
+	// the connection's liveness is left to TCP keepalive with a user
 	// timeout, which costs the process nothing but cannot see past a
 	// userspace proxy that keeps the TCP connection up (see watch.go).
-	LivenessCheck bool
+	Liveness Liveness
 }
 
-// Validate reports what is wrong with c, if anything. Zero fields are fine:
-// they take the defaults.
+// DefaultConfig returns the default health-check configuration.
+func DefaultConfig() Config {
+	return Config{
+		Mode:            DefaultMode,
+		Interval:        DefaultInterval,
+		Timeout:         DefaultTimeout,
+		Jitter:          DefaultJitter,
+		Thresholds:      Thresholds{Unhealthy: DefaultUnhealthyThreshold, Healthy: DefaultHealthyThreshold},
+		OnUnimplemented: DefaultOnUnimplemented,
+		Liveness:        DefaultLiveness,
+	}
+}
+
+// FieldError is what is wrong with one field of a Config. Field is the
+// field's name in vigil's configuration file (timeout, jitter,
+// unhealthy_threshold, ...).
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Validate reports what is wrong with c, as *FieldError values joined with
+// errors.Join, or nil. A zero field is fine: it takes its default.
 func (c Config) Validate() error {
 	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
+	}
 	switch c.Mode {
 	case "", ModeCheck, ModeWatch, ModeTCP, ModeNone:
 	default:
-		errs = append(errs, fmt.Errorf("mode %q: want check, watch, tcp or none", c.Mode))
+		bad("mode", "must be one of check, watch, tcp, none, not %q", c.Mode)
 	}
 	if c.Interval < 0 {
-		errs = append(errs, fmt.Errorf("interval %v: must not be negative", c.Interval))
+		bad("interval", "must not be negative, not %v", c.Interval)
 	}
 	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("timeout %v: must not be negative", c.Timeout))
+		bad("timeout", "must not be negative, not %v", c.Timeout)
 	}
-	if c.Jitter < 0 || c.Jitter > 1 {
-		errs = append(errs, fmt.Errorf("jitter %v: want a fraction between 0 and 1", c.Jitter))
+	if c.Jitter < 0 || c.Jitter >= 1 {
+		bad("jitter", "must be at least 0%% and less than 100%%, not %g%%", c.Jitter*100)
 	}
-	if c.Thresholds.Unhealthy < 0 || c.Thresholds.Healthy < 0 {
-		errs = append(errs, fmt.Errorf("thresholds %+v: must not be negative", c.Thresholds))
+	if c.Thresholds.Unhealthy < 0 {
+		bad("unhealthy_threshold", "must be at least 1, not %d", c.Thresholds.Unhealthy)
+	}
+	if c.Thresholds.Healthy < 0 {
+		bad("healthy_threshold", "must be at least 1, not %d", c.Thresholds.Healthy)
+	}
+	switch c.OnUnimplemented {
+	case "", UnimplementedEvict, UnimplementedServe:
+	default:
+		bad("on_unimplemented", "must be one of evict, serve, not %q", c.OnUnimplemented)
+	}
+	switch c.Liveness {
+	case "", LivenessKeepalive, LivenessCheck:
+	default:
+		bad("liveness", "must be one of keepalive, check, not %q", c.Liveness)
 	}
 	return errors.Join(errs...)
 }
 
-// withDefaults returns c with every zero or out-of-range field replaced by
-// its default, so that the probers never see a nonsensical value.
+// withDefaults returns c with every zero field but Jitter replaced by its
+// default.
 func (c Config) withDefaults() Config {
-	switch c.Mode {
-	case ModeCheck, ModeWatch, ModeTCP, ModeNone:
-	default:
-		c.Mode = ModeCheck
+	if c.Mode == "" {
+		c.Mode = DefaultMode
 	}
-	if c.Interval <= 0 {
+	if c.Interval == 0 {
 		c.Interval = DefaultInterval
 	}
-	if c.Timeout <= 0 {
+	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
-	c.Jitter = min(max(c.Jitter, 0), 1)
-	if c.Thresholds.Unhealthy <= 0 {
+	if c.Thresholds.Unhealthy == 0 {
 		c.Thresholds.Unhealthy = DefaultUnhealthyThreshold
 	}
-	if c.Thresholds.Healthy <= 0 {
+	if c.Thresholds.Healthy == 0 {
 		c.Thresholds.Healthy = DefaultHealthyThreshold
 	}
+	if c.OnUnimplemented == "" {
+		c.OnUnimplemented = DefaultOnUnimplemented
+	}
+	if c.Liveness == "" {
+		c.Liveness = DefaultLiveness
+	}
 	return c
+}
+
+// usable returns c with its defaults, or, if c is invalid, the defaults
+// for every invalid field, so that probers never see a nonsensical value.
+func (c Config) usable() Config {
+	c = c.withDefaults()
+	var fe *FieldError
+	for _, err := range unjoin(c.Validate()) {
+		if !errors.As(err, &fe) {
+			continue
+		}
+		d := DefaultConfig()
+		switch fe.Field {
+		case "mode":
+			c.Mode = d.Mode
+		case "interval":
+			c.Interval = d.Interval
+		case "timeout":
+			c.Timeout = d.Timeout
+		case "jitter":
+			c.Jitter = d.Jitter
+		case "unhealthy_threshold":
+			c.Thresholds.Unhealthy = d.Thresholds.Unhealthy
+		case "healthy_threshold":
+			c.Thresholds.Healthy = d.Thresholds.Healthy
+		case "on_unimplemented":
+			c.OnUnimplemented = d.OnUnimplemented
+		case "liveness":
+			c.Liveness = d.Liveness
+		}
+	}
+	return c
+}
+
+// unjoin returns the errors an errors.Join holds, or err alone.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// probersDiffer reports whether going from a to b needs the probers
+// restarted: anything but the thresholds changed. The state machine reads
+// the thresholds of the group in force, so a change of them alone takes
+// effect at the next result, with no probe connection or Watch stream
+// touched.
+func probersDiffer(a, b Config) bool {
+	a.Thresholds, b.Thresholds = Thresholds{}, Thresholds{}
+	return a != b
 }

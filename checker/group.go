@@ -20,7 +20,13 @@ type Change struct {
 	Transition Transition
 	// Result is the probe result (or pushed status) that caused the change.
 	Result Result
-	// Healthy and Total count the cluster's endpoints after the change.
+	// Mode is the mode in use: ModeCheck for a Watch endpoint that fell
+	// back to Check polling.
+	Mode Mode
+	// Hint explains, in one line, a failure whose cause is usually a
+	// mistake on the backend (see Hint); "" otherwise.
+	Hint string
+	// Healthy and Total count the group's endpoints after the change.
 	Healthy, Total int
 }
 
@@ -42,7 +48,10 @@ type ProbeStats struct {
 type GroupOptions struct {
 	// Cluster names the group in log records and Changes.
 	Cluster string
-	// Logger receives the eviction-log records; nil means slog.Default().
+	// Logger receives the group's warnings (an invalid Config, a backend
+	// served without a health service, a Watch fallback); nil means
+	// slog.Default(). Transitions are not logged here: they are Changes,
+	// and the eviction log is written from them (balancer/pool).
 	Logger *slog.Logger
 	// OnChange is called after every change of an endpoint's Status
 	// (health, reason, cause or counters), one call at a time per group, in
@@ -58,14 +67,16 @@ type GroupOptions struct {
 
 // Group health-checks the endpoints of one cluster: one prober goroutine per
 // endpoint applies each probe result to the endpoint's Status (Status.Next),
-// keeps the cluster's counts, writes the eviction log and reports every
-// change. All methods are safe for concurrent use.
+// keeps the cluster's counts and reports every change. All methods are safe
+// for concurrent use.
 type Group struct {
 	cluster  string
 	logger   *slog.Logger
 	onChange func(Change)
 	onProbe  func(string, Result)
-	flap     flapPolicy
+	// thresholds are the state machine's, read by every result; a change
+	// of them alone needs no prober restarted.
+	thresholds atomic.Pointer[Thresholds]
 
 	drains drainWatch
 
@@ -75,13 +86,10 @@ type Group struct {
 	closed    bool
 	nextStart time.Time // when the next first probe may go out
 
-	// emitMu serializes applying a change with logging it and calling
-	// OnChange, so that records and Changes come out in the order the
-	// changes were made, each with the counts right after it. Lock order:
-	// ctlMu, emitMu, mu.
+	// emitMu serializes applying a change with calling OnChange, so that
+	// Changes come out in the order they were made, each with the counts
+	// right after it. Lock order: ctlMu, emitMu, mu.
 	emitMu sync.Mutex
-	// summaries tracks pending flap-summary timers (see flapPolicy).
-	summaries sync.WaitGroup
 
 	mu        sync.RWMutex
 	cfg       Config
@@ -112,8 +120,6 @@ type endpoint struct {
 	warnedUnimplemented bool
 	warnedNoWatch       bool
 
-	flap flapState // under Group.emitMu
-
 	cancel context.CancelFunc // stops the running prober; nil if none
 	done   chan struct{}      // closed when the running prober has returned
 }
@@ -128,13 +134,13 @@ func NewGroup(cfg Config, opts GroupOptions) *Group {
 		logger:    opts.Logger,
 		onChange:  opts.OnChange,
 		onProbe:   opts.OnProbe,
-		flap:      defaultFlapPolicy,
 		endpoints: make(map[string]*endpoint),
 	}
 	if g.logger == nil {
 		g.logger = slog.Default()
 	}
 	g.cfg = g.checkConfig(cfg)
+	g.thresholds.Store(&g.cfg.Thresholds)
 	return g
 }
 
@@ -144,7 +150,7 @@ func (g *Group) checkConfig(cfg Config) Config {
 		g.logger.LogAttrs(context.Background(), slog.LevelError, "invalid health-check config, using defaults",
 			slog.String("cluster", g.cluster), slog.String("error", err.Error()))
 	}
-	return cfg.withDefaults()
+	return cfg.usable()
 }
 
 // Add starts probing address. initial is Status{Health: Pending} for a new
@@ -261,9 +267,7 @@ func closeConns(eps []*endpoint) {
 }
 
 // Remove stops probing address at once, waits for its prober to return,
-// closes its probe connection and returns its last Status. It logs no
-// record: the caller logs "endpoint removed". A pending flap summary (see
-// flapPolicy) is logged now.
+// closes its probe connection and returns its last Status.
 func (g *Group) Remove(address string) (Status, bool) {
 	g.ctlMu.Lock()
 	defer g.ctlMu.Unlock()
@@ -282,16 +286,16 @@ func (g *Group) Remove(address string) (Status, bool) {
 
 	ep.stop()
 	closeConns([]*endpoint{ep})
-	g.emitMu.Lock()
-	g.flushFlapLocked(ep)
-	g.emitMu.Unlock()
 	return ep.status, true
 }
 
-// Reconfigure restarts every prober with cfg, keeping each endpoint's
-// Status and, unless the new mode needs none, its probe connection. Each
-// restarted prober probes at once (paced as in Add). Switching to mode
-// none admits or readmits every endpoint at once.
+// Reconfigure applies cfg. A change of the thresholds alone takes effect
+// at each endpoint's next result, with no prober restarted and no probe
+// connection or Watch stream touched. Any other change restarts every
+// prober with cfg, keeping each endpoint's Status and, unless the new mode
+// needs none, its probe connection; each restarted prober probes at once
+// (paced as in Add). Switching to mode none admits or readmits every
+// endpoint at once.
 func (g *Group) Reconfigure(cfg Config) {
 	g.ctlMu.Lock()
 	defer g.ctlMu.Unlock()
@@ -300,9 +304,14 @@ func (g *Group) Reconfigure(cfg Config) {
 	}
 	cfg = g.checkConfig(cfg)
 	g.mu.Lock()
+	restart := probersDiffer(g.cfg, cfg)
 	g.cfg = cfg
+	g.thresholds.Store(&cfg.Thresholds)
 	eps := g.listLocked()
 	g.mu.Unlock()
+	if !restart {
+		return
+	}
 
 	stopAll(eps)
 	if cfg.Mode == ModeTCP || cfg.Mode == ModeNone {
@@ -313,10 +322,9 @@ func (g *Group) Reconfigure(cfg Config) {
 	}
 }
 
-// Close stops every prober, waits for them, closes the probe connections
-// and logs pending flap summaries. The group keeps answering Status,
-// Counts and Stats with the last known values; Add and Reconfigure do
-// nothing afterwards.
+// Close stops every prober, waits for them and closes the probe
+// connections. The group keeps answering Status, Counts and Stats with the
+// last known values; Add and Reconfigure do nothing afterwards.
 func (g *Group) Close() {
 	g.ctlMu.Lock()
 	if g.closed {
@@ -330,13 +338,7 @@ func (g *Group) Close() {
 	stopAll(eps)
 	g.drains.close()
 	closeConns(eps)
-	g.emitMu.Lock()
-	for _, ep := range eps {
-		g.flushFlapLocked(ep)
-	}
-	g.emitMu.Unlock()
 	g.ctlMu.Unlock()
-	g.summaries.Wait()
 }
 
 func (g *Group) listLocked() []*endpoint {
@@ -399,12 +401,12 @@ func (g *Group) report(ep *endpoint, mode Mode, cfg Config, r Result) {
 
 // apply runs ep's state machine on r and, if its Status changes, commits
 // the change: the endpoint and the group's counts under the group's lock,
-// then OnChange and the eviction-log record. It must be called by ep's
-// single writer. A result that changes nothing takes no lock. It reports
-// whether a change was committed: not if ep was removed meanwhile.
+// then OnChange. It must be called by ep's single writer. A result that
+// changes nothing takes no lock. It reports whether a change was
+// committed: not if ep was removed meanwhile.
 func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Time) bool {
 	old := ep.status
-	next, tr := old.Next(r, cfg.Thresholds, now)
+	next, tr := old.Next(r, *g.thresholds.Load(), now)
 	if next == old {
 		return false
 	}
@@ -425,17 +427,16 @@ func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Ti
 	healthy, total := g.healthy, len(g.endpoints)
 	g.mu.Unlock()
 
-	// OnChange first: whoever reads the eviction log (a person, a script,
-	// the admin event stream) must find the change already in force.
 	if g.onChange != nil {
-		g.onChange(Change{
+		ch := Change{
 			Cluster: g.cluster, Address: ep.address,
-			Old: old, New: next, Transition: tr, Result: r,
+			Old: old, New: next, Transition: tr, Result: r, Mode: mode,
 			Healthy: healthy, Total: total,
-		})
-	}
-	if tr != NoTransition {
-		g.logTransitionLocked(ep, mode, cfg, tr, next, r.Err, healthy, total, now)
+		}
+		if tr == Evicted {
+			ch.Hint = Hint(next, r, cfg)
+		}
+		g.onChange(ch)
 	}
 	return true
 }

@@ -1,6 +1,7 @@
 package checker
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,13 +24,20 @@ func fastConfig(mode Mode) Config {
 	}
 }
 
-// testGroup builds a group whose records go to a JSON sink and whose
-// changes are collected; it is closed at cleanup.
+// testGroup builds a group whose warnings go to a JSON sink and whose
+// changes are collected; every transition is also written to the sink as
+// the eviction-log record it makes (recordChange), so that tests check
+// that a Change carries everything the record needs. It is closed at
+// cleanup.
 func testGroup(t *testing.T, cfg Config, probed func(string, Result)) (*Group, *logSink, *changeLog) {
 	t.Helper()
 	logger, sink := newLogger()
 	changes := &changeLog{}
-	g := NewGroup(cfg, GroupOptions{Cluster: "orders", Logger: logger, OnChange: changes.add, OnProbe: probed})
+	onChange := func(ch Change) {
+		changes.add(ch)
+		recordChange(logger, ch)
+	}
+	g := NewGroup(cfg, GroupOptions{Cluster: "orders", Logger: logger, OnChange: onChange, OnProbe: probed})
 	t.Cleanup(g.Close)
 	return g, sink, changes
 }
@@ -185,7 +193,7 @@ func TestGroupHints(t *testing.T) {
 		b := startBackend(t, "", noHealth)
 		var probes atomic.Int64
 		cfg := fastConfig(ModeCheck)
-		cfg.ServeUnimplemented = true
+		cfg.OnUnimplemented = UnimplementedServe
 		g, sink, _ := testGroup(t, cfg, func(_ string, r Result) {
 			if r.OK {
 				probes.Add(1)
@@ -517,14 +525,40 @@ func TestConfigValidate(t *testing.T) {
 	if err := (Config{}).Validate(); err != nil {
 		t.Errorf("zero Config: %v", err)
 	}
-	err := Config{Mode: "ping", Interval: -1, Jitter: 2, Thresholds: Thresholds{Unhealthy: -1}}.Validate()
-	if err == nil {
-		t.Fatal("invalid Config accepted")
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig: %v", err)
 	}
-	for _, want := range []string{`mode "ping"`, "interval", "jitter", "thresholds"} {
-		if !contains(err.Error(), want) {
-			t.Errorf("error %q does not mention %s", err, want)
+	long := DefaultConfig()
+	long.Interval, long.Timeout = time.Second, 3*time.Second
+	if err := long.Validate(); err != nil {
+		t.Errorf("a timeout longer than the interval: %v (probes never overlap)", err)
+	}
+	for _, tc := range []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{Mode: "ping"}, "mode"},
+		{Config{Interval: -1}, "interval"},
+		{Config{Timeout: -1}, "timeout"},
+		{Config{Jitter: -0.1}, "jitter"},
+		{Config{Jitter: 1}, "jitter"},
+		{Config{Thresholds: Thresholds{Unhealthy: -1}}, "unhealthy_threshold"},
+		{Config{Thresholds: Thresholds{Healthy: -1}}, "healthy_threshold"},
+		{Config{OnUnimplemented: "ignore"}, "on_unimplemented"},
+		{Config{Liveness: "ping"}, "liveness"},
+	} {
+		err := tc.cfg.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("Validate(%+v) = %v, want a FieldError for %s", tc.cfg, err, tc.field)
 		}
+		if u := tc.cfg.usable(); u.Validate() != nil {
+			t.Errorf("usable(%+v) = %+v, still invalid: %v", tc.cfg, u, u.Validate())
+		}
+	}
+	err := Config{Mode: "ping", Interval: -1, Jitter: 2, Thresholds: Thresholds{Unhealthy: -1}}.Validate()
+	if n := len(unjoin(err)); n != 4 {
+		t.Errorf("Validate found %d problems in %v, want 4", n, err)
 	}
 	logger, sink := newLogger()
 	g := NewGroup(Config{Mode: "ping"}, GroupOptions{Cluster: "x", Logger: logger})

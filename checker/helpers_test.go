@@ -182,6 +182,29 @@ func checkRecord(t testing.TB, rec map[string]any, level string, wantKeys []stri
 	}
 }
 
+// recordChange logs ch as vigil's eviction log records a transition
+// (DESIGN.md, "Eviction log"; balancer/pool writes the real records).
+func recordChange(logger *slog.Logger, ch Change) {
+	attrs := []slog.Attr{slog.String("cluster", ch.Cluster), slog.String("endpoint", ch.Address), slog.String("check", string(ch.Mode))}
+	switch ch.Transition {
+	case Admitted:
+		logger.LogAttrs(context.Background(), slog.LevelInfo, "endpoint admitted", attrs...)
+	case Evicted:
+		attrs = append(attrs, slog.String("reason", ch.New.Reason), slog.Int("failures", ch.New.Failures),
+			slog.Int("healthy", ch.Healthy), slog.Int("total", ch.Total))
+		if ch.Hint != "" {
+			attrs = append(attrs, slog.String("hint", ch.Hint))
+		}
+		if ch.Result.Err != nil {
+			attrs = append(attrs, slog.String("error", ErrorText(ch.Result.Err)))
+		}
+		logger.LogAttrs(context.Background(), slog.LevelWarn, "endpoint evicted", attrs...)
+	case Readmitted:
+		attrs = append(attrs, slog.Int("healthy", ch.Healthy), slog.Int("total", ch.Total))
+		logger.LogAttrs(context.Background(), slog.LevelInfo, "endpoint readmitted", attrs...)
+	}
+}
+
 // changeLog collects OnChange calls.
 type changeLog struct {
 	mu      sync.Mutex

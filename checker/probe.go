@@ -38,7 +38,7 @@ const (
 //   - A non-OK gRPC status returned by the backend (NOT_FOUND for an
 //     unregistered service, PERMISSION_DENIED, UNIMPLEMENTED, ...) is a
 //     failure with CauseAnswer and the canonical code name as Reason. What
-//     UNIMPLEMENTED means is the caller's policy (Config.ServeUnimplemented).
+//     UNIMPLEMENTED means is the caller's policy (Config.OnUnimplemented).
 //   - DEADLINE_EXCEEDED, UNAVAILABLE (refused, reset, unreachable, TLS
 //     failure, ...) and stream resets are failures with CauseTransport:
 //     the backend could not be asked.

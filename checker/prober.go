@@ -114,7 +114,7 @@ func (p *prober) check(ctx context.Context) Result {
 // unimplementedPolicy turns an UNIMPLEMENTED answer into a success under
 // on_unimplemented: serve, warning once per endpoint.
 func (p *prober) unimplementedPolicy(r Result) Result {
-	if r.OK || r.Cause != CauseAnswer || r.Reason != reasonUnimplemented || !p.cfg.ServeUnimplemented {
+	if r.OK || r.Cause != CauseAnswer || r.Reason != reasonUnimplemented || p.cfg.OnUnimplemented != UnimplementedServe {
 		return r
 	}
 	if !p.ep.warnedUnimplemented {

@@ -43,7 +43,7 @@ import (
 //     stays panic-eligible) and the stream re-opened on a new connection.
 //     Keepalive cannot see past a userspace proxy that keeps the TCP
 //     connection up while the backend behind it is gone, nor a frozen
-//     process whose kernel still answers; with Config.LivenessCheck
+//     process whose kernel still answers; with Config.Liveness check
 //     (liveness: check) a Check with the timeout also runs on the same
 //     connection every interval while no status arrived, and a transport
 //     failure of it while the connection still claims to be READY evicts
@@ -249,7 +249,7 @@ func (l *liveness) received() {
 // liveness: check, the group's drain scan with keepalive; l.mu must be
 // held.
 func (l *liveness) periodic() {
-	if l.p.cfg.LivenessCheck {
+	if l.p.cfg.Liveness == LivenessCheck {
 		l.arm(l.p.cfg.Interval)
 		return
 	}
@@ -294,7 +294,7 @@ func (l *liveness) fire() {
 		l.cancel()
 		return
 	}
-	if !l.p.cfg.LivenessCheck {
+	if !(l.p.cfg.Liveness == LivenessCheck) {
 		// The first status came just as its deadline fired.
 		l.mu.Lock()
 		l.periodic()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -104,7 +105,7 @@ func TestWatchLivenessKeepsHealthyStream(t *testing.T) {
 	hs := newCountingHealth()
 	b := startBackend(t, "", hs)
 	cfg := watchConfig(20*time.Millisecond, 2*time.Second)
-	cfg.LivenessCheck = true
+	cfg.Liveness = LivenessCheck
 	g, sink, _ := testGroup(t, cfg, nil)
 	g.Add(b.addr, Status{})
 	waitHealth(t, g, b.addr, Healthy)
@@ -203,7 +204,9 @@ func TestWatchNoHealthService(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := startBackend(t, "", noHealth)
 			cfg := watchConfig(20*time.Millisecond, 2*time.Second)
-			cfg.ServeUnimplemented = serve
+			if serve {
+				cfg.OnUnimplemented = UnimplementedServe
+			}
 			var probes atomic.Int64
 			g, sink, _ := testGroup(t, cfg, func(string, Result) { probes.Add(1) })
 			g.Add(b.addr, Status{})
@@ -364,7 +367,7 @@ func TestWatchBlackholeEvictsAtOnce(t *testing.T) {
 	r := startRelay(t, b.addr)
 	// The relay keeps the TCP connection up: only a Check sees through it.
 	cfg := watchConfig(100*time.Millisecond, 300*time.Millisecond)
-	cfg.LivenessCheck = true
+	cfg.Liveness = LivenessCheck
 	g, sink, _ := testGroup(t, cfg, nil)
 	g.Add(r.addr, Status{})
 	waitHealth(t, g, r.addr, Healthy)
@@ -384,10 +387,13 @@ func TestWatchBlackholeEvictsAtOnce(t *testing.T) {
 	checkRecord(t, waitRecords(t, sink, "endpoint readmitted", 1)[0], "INFO", readmittedKeys, map[string]any{"check": "watch"})
 }
 
-func TestWatchFlappingIsRateLimited(t *testing.T) {
+// TestWatchFlappingReportsEveryTransition: a backend flipping as fast as
+// it can is reported transition by transition, in order, each one an
+// eviction or a readmission of the state before it, and the last change
+// leaves the endpoint as the backend ended.
+func TestWatchFlappingReportsEveryTransition(t *testing.T) {
 	b := startBackend(t, "", nil)
-	g, sink, changes := testGroup(t, watchConfig(time.Minute, 5*time.Second), nil)
-	g.flap = flapPolicy{Burst: 3, Refill: time.Hour, Summary: 200 * time.Millisecond}
+	g, _, changes := testGroup(t, watchConfig(time.Minute, 5*time.Second), nil)
 	g.Add(b.addr, Status{})
 	waitHealth(t, g, b.addr, Healthy)
 
@@ -398,75 +404,69 @@ func TestWatchFlappingIsRateLimited(t *testing.T) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	waitHealth(t, g, b.addr, Healthy)
-
-	transitionRecords := func() int {
-		return len(sink.withMsg(t, "endpoint admitted")) + len(sink.withMsg(t, "endpoint evicted")) + len(sink.withMsg(t, "endpoint readmitted"))
+	got := changes.transitions(b.addr)
+	if len(got) < 10 {
+		t.Fatalf("only %d transitions observed; the test did not flap", len(got))
 	}
-	var summaries []map[string]any
-	var suppressed, evictions, readmissions int
-	waitFor(t, "every suppressed transition to be summarised", func() bool {
-		summaries = sink.withMsg(t, msgFlapping)
-		suppressed, evictions, readmissions = 0, 0, 0
-		for _, s := range summaries {
-			suppressed += int(s["suppressed"].(float64))
-			evictions += int(s["evictions"].(float64))
-			readmissions += int(s["readmissions"].(float64))
+	for i, tr := range got {
+		want := Admitted
+		switch {
+		case i > 0 && i%2 == 1:
+			want = Evicted
+		case i > 0:
+			want = Readmitted
 		}
-		return len(changes.transitions(b.addr)) == transitionRecords()+suppressed
-	})
-	total := len(changes.transitions(b.addr))
-	if total < 10 {
-		t.Fatalf("only %d transitions observed; the test did not flap", total)
+		if tr != want {
+			t.Fatalf("transition %d of %v is %v, want %v", i, got, tr, want)
+		}
 	}
-	if got := transitionRecords(); got != 3 {
-		t.Errorf("%d transition records for %d transitions, want the burst of 3", got, total)
-	}
-	if suppressed != total-3 || evictions+readmissions != suppressed {
-		t.Errorf("summaries: suppressed %d (evictions %d, readmissions %d), want %d", suppressed, evictions, readmissions, total-3)
-	}
-	for _, s := range summaries {
-		checkRecord(t, s, "WARN", []string{"cluster", "endpoint", "check", "suppressed", "evictions", "readmissions", "over", "health", "healthy", "total"},
-			map[string]any{"check": "watch", "endpoint": b.addr})
-	}
-	if last := summaries[len(summaries)-1]; last["health"] != "healthy" || last["healthy"] != 1.0 {
-		t.Errorf("last summary %v, want the endpoint healthy", last)
+	if got[len(got)-1] != Readmitted {
+		t.Errorf("last transition %v, want readmitted", got[len(got)-1])
 	}
 }
 
-func TestFlapSummaryFlushedOnRemove(t *testing.T) {
-	g, sink, _ := testGroup(t, fastConfig(ModeCheck), nil)
-	g.flap = flapPolicy{Burst: 1, Refill: time.Hour, Summary: time.Hour}
-	ep, cfg, _ := g.insert("10.0.0.1:80", Status{})
-	down := Result{Reason: "NOT_SERVING", Cause: CauseAnswer, Pushed: true}
-	up := Result{OK: true, Pushed: true}
-	for _, r := range []Result{up, down, up, down} {
-		g.report(ep, ModeWatch, cfg, r)
-	}
-	if n := len(sink.withMsg(t, msgFlapping)); n != 0 {
-		t.Fatalf("summary before its time")
-	}
-	g.Remove("10.0.0.1:80")
-	s := sink.withMsg(t, msgFlapping)
-	if len(s) != 1 {
-		t.Fatalf("%d summaries after Remove, want 1", len(s))
-	}
-	checkRecord(t, s[0], "WARN", []string{"cluster", "endpoint", "check", "suppressed", "evictions", "readmissions", "over", "health", "healthy", "total"},
-		map[string]any{"suppressed": 3, "evictions": 2, "readmissions": 1, "health": "unhealthy", "healthy": 0, "total": 0})
-}
+// TestReconfigureThresholdsKeepsStreams: a change of the thresholds alone
+// restarts no prober and reopens no Watch stream, and the new thresholds
+// take effect at once.
+func TestReconfigureThresholdsKeepsStreams(t *testing.T) {
+	hs := newCountingHealth()
+	b := startBackend(t, "", hs)
+	cfg := watchConfig(time.Minute, 5*time.Second)
+	g, _, changes := testGroup(t, cfg, nil)
+	g.Add(b.addr, Status{})
+	waitHealth(t, g, b.addr, Healthy)
+	g.mu.RLock()
+	ep := g.endpoints[b.addr]
+	g.mu.RUnlock()
+	done, conn := ep.done, ep.conn
 
-func TestTokenBucket(t *testing.T) {
-	p := flapPolicy{Burst: 2, Refill: time.Second}
-	var f flapState
-	now := time.Unix(0, 0)
-	var got []bool
-	for _, dt := range []time.Duration{0, 0, 0, 500 * time.Millisecond, 500 * time.Millisecond, 0, 10 * time.Second, 0, 0, 0} {
-		now = now.Add(dt)
-		got = append(got, f.allow(p, now))
+	cfg.Thresholds = Thresholds{Unhealthy: 7, Healthy: 5}
+	g.Reconfigure(cfg)
+	if ep.done != done || ep.conn != conn {
+		t.Fatal("Reconfigure of the thresholds restarted the prober or replaced its connection")
 	}
-	want := []bool{true, true, false, false, true, false, true, true, false, false}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("allow sequence %v, want %v", got, want)
+	if got := *g.thresholds.Load(); got != cfg.Thresholds {
+		t.Errorf("thresholds in force %+v, want %+v", got, cfg.Thresholds)
+	}
+	hs.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)
+	waitHealth(t, g, b.addr, Unhealthy)
+	hs.SetServingStatus("", healthgrpc.HealthCheckResponse_SERVING)
+	waitHealth(t, g, b.addr, Healthy)
+	if n := hs.watches.Load(); n != 1 {
+		t.Errorf("%d Watch streams opened, want the one that was open before Reconfigure", n)
+	}
+	if got := changes.transitions(b.addr); !slices.Equal(got, []Transition{Admitted, Evicted, Readmitted}) {
+		t.Errorf("transitions %v", got)
+	}
+
+	// The state machine uses the new thresholds: an evicted endpoint needs
+	// five successes in a row.
+	st := Status{Health: Unhealthy, Reason: "UNAVAILABLE", Cause: CauseTransport}
+	for i := range 5 {
+		var tr Transition
+		st, tr = st.Next(Result{OK: true}, *g.thresholds.Load(), time.Now())
+		if (tr == Readmitted) != (i == 4) {
+			t.Fatalf("success %d: transition %v", i+1, tr)
 		}
 	}
 }

@@ -29,7 +29,7 @@ func BenchmarkClusters(b *testing.B) {
 			}
 			for e := range 10 {
 				ep := &state.Endpoint{Cluster: name, Address: fmt.Sprintf("10.0.%d.%d:50051", c, e), Weight: 1,
-					Check: config.CheckGRPC, Status: checker.Status{Health: checker.Healthy, Since: t0}}
+					Check: checker.ModeCheck, Status: checker.Status{Health: checker.Healthy, Since: t0}}
 				if err := w.UpsertEndpoint(ep); err != nil {
 					return err
 				}

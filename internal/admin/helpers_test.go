@@ -38,29 +38,29 @@ func newStore(t *testing.T) *state.Store {
 // seed fills s with two clusters whose endpoints are in every state.
 func seed(t *testing.T, s *state.Store) {
 	t.Helper()
-	hc := config.HealthCheck{Mode: config.CheckGRPC}
+	hc := checker.Config{Mode: checker.ModeCheck}
 	err := s.Update(func(w state.Writer) error {
 		for _, c := range []*state.Cluster{
 			{Name: "orders", LBPolicy: config.RoundRobin, PanicThreshold: 50, HealthCheck: hc},
 			{Name: "payments", LBPolicy: config.LeastRequest, PanicThreshold: 50, Panic: true,
-				HealthCheck: config.HealthCheck{Mode: config.CheckWatch}},
+				HealthCheck: checker.Config{Mode: checker.ModeWatch}},
 		} {
 			if err := w.UpsertCluster(c); err != nil {
 				return err
 			}
 		}
 		for _, e := range []*state.Endpoint{
-			{Cluster: "orders", Address: "127.0.0.1:50051", Weight: 1, Check: config.CheckGRPC,
+			{Cluster: "orders", Address: "127.0.0.1:50051", Weight: 1, Check: checker.ModeCheck,
 				Status: checker.Status{Health: checker.Healthy, Since: t0.Add(-time.Hour), Successes: 2}},
-			{Cluster: "orders", Address: "127.0.0.1:50052", Weight: 2, Check: config.CheckGRPC,
+			{Cluster: "orders", Address: "127.0.0.1:50052", Weight: 2, Check: checker.ModeCheck,
 				Status: checker.Status{Health: checker.Unhealthy, Reason: "NOT_SERVING", Cause: checker.CauseAnswer,
 					Since: t0, Failures: 1}},
-			{Cluster: "orders", Address: "127.0.0.1:50053", Weight: 1, Check: config.CheckGRPC,
+			{Cluster: "orders", Address: "127.0.0.1:50053", Weight: 1, Check: checker.ModeCheck,
 				Status: checker.Status{Health: checker.Draining, Since: t0.Add(3 * time.Minute)}},
-			{Cluster: "payments", Address: "127.0.0.1:50061", Weight: 1, Check: config.CheckWatch,
+			{Cluster: "payments", Address: "127.0.0.1:50061", Weight: 1, Check: checker.ModeWatch,
 				Status: checker.Status{Health: checker.Unhealthy, Reason: "DEADLINE_EXCEEDED",
 					Cause: checker.CauseTransport, Since: t0.Add(-26 * time.Hour), Failures: 3}},
-			{Cluster: "payments", Address: "127.0.0.1:50062", Weight: 1, Check: config.CheckWatch,
+			{Cluster: "payments", Address: "127.0.0.1:50062", Weight: 1, Check: checker.ModeWatch,
 				Status: checker.Status{Health: checker.Pending, Since: t0.Add(3*time.Minute + 11*time.Second)}},
 		} {
 			if err := w.UpsertEndpoint(e); err != nil {

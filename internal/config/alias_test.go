@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-proxy/vigil/checker"
 )
 
 func TestAliasesAndMerges(t *testing.T) {
@@ -33,8 +35,8 @@ clusters:
 	if l := cfg.Listeners[1]; l.Name != "b" || l.Protocol != ProtocolTCP || l.Cluster != "one" {
 		t.Errorf("merged listener = %+v", l)
 	}
-	watch := HealthCheck{Mode: CheckWatch, Interval: 2 * time.Second, Timeout: DefaultTimeout, Jitter: 0.05,
-		UnhealthyThreshold: 3, HealthyThreshold: 2, OnUnimplemented: UnimplementedEvict, Liveness: LivenessKeepalive}
+	watch := checker.Config{Mode: checker.ModeWatch, Interval: 2 * time.Second, Timeout: checker.DefaultTimeout, Jitter: 0.05,
+		Thresholds: checker.Thresholds{Unhealthy: 3, Healthy: 2}, OnUnimplemented: checker.UnimplementedEvict, Liveness: checker.LivenessKeepalive}
 	if hc := cfg.Clusters[1].HealthCheck; hc != watch {
 		t.Errorf("aliased health_check = %+v, want %+v", hc, watch)
 	}

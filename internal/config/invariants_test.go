@@ -2,6 +2,8 @@ package config
 
 import (
 	"testing"
+
+	"github.com/vigil-proxy/vigil/checker"
 )
 
 // checkInvariants asserts what every successfully parsed Config guarantees,
@@ -60,23 +62,26 @@ func checkInvariants(t testing.TB, cfg *Config) {
 		}
 		hc := c.HealthCheck
 		switch hc.Mode {
-		case CheckGRPC, CheckWatch, CheckTCP, CheckNone:
+		case checker.ModeCheck, checker.ModeWatch, checker.ModeTCP, checker.ModeNone:
 		default:
 			t.Errorf("cluster %q mode = %q", c.Name, hc.Mode)
 		}
-		if hc.Interval <= 0 || hc.Timeout <= 0 || hc.Timeout > hc.Interval {
+		if hc.Interval <= 0 || hc.Timeout <= 0 {
 			t.Errorf("cluster %q interval %v timeout %v", c.Name, hc.Interval, hc.Timeout)
+		}
+		if err := hc.Validate(); err != nil {
+			t.Errorf("cluster %q health_check: %v", c.Name, err)
 		}
 		if hc.Jitter < 0 || hc.Jitter >= 1 {
 			t.Errorf("cluster %q jitter = %v", c.Name, hc.Jitter)
 		}
-		if hc.UnhealthyThreshold < 1 || hc.HealthyThreshold < 1 {
-			t.Errorf("cluster %q thresholds = %d/%d", c.Name, hc.UnhealthyThreshold, hc.HealthyThreshold)
+		if hc.Thresholds.Unhealthy < 1 || hc.Thresholds.Healthy < 1 {
+			t.Errorf("cluster %q thresholds = %d/%d", c.Name, hc.Thresholds.Unhealthy, hc.Thresholds.Healthy)
 		}
-		if hc.OnUnimplemented != UnimplementedEvict && hc.OnUnimplemented != UnimplementedServe {
+		if hc.OnUnimplemented != checker.UnimplementedEvict && hc.OnUnimplemented != checker.UnimplementedServe {
 			t.Errorf("cluster %q on_unimplemented = %q", c.Name, hc.OnUnimplemented)
 		}
-		if hc.Liveness != LivenessKeepalive && hc.Liveness != LivenessCheck {
+		if hc.Liveness != checker.LivenessKeepalive && hc.Liveness != checker.LivenessCheck {
 			t.Errorf("cluster %q liveness = %q", c.Name, hc.Liveness)
 		}
 	}

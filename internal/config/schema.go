@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"math"
 	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vigil-proxy/vigil/checker"
 )
 
 // The keys of each mapping of the schema.
@@ -338,7 +341,7 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	c := Cluster{
 		LBPolicy:       DefaultLBPolicy,
 		PanicThreshold: DefaultPanicThreshold,
-		HealthCheck:    defaultHealthCheck(),
+		HealthCheck:    checker.DefaultConfig(),
 	}
 	var nameNode *yaml.Node
 	f, m, ok := w.mapping(raw, path, clusterKeys)
@@ -428,84 +431,91 @@ func (w *walker) decodeEndpoint(raw *yaml.Node, path string) (Endpoint, *yaml.No
 	return ep, addr
 }
 
-func defaultHealthCheck() HealthCheck {
-	return HealthCheck{
-		Mode:               DefaultCheckMode,
-		Interval:           DefaultInterval,
-		Timeout:            DefaultTimeout,
-		Jitter:             DefaultJitter,
-		UnhealthyThreshold: DefaultUnhealthyThreshold,
-		HealthyThreshold:   DefaultHealthyThreshold,
-		OnUnimplemented:    DefaultOnUnimplemented,
-		Liveness:           DefaultLiveness,
-	}
-}
-
-func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *HealthCheck) {
-	f, _, ok := w.mapping(raw, path, healthCheckKeys)
+// decodeHealthCheck decodes health_check into hc, which holds the
+// checker's defaults: each field the file names is read as its type
+// requires, then checker.Config.Validate, the one set of rules, judges the
+// values; its complaints are reported at the field they are about.
+func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *checker.Config) {
+	f, node, ok := w.mapping(raw, path, healthCheckKeys)
 	if !ok {
 		return
 	}
-	if v := f.value("mode"); v != nil {
+	at := map[string]*yaml.Node{}
+	field := func(key string) *yaml.Node {
+		v := f.value(key)
+		if v != nil {
+			at[key] = resolve(v)
+		}
+		return v
+	}
+	if v := field("mode"); v != nil {
 		if s, ok := w.enum(v, join(path, "mode"), checkModes); ok {
-			hc.Mode = CheckMode(s)
+			hc.Mode = checker.Mode(s)
 		}
 	}
-	if v := f.value("service"); v != nil {
+	if v := field("service"); v != nil {
 		if s, _, ok := w.str(v, join(path, "service")); ok {
 			hc.Service = s
 		}
 	}
-	// The timeout-vs-interval check needs both valid, and points at the
-	// value the user wrote.
-	intervalOK, timeoutOK := true, true
-	var intervalNode, timeoutNode *yaml.Node
-	if v := f.value("interval"); v != nil {
-		intervalNode = resolve(v)
-		hc.Interval, intervalOK = w.duration(v, join(path, "interval"), false)
-	}
-	if v := f.value("timeout"); v != nil {
-		timeoutNode = resolve(v)
-		hc.Timeout, timeoutOK = w.duration(v, join(path, "timeout"), false)
-	}
-	if intervalOK && timeoutOK && hc.Timeout > hc.Interval {
-		if timeoutNode != nil {
-			w.errs.at(timeoutNode, join(path, "timeout"), "must not be longer than interval (%v)", hc.Interval)
-		} else {
-			w.errs.at(intervalNode, join(path, "interval"), "must not be shorter than timeout (%v by default); set timeout too", hc.Timeout)
+	if v := field("interval"); v != nil {
+		if d, ok := w.duration(v, join(path, "interval"), false); ok {
+			hc.Interval = d
 		}
 	}
-	if !intervalOK {
-		hc.Interval = DefaultInterval
+	if v := field("timeout"); v != nil {
+		if d, ok := w.duration(v, join(path, "timeout"), false); ok {
+			hc.Timeout = d
+		}
 	}
-	if !timeoutOK {
-		hc.Timeout = DefaultTimeout
-	}
-	if v := f.value("jitter"); v != nil {
+	if v := field("jitter"); v != nil {
 		if j, ok := w.jitter(v, join(path, "jitter")); ok {
 			hc.Jitter = j
 		}
 	}
-	if v := f.value("unhealthy_threshold"); v != nil {
+	if v := field("unhealthy_threshold"); v != nil {
 		if n, ok := w.integer(v, join(path, "unhealthy_threshold"), 1, math.MaxInt32); ok {
-			hc.UnhealthyThreshold = int(n)
+			hc.Thresholds.Unhealthy = int(n)
 		}
 	}
-	if v := f.value("healthy_threshold"); v != nil {
+	if v := field("healthy_threshold"); v != nil {
 		if n, ok := w.integer(v, join(path, "healthy_threshold"), 1, math.MaxInt32); ok {
-			hc.HealthyThreshold = int(n)
+			hc.Thresholds.Healthy = int(n)
 		}
 	}
-	if v := f.value("on_unimplemented"); v != nil {
+	if v := field("on_unimplemented"); v != nil {
 		if s, ok := w.enum(v, join(path, "on_unimplemented"), onUnimplementeds); ok {
-			hc.OnUnimplemented = OnUnimplemented(s)
+			hc.OnUnimplemented = checker.OnUnimplemented(s)
 		}
 	}
-	if v := f.value("liveness"); v != nil {
+	if v := field("liveness"); v != nil {
 		if s, ok := w.enum(v, join(path, "liveness"), livenesses); ok {
-			hc.Liveness = Liveness(s)
+			hc.Liveness = checker.Liveness(s)
 		}
 	}
+	for _, err := range unjoin(hc.Validate()) {
+		var fe *checker.FieldError
+		if !errors.As(err, &fe) {
+			w.errs.at(node, path, "%v", err)
+			continue
+		}
+		n := at[fe.Field]
+		if n == nil {
+			n = node
+		}
+		w.errs.at(n, join(path, fe.Field), "%v", fe.Err)
+	}
+}
+
+// unjoin returns the errors an errors.Join holds, or err alone.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // maxSuggestWork bounds the name comparisons made for "did you mean"

@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/vigil-proxy/vigil/checker"
+)
 
 // Config is one validated vigil configuration with every default filled in.
 // A *Config is never modified after Load returns it; reloads build a new one.
@@ -169,7 +173,9 @@ type Cluster struct {
 	// PanicThreshold is a percentage (0-100); 0 disables panic mode.
 	PanicThreshold int
 	Endpoints      []Endpoint
-	HealthCheck    HealthCheck
+	// HealthCheck is decoded straight into the checker's own type, whose
+	// defaults and rules it takes.
+	HealthCheck checker.Config
 
 	Pos Pos
 }
@@ -180,57 +186,6 @@ type Endpoint struct {
 	Weight  uint32
 
 	Pos Pos
-}
-
-// CheckMode is how endpoints are health-checked.
-type CheckMode string
-
-// Health-check modes.
-const (
-	CheckGRPC  CheckMode = "check"
-	CheckWatch CheckMode = "watch"
-	CheckTCP   CheckMode = "tcp"
-	CheckNone  CheckMode = "none"
-)
-
-// OnUnimplemented is what an UNIMPLEMENTED answer to a health RPC means.
-type OnUnimplemented string
-
-// Policies for UNIMPLEMENTED.
-const (
-	UnimplementedEvict OnUnimplemented = "evict"
-	UnimplementedServe OnUnimplemented = "serve"
-)
-
-// Liveness is how a quiet Watch stream's connection is proven alive.
-type Liveness string
-
-// Liveness mechanisms.
-const (
-	// LivenessKeepalive: kernel TCP keepalive with a user timeout. Free in
-	// the process; notices a host or path that stops answering at the TCP
-	// level (powered off, blackholed).
-	LivenessKeepalive Liveness = "keepalive"
-	// LivenessCheck: keepalive, and a Check every interval while the
-	// stream is quiet. Also notices a frozen process and a path through a
-	// userspace proxy that stops forwarding, for one RPC per endpoint per
-	// interval.
-	LivenessCheck Liveness = "check"
-)
-
-// HealthCheck configures the active health checks of a cluster.
-type HealthCheck struct {
-	Mode     CheckMode
-	Service  string
-	Interval time.Duration
-	Timeout  time.Duration
-	// Jitter is the +/- spread of each interval as a fraction (0.1 = 10%).
-	Jitter             float64
-	UnhealthyThreshold int
-	HealthyThreshold   int
-	OnUnimplemented    OnUnimplemented
-	// Liveness applies to watch mode (see Liveness).
-	Liveness Liveness
 }
 
 // Pos is a position in the configuration file.

@@ -8,28 +8,22 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/vigil-proxy/vigil/checker"
 )
 
 // Defaults, as documented in DESIGN.md's configuration section (and, for the
 // listener limits, in config.example.yaml).
 const (
-	DefaultAdminAddress       = "127.0.0.1:9901"
-	DefaultLogFormat          = LogText
-	DefaultLogLevel           = "info"
-	DefaultDrainDelay         = 0 * time.Second
-	DefaultShutdownTimeout    = 10 * time.Second
-	DefaultProtocol           = ProtocolGRPC
-	DefaultLBPolicy           = RoundRobin
-	DefaultPanicThreshold     = 50
-	DefaultWeight             = 1
-	DefaultCheckMode          = CheckGRPC
-	DefaultInterval           = 5 * time.Second
-	DefaultTimeout            = 1 * time.Second
-	DefaultJitter             = 0.10
-	DefaultUnhealthyThreshold = 3
-	DefaultHealthyThreshold   = 2
-	DefaultOnUnimplemented    = UnimplementedEvict
-	DefaultLiveness           = LivenessKeepalive
+	DefaultAdminAddress    = "127.0.0.1:9901"
+	DefaultLogFormat       = LogText
+	DefaultLogLevel        = "info"
+	DefaultDrainDelay      = 0 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultProtocol        = ProtocolGRPC
+	DefaultLBPolicy        = RoundRobin
+	DefaultPanicThreshold  = 50
+	DefaultWeight          = 1
 
 	DefaultMaxConcurrentStreams = 100
 	DefaultMaxMessageSize       = 32 << 20
@@ -64,22 +58,31 @@ var (
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	protocols        = []string{string(ProtocolGRPC), string(ProtocolTCP)}
 	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random)}
-	checkModes       = []string{string(CheckGRPC), string(CheckWatch), string(CheckTCP), string(CheckNone)}
-	onUnimplementeds = []string{string(UnimplementedEvict), string(UnimplementedServe)}
-	livenesses       = []string{string(LivenessKeepalive), string(LivenessCheck)}
+	checkModes       = names(checker.Modes)
+	onUnimplementeds = names(checker.OnUnimplementeds)
+	livenesses       = names(checker.Livenesses)
 	tlsVersions      = []string{string(TLS12), string(TLS13)}
 )
 
-// parseJitter parses a percentage "N%" with 0 <= N < 100 (N may have a
-// decimal part) into a fraction.
+// names are the values of a string enumeration as strings.
+func names[S ~string](values []S) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = string(v)
+	}
+	return out
+}
+
+// parseJitter parses a percentage "N%" (N may have a decimal part) into a
+// fraction; its range is checker.Config's to judge.
 func parseJitter(s string) (float64, error) {
 	num, ok := strings.CutSuffix(s, "%")
 	if !ok || num == "" || !isDecimal(num) {
 		return 0, fmt.Errorf("invalid jitter %s: must be a percentage like 10%%", quote(s))
 	}
 	pct, err := strconv.ParseFloat(num, 64)
-	if err != nil || pct >= 100 {
-		return 0, fmt.Errorf("invalid jitter %s: must be at least 0%% and less than 100%%", quote(s))
+	if err != nil {
+		return 0, fmt.Errorf("invalid jitter %s: must be a percentage like 10%%", quote(s))
 	}
 	return pct / 100, nil
 }

@@ -19,8 +19,8 @@ func TestParseJitter(t *testing.T) {
 		{"0%", 0, true},
 		{"99.5%", 0.995, true},
 		{"12.25%", 0.1225, true},
-		{"100%", 0, false},
-		{"150%", 0, false},
+		{"100%", 1, true}, // a percentage; checker.Config.Validate judges the range
+		{"150%", 1.5, true},
 		{"-1%", 0, false},
 		{"10", 0, false},
 		{"%", 0, false},

@@ -430,7 +430,7 @@ func (w *walker) name(raw *yaml.Node, path string) (string, *yaml.Node, bool) {
 	return s, n, true
 }
 
-// jitter reads a percentage N% with 0 <= N < 100 as a fraction.
+// jitter reads a percentage N% as a fraction.
 func (w *walker) jitter(raw *yaml.Node, path string) (float64, bool) {
 	n, ok := w.scalar(raw, path, "a percentage like 10%")
 	if !ok {

@@ -139,7 +139,7 @@ func (s *testStore) addCluster(name string, addrs ...string) {
 			return err
 		}
 		for _, a := range addrs {
-			e := &state.Endpoint{Cluster: name, Address: a, Weight: 1, Check: config.CheckGRPC,
+			e := &state.Endpoint{Cluster: name, Address: a, Weight: 1, Check: checker.ModeCheck,
 				Status: checker.Status{Health: checker.Pending, Since: time.Now()}}
 			if err := w.UpsertEndpoint(e); err != nil {
 				return err

@@ -78,22 +78,6 @@ type clusterRT struct {
 	removed bool
 }
 
-func checkerConfig(hc config.HealthCheck) checker.Config {
-	return checker.Config{
-		Mode:     checker.Mode(hc.Mode),
-		Service:  hc.Service,
-		Interval: hc.Interval,
-		Timeout:  hc.Timeout,
-		Jitter:   hc.Jitter,
-		Thresholds: checker.Thresholds{
-			Unhealthy: hc.UnhealthyThreshold,
-			Healthy:   hc.HealthyThreshold,
-		},
-		ServeUnimplemented: hc.OnUnimplemented == config.UnimplementedServe,
-		LivenessCheck:      hc.Liveness == config.LivenessCheck,
-	}
-}
-
 func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &clusterRT{
@@ -109,7 +93,7 @@ func newClusterRT(s *Server, cfg config.Cluster, startup bool) *clusterRT {
 		kick:      make(chan struct{}, 1),
 	}
 	rt.policy = policyFor(cfg.LBPolicy)
-	rt.group = checker.NewGroup(checkerConfig(cfg.HealthCheck), checker.GroupOptions{
+	rt.group = checker.NewGroup(cfg.HealthCheck, checker.GroupOptions{
 		Cluster:  cfg.Name,
 		Logger:   s.log,
 		OnChange: rt.changed,
@@ -448,7 +432,7 @@ func (rt *clusterRT) commit(p clusterPlan, reload bool, drainTimeout time.Durati
 	rt.mu.Unlock()
 
 	if p.healthChanged {
-		rt.group.Reconfigure(checkerConfig(p.cfg.HealthCheck))
+		rt.group.Reconfigure(p.cfg.HealthCheck)
 	}
 	for _, e := range slices.Concat(p.added, p.readded) {
 		rt.group.Add(e.Address, checker.Status{Health: checker.Pending, Since: time.Now()})

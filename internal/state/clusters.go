@@ -5,6 +5,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 
+	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
 )
 
@@ -14,7 +15,7 @@ type Cluster struct {
 	Name           string
 	LBPolicy       config.LBPolicy
 	PanicThreshold int
-	HealthCheck    config.HealthCheck
+	HealthCheck    checker.Config
 	// Panic is true while fewer than PanicThreshold percent of the
 	// cluster's endpoints are healthy.
 	Panic bool

@@ -6,7 +6,6 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 
 	"github.com/vigil-proxy/vigil/checker"
-	"github.com/vigil-proxy/vigil/internal/config"
 )
 
 // Endpoint is one backend of a cluster with its health.
@@ -15,7 +14,7 @@ type Endpoint struct {
 	Address string
 	Weight  uint32
 	// Check is the health-check mode in force for the endpoint.
-	Check  config.CheckMode
+	Check  checker.Mode
 	Status checker.Status
 }
 
