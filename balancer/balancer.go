@@ -49,15 +49,16 @@ func (e *Endpoint) Closed() <-chan struct{} { return e.closed }
 // Address is the endpoint's host:port.
 func (e *Endpoint) Address() string { return e.address }
 
-// Exclude takes e out of every snapshot's picks at once, without waiting
-// for a snapshot built without it: a cluster's owner calls it the moment e
-// becomes unfit (evicted), so that no new connection or RPC goes to e even
-// through a picker built before. Cluster.Update includes again every
-// endpoint its new snapshot makes routable. An Endpoint belongs to one
-// Cluster.
-func (e *Endpoint) Exclude() { e.excluded.Store(true) }
+// SetExcluded takes e out of every snapshot's picks at once (true), or
+// lets the snapshots that hold e pick it again (false), without waiting
+// for a snapshot built without or with it. A cluster's owner keeps it
+// equal to "e may not be picked now", setting it the moment e becomes
+// unfit (evicted) and clearing it the moment e is fit again, so that no
+// new connection or RPC goes to an unfit e even through a picker built
+// before. An Endpoint belongs to one Cluster.
+func (e *Endpoint) SetExcluded(excluded bool) { e.excluded.Store(excluded) }
 
-// Excluded reports whether e was excluded and not included again since.
+// Excluded reports whether e may not be picked now.
 func (e *Endpoint) Excluded() bool { return e.excluded.Load() }
 
 // Acquire counts one more connection or RPC in flight on e.

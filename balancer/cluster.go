@@ -90,12 +90,10 @@ func (c *Cluster) Snapshot() *Snapshot { return c.snap.Load() }
 
 // Update builds a snapshot from members with policy and swaps it in.
 // panicThreshold is a percentage; 0 disables panic mode. Update is not safe
-// for concurrent use with itself: one owner rebuilds a cluster.
+// for concurrent use with itself: one owner rebuilds a cluster, and keeps
+// each endpoint's exclusion (Endpoint.SetExcluded) current on its own.
 func (c *Cluster) Update(policy Policy, panicThreshold int, members []Member) *Snapshot {
 	s := BuildSnapshot(policy, panicThreshold, members)
-	for _, w := range s.Routable {
-		w.Endpoint.excluded.Store(false)
-	}
 	c.snap.Store(s)
 	return s
 }

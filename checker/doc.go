@@ -5,11 +5,12 @@
 // (Status.Next) and reports each transition.
 //
 // A program can import checker to health-check its own backends; nothing in
-// it depends on the rest of vigil:
+// it depends on the rest of vigil (balancer/pool builds a balanced pool on
+// it):
 //
-//	g := checker.NewGroup(checker.Config{Mode: checker.ModeCheck}, checker.GroupOptions{
+//	g := checker.NewGroup(checker.DefaultConfig(), checker.GroupOptions{
 //		Cluster:  "orders",
-//		OnChange: func(c checker.Change) { /* rebuild a picker */ },
+//		OnChange: func(c checker.Change) { /* c.Transition: admitted, evicted, readmitted */ },
 //	})
 //	defer g.Close()
 //	g.Add("10.0.0.7:50051", checker.Status{Health: checker.Pending})
@@ -37,24 +38,20 @@
 // evicts a blackholed endpoint within interval + timeout. The details are
 // in watch.go.
 //
-// # Eviction log
+// # Changes
 //
-// Transitions are logged with log/slog: "endpoint admitted" (INFO: cluster,
-// endpoint, check), "endpoint evicted" (WARN: cluster, endpoint, check,
-// reason, failures, healthy, total, and hint where the cause is usually a
-// mistake on the backend) and "endpoint readmitted" (INFO: cluster,
-// endpoint, check, healthy, total). check is the mode in use: "check" for
-// a Watch endpoint that fell back to Check.
+// Every change of an endpoint's Status is reported to OnChange, in order,
+// with the transition it makes (admitted, evicted, readmitted, or none when
+// only its counters or reason changed), the mode in use, the probe result
+// and its error, and a one-line Hint when the cause is usually a mistake
+// on the backend. The group writes no eviction log itself and drops
+// nothing: the eviction log is written from these changes by whoever owns
+// the cluster (balancer/pool's LogSink in vigil).
 //
-// A flapping endpoint cannot flood the log. Its transition records draw
-// from a token bucket of 5 that refills at one record per 5 s. A
-// transition that finds the bucket empty is still applied and reported to
-// OnChange and OnProbe, but not logged. 5 s after the first such
-// suppressed transition, one WARN record "endpoint flapping" (keys cluster,
-// endpoint, check, suppressed, evictions, readmissions, over, health,
-// healthy, total) summarises what was suppressed since; a pending summary
-// is logged at once on Remove and Close. A continuous flap thus logs about
-// one transition and one summary every 5 s per endpoint.
+// A failed gRPC probe's Result.Err is a *ProbeError: its Kind says what
+// went wrong (the backend answered with a non-OK status; the connection
+// was refused, broke, was drained; no gRPC server answered; the deadline
+// passed), read with errors.As, never from its message.
 //
 // Two warnings are logged once per endpoint: "endpoint has no health
 // service, serving it anyway" (on_unimplemented: serve) and "endpoint does

@@ -23,8 +23,8 @@ type Change struct {
 	// Mode is the mode in use: ModeCheck for a Watch endpoint that fell
 	// back to Check polling.
 	Mode Mode
-	// Hint explains, in one line, a failure whose cause is usually a
-	// mistake on the backend (see Hint); "" otherwise.
+	// Hint explains, in one line, why an unhealthy endpoint is out when the
+	// cause is usually a mistake on the backend (see Hint); "" otherwise.
 	Hint string
 	// Healthy and Total count the group's endpoints after the change.
 	Healthy, Total int
@@ -433,7 +433,7 @@ func (g *Group) apply(ep *endpoint, mode Mode, cfg Config, r Result, now time.Ti
 			Old: old, New: next, Transition: tr, Result: r, Mode: mode,
 			Healthy: healthy, Total: total,
 		}
-		if tr == Evicted {
+		if next.Health == Unhealthy {
 			ch.Hint = Hint(next, r, cfg)
 		}
 		g.onChange(ch)

@@ -184,8 +184,7 @@ func TestChaosBackendFaults(t *testing.T) {
 			c.load.start()
 
 			f.heal(c)
-			// A flapping endpoint's readmission may be one the eviction
-			// log's rate limit folds into its summary: ask the admin API.
+			// A flapping endpoint ends healthy: the admin API says when.
 			eventually(t, 20*time.Second, func() bool {
 				_, e := endpointOf(t, clusters(t, c.admin), "demo", faulty)
 				return e["health"] == "healthy"

@@ -61,8 +61,8 @@ const maxConnsPerEndpoint = 64
 // for tests.
 var upstreamIdle = 10 * time.Minute
 
-// upPool holds the frame engine's connections to one endpoint. The
-// endpoint's own grpc.ClientConn stays with its probes.
+// upPool holds the frame engine's connections to one endpoint. Health
+// probes have a connection of their own (checker/internal/probeconn).
 type upPool struct {
 	p  *Proxy
 	ep *balancer.Endpoint

@@ -239,7 +239,7 @@ func TestQueuedRPCsMoveWhenEndpointExcluded(t *testing.T) {
 	}{
 		// The health checker excludes an evicted endpoint at once; a
 		// snapshot without it is built later.
-		{"evicted", func(_ *balancer.Cluster, hung, _ *balancer.Endpoint) { hung.Exclude() }, "was evicted while connecting"},
+		{"evicted", func(_ *balancer.Cluster, hung, _ *balancer.Endpoint) { hung.SetExcluded(true) }, "was evicted while connecting"},
 		// A removed endpoint leaves the snapshot first, and is closed
 		// once drained.
 		{"removed", func(cl *balancer.Cluster, hung, good *balancer.Endpoint) {

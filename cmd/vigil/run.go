@@ -32,7 +32,7 @@ func runCmd(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	logs := logging.NewSwitch(stderr, cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
-	logger := slog.New(logging.Tee(logs.Handler(), store))
+	logger := slog.New(logs.Handler())
 	logging.RouteGRPC(logger)
 
 	// Signals are caught before anything starts, so that a SIGTERM during
@@ -42,7 +42,7 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	defer signal.Stop(signals)
 
 	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store, Version: version, Parser: parser})
-	logger.LogAttrs(context.Background(), slog.LevelInfo, "config loaded", cfg.Attrs()...)
+	srv.LogLoaded(cfg)
 	if err := srv.Start(cfg); err != nil {
 		logger.Error("cannot start", "errors", config.ErrorLines(err))
 		return 1

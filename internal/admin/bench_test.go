@@ -24,7 +24,7 @@ func BenchmarkClusters(b *testing.B) {
 	err = s.Update(func(w state.Writer) error {
 		for c := range 100 {
 			name := fmt.Sprintf("cluster-%03d", c)
-			if err := w.UpsertCluster(&state.Cluster{Name: name, LBPolicy: config.RoundRobin}); err != nil {
+			if err := w.UpsertCluster(&state.Cluster{Name: name, LBPolicy: string(config.RoundRobin)}); err != nil {
 				return err
 			}
 			for e := range 10 {

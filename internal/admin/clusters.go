@@ -42,6 +42,12 @@ type Endpoint struct {
 	// Cause is who decided: "answer" (the backend said so), "transport"
 	// (it could not be asked), or "" when healthy.
 	Cause string `json:"cause"`
+	// Hint says in one line why an unhealthy endpoint is out, when the
+	// cause is usually a mistake on the backend; "" otherwise.
+	Hint string `json:"hint"`
+	// Source is where the endpoint comes from: config, dns, srv or
+	// kubernetes.
+	Source string `json:"source"`
 	// Since is when Health last changed.
 	Since time.Time `json:"since"`
 	// Failures counts consecutive failed probes.
@@ -104,6 +110,8 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 			Since:    e.Status.Since.UTC(),
 			Failures: e.Status.Failures,
 			Check:    string(e.Check),
+			Hint:     e.Hint,
+			Source:   e.Source,
 		}
 		if e.Status.Cause != checker.CauseNone {
 			ep.Cause = e.Status.Cause.String()

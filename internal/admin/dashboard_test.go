@@ -10,7 +10,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
 	"github.com/vigil-proxy/vigil/balancer/tlsterm"
 	"github.com/vigil-proxy/vigil/checker"
@@ -155,11 +155,9 @@ func exportedSeries(t *testing.T) map[string][]string {
 	m := metrics.New(metrics.Options{Store: s})
 	m.Probe("orders", "127.0.0.1:50051", checker.Result{OK: true, Latency: time.Millisecond})
 	m.Probe("orders", "127.0.0.1:50052", checker.Result{Reason: "NOT_SERVING", Cause: checker.CauseAnswer, Latency: time.Millisecond})
-	for _, tr := range []checker.Transition{checker.Admitted, checker.Evicted, checker.Readmitted} {
-		m.Change(checker.Change{Cluster: "orders", Address: "127.0.0.1:50052", Transition: tr,
-			New: checker.Status{Reason: "NOT_SERVING"}})
+	for _, kind := range []event.Kind{event.EndpointAdmitted, event.EndpointEvicted, event.EndpointReadmitted, event.PickerBuilt} {
+		m.Handle([]event.Event{{Kind: kind, Cluster: "orders", Address: "127.0.0.1:50052", Status: checker.Status{Reason: "NOT_SERVING"}}})
 	}
-	m.Cluster("orders", &balancer.Snapshot{})
 	m.Reload(true)
 	g := m.GRPC("api")
 	g.ConnOpened()

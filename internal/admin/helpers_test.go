@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/state"
@@ -35,14 +36,25 @@ func newStore(t *testing.T) *state.Store {
 	return s
 }
 
+// setStatus gives an endpoint of s a new status, as its pool's event does.
+func setStatus(t *testing.T, s *state.Store, cluster, address string, st checker.Status) {
+	t.Helper()
+	e, err := s.Snapshot().Endpoint(nil, cluster, address)
+	if err != nil || e == nil {
+		t.Fatalf("endpoint %s of %s: %v, %v", address, cluster, e, err)
+	}
+	s.Handle([]event.Event{{Kind: event.EndpointUpdated, Cluster: cluster, Address: address, Weight: e.Weight,
+		Source: e.Source, Check: e.Check, Status: st, Hint: e.Hint}})
+}
+
 // seed fills s with two clusters whose endpoints are in every state.
 func seed(t *testing.T, s *state.Store) {
 	t.Helper()
 	hc := checker.Config{Mode: checker.ModeCheck}
 	err := s.Update(func(w state.Writer) error {
 		for _, c := range []*state.Cluster{
-			{Name: "orders", LBPolicy: config.RoundRobin, PanicThreshold: 50, HealthCheck: hc},
-			{Name: "payments", LBPolicy: config.LeastRequest, PanicThreshold: 50, Panic: true,
+			{Name: "orders", LBPolicy: string(config.RoundRobin), PanicThreshold: 50, HealthCheck: hc},
+			{Name: "payments", LBPolicy: string(config.LeastRequest), PanicThreshold: 50, Panic: true,
 				HealthCheck: checker.Config{Mode: checker.ModeWatch}},
 		} {
 			if err := w.UpsertCluster(c); err != nil {

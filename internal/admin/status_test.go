@@ -189,9 +189,7 @@ func runStatus(t *testing.T, opts StatusOptions) (out *syncBuffer, stop func() e
 func evict(t *testing.T, s *state.Store, cluster, address string) {
 	t.Helper()
 	st := checker.Status{Health: checker.Unhealthy, Reason: "NOT_SERVING", Cause: checker.CauseAnswer, Since: now, Failures: 1}
-	if err := s.SetEndpointStatus(cluster, address, st); err != nil {
-		t.Fatal(err)
-	}
+	setStatus(t, s, cluster, address, st)
 	var logs logBuffer
 	eventLogger(s, &logs).Warn("endpoint evicted", "cluster", cluster, "endpoint", address, "check", "check",
 		"reason", "NOT_SERVING", "failures", 1, "healthy", 0, "total", 2)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/vigil-proxy/vigil/checker"
@@ -191,4 +192,28 @@ type Endpoint struct {
 // Pos is a position in the configuration file.
 type Pos struct {
 	Line, Col int
+}
+
+// Attrs summarizes the configuration for the `config loaded` log record:
+// file, listeners, clusters, endpoints.
+func (c *Config) Attrs() []slog.Attr {
+	endpoints := 0
+	for i := range c.Clusters {
+		endpoints += len(c.Clusters[i].Endpoints)
+	}
+	return []slog.Attr{
+		slog.String("file", c.File),
+		slog.Int("listeners", len(c.Listeners)),
+		slog.Int("clusters", len(c.Clusters)),
+		slog.Int("endpoints", endpoints),
+	}
+}
+
+// Same reports whether l and o are the same listener, wherever they are in
+// the file.
+func (l Listener) Same(o Listener) bool {
+	a, b := l.TLS, o.TLS
+	l.Pos, o.Pos = Pos{}, Pos{}
+	l.TLS, o.TLS = nil, nil
+	return l == o && a.Equal(b)
 }

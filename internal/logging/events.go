@@ -8,25 +8,19 @@ import (
 	"github.com/vigil-proxy/vigil/internal/state"
 )
 
-// EventMessages are the messages of the eviction log (the contract's table,
-// plus the checker's flapping summary). Records with these messages are
-// copied into the state store whatever the log level.
-var EventMessages = []string{
-	"endpoint added", "endpoint removed",
-	"endpoint admitted", "endpoint evicted", "endpoint readmitted", "endpoint flapping",
-	"cluster panic", "cluster recovered",
-	"config loaded", "config reloaded", "config rejected",
-}
-
 // EventSink receives eviction-log records.
 type EventSink interface {
 	AppendEvent(e *state.Event) (uint64, error)
 }
 
-// Tee returns a handler that passes every record to next and also appends
-// eviction-log records to sink, even when next's level filters them out: the
-// event stream must not depend on how verbose the log is.
-func Tee(next slog.Handler, sink EventSink) slog.Handler {
+// EventLog returns the handler of the eviction log: it passes every record
+// to next and appends every record at INFO or above to sink, even when
+// next's level filters it out (the event stream must not depend on how
+// verbose the log is). What goes through it is an event because of the
+// logger it was written to, never because of what its message says: the
+// pools' LogSink and the configuration's records (loaded, reloaded,
+// rejected) write to it, and nothing else does.
+func EventLog(next slog.Handler, sink EventSink) slog.Handler {
 	return &teeHandler{next: next, sink: sink}
 }
 
@@ -42,7 +36,7 @@ func (h *teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *teeHandler) Handle(ctx context.Context, r slog.Record) error {
-	if slices.Contains(EventMessages, r.Message) {
+	if r.Level >= slog.LevelInfo {
 		attrs := make([]slog.Attr, 0, len(h.attrs)+r.NumAttrs())
 		attrs = append(attrs, h.attrs...)
 		r.Attrs(func(a slog.Attr) bool {

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/state"
 )
@@ -194,27 +194,28 @@ func (m *Metrics) Probe(cluster, endpoint string, r checker.Result) {
 
 }
 
-// Change records an endpoint's health transition (checker.GroupOptions.
-// OnChange): admissions, evictions and readmissions. It counts every
-// transition, including those the eviction log rate-limits while an
-// endpoint flaps.
-func (m *Metrics) Change(ch checker.Change) {
-	cs := m.cluster(ch.Cluster)
-	switch ch.Transition {
-	case checker.Admitted:
-		m.withChild(cs, func() { m.admissions.WithLabelValues(ch.Cluster).Inc() })
-	case checker.Evicted:
-		m.withChild(cs, func() { m.evictions.WithLabelValues(ch.Cluster, reasonLabel(ch.New.Reason)).Inc() })
-	case checker.Readmitted:
-		m.withChild(cs, func() { m.readmissions.WithLabelValues(ch.Cluster).Inc() })
+// Handle counts what a pool's events say (event.Sink): admissions,
+// evictions and readmissions, every one of them, and the size of each
+// cluster's picker.
+func (m *Metrics) Handle(events []event.Event) {
+	for i := range events {
+		ev := &events[i]
+		switch ev.Kind {
+		case event.EndpointAdmitted:
+			cs := m.cluster(ev.Cluster)
+			m.withChild(cs, func() { m.admissions.WithLabelValues(ev.Cluster).Inc() })
+		case event.EndpointEvicted:
+			cs := m.cluster(ev.Cluster)
+			m.withChild(cs, func() { m.evictions.WithLabelValues(ev.Cluster, reasonLabel(ev.Status.Reason)).Inc() })
+		case event.EndpointReadmitted:
+			cs := m.cluster(ev.Cluster)
+			m.withChild(cs, func() { m.readmissions.WithLabelValues(ev.Cluster).Inc() })
+		case event.PickerBuilt:
+			cs := m.cluster(ev.Cluster)
+			cs.routable.Store(int64(ev.Routable))
+			cs.hasSnapshot.Store(true)
+		}
 	}
-}
-
-// Cluster records the snapshot a cluster's balancer now uses.
-func (m *Metrics) Cluster(name string, snap *balancer.Snapshot) {
-	cs := m.cluster(name)
-	cs.routable.Store(int64(len(snap.Routable)))
-	cs.hasSnapshot.Store(true)
 }
 
 // Reload records the outcome of a configuration reload.

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
-	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
 	"github.com/vigil-proxy/vigil/balancer/tlsterm"
 	"github.com/vigil-proxy/vigil/checker"
@@ -193,9 +193,21 @@ func (s *testStore) setHealth(cluster, addr string, h checker.Health, reason str
 		st.Failures = 3
 		st.Cause = checker.CauseTransport
 	}
-	if err := s.SetEndpointStatus(cluster, addr, st); err != nil {
-		s.t.Fatal(err)
-	}
+	s.Handle([]event.Event{{Kind: event.EndpointUpdated, Cluster: cluster, Address: addr, Weight: 1, Check: checker.ModeCheck, Status: st}})
+}
+
+// handleChange hands m the event a pool makes of ch.
+func handleChange(m *Metrics, ch checker.Change) {
+	kind := map[checker.Transition]event.Kind{
+		checker.NoTransition: event.EndpointUpdated, checker.Admitted: event.EndpointAdmitted,
+		checker.Evicted: event.EndpointEvicted, checker.Readmitted: event.EndpointReadmitted,
+	}[ch.Transition]
+	m.Handle([]event.Event{{Kind: kind, Cluster: ch.Cluster, Address: ch.Address, Status: ch.New}})
+}
+
+// built tells m that cluster's new picker has routable endpoints.
+func built(m *Metrics, cluster string, routable int) {
+	m.Handle([]event.Event{{Kind: event.PickerBuilt, Cluster: cluster, Routable: routable}})
 }
 
 func ok(latency time.Duration) checker.Result { return checker.Result{OK: true, Latency: latency} }
@@ -212,11 +224,11 @@ func exercise(m *Metrics, s *testStore) {
 	s.setHealth("orders", "127.0.0.1:1", checker.Healthy, "")
 	m.Probe("orders", "127.0.0.1:1", ok(time.Millisecond))
 	m.Probe("orders", "127.0.0.1:2", fail("NOT_SERVING", checker.CauseAnswer, time.Millisecond))
-	m.Change(checker.Change{Cluster: "orders", Address: "127.0.0.1:1", Transition: checker.Admitted})
-	m.Change(checker.Change{Cluster: "orders", Address: "127.0.0.1:2", Transition: checker.Evicted,
+	handleChange(m, checker.Change{Cluster: "orders", Address: "127.0.0.1:1", Transition: checker.Admitted})
+	handleChange(m, checker.Change{Cluster: "orders", Address: "127.0.0.1:2", Transition: checker.Evicted,
 		New: checker.Status{Health: checker.Unhealthy, Reason: "NOT_SERVING"}})
-	m.Change(checker.Change{Cluster: "orders", Address: "127.0.0.1:2", Transition: checker.Readmitted})
-	m.Cluster("orders", &balancer.Snapshot{Healthy: 1, Total: 2})
+	handleChange(m, checker.Change{Cluster: "orders", Address: "127.0.0.1:2", Transition: checker.Readmitted})
+	built(m, "orders", 0)
 	m.Reload(false)
 	g := m.GRPC("api")
 	g.ConnOpened()
@@ -439,7 +451,7 @@ func TestTransitions(t *testing.T) {
 		{Cluster: "orders", Address: "127.0.0.1:1", Transition: checker.NoTransition},
 		evict("garbage"),
 	} {
-		m.Change(ch)
+		handleChange(m, ch)
 	}
 	fams := scrape(t, m)
 	mustSample(t, fams, 1, "vigil_admissions_total", "cluster", "orders")
@@ -462,10 +474,8 @@ func TestHealthFollowsTheStore(t *testing.T) {
 
 	s.setHealth("orders", "127.0.0.1:1", checker.Healthy, "")
 	s.setHealth("orders", "127.0.0.1:2", checker.Unhealthy, "UNAVAILABLE")
-	if _, err := s.SetClusterPanic("orders", true); err != nil {
-		t.Fatal(err)
-	}
-	m.Cluster("orders", &balancer.Snapshot{Routable: make([]balancer.Weighted, 2), Healthy: 1, Total: 3, Panic: true})
+	s.Handle([]event.Event{{Kind: event.ClusterPanic, Cluster: "orders", Panic: true}})
+	built(m, "orders", 2)
 	fams = scrape(t, m)
 	mustSample(t, fams, 1, "vigil_endpoint_healthy", "cluster", "orders", "endpoint", "127.0.0.1:1")
 	mustSample(t, fams, 0, "vigil_endpoint_healthy", "cluster", "orders", "endpoint", "127.0.0.1:2")
@@ -484,7 +494,7 @@ func TestRemovedClustersAndEndpointsAreDropped(t *testing.T) {
 	m := New(Options{Store: s.Store})
 	for _, c := range []string{"orders", "billing"} {
 		m.Probe(c, "127.0.0.1:1", ok(time.Millisecond))
-		m.Change(checker.Change{Cluster: c, Transition: checker.Evicted, New: checker.Status{Reason: "NOT_SERVING"}})
+		handleChange(m, checker.Change{Cluster: c, Transition: checker.Evicted, New: checker.Status{Reason: "NOT_SERVING"}})
 		m.GRPC("api").RPCFinished(c, "", "UNAVAILABLE", time.Millisecond)
 	}
 	fams := scrape(t, m)
@@ -676,7 +686,7 @@ func TestWithoutStore(t *testing.T) {
 	m := New(Options{})
 	m.TCP("raw").ConnectionOpened("db", "127.0.0.1:1")
 	m.GRPC("api").RPCStarted("orders", "127.0.0.1:2")
-	m.Cluster("orders", &balancer.Snapshot{Routable: make([]balancer.Weighted, 1)})
+	built(m, "orders", 1)
 	fams := scrape(t, m)
 	mustSample(t, fams, 1, "vigil_endpoint_active_connections", "cluster", "db", "endpoint", "127.0.0.1:1")
 	mustSample(t, fams, 1, "vigil_endpoint_active_streams", "cluster", "orders", "endpoint", "127.0.0.1:2")

@@ -95,11 +95,8 @@ func (s *Server) endpointStats(cluster, address string) (admin.EndpointStats, bo
 	if rt == nil {
 		return st, ok
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if er := rt.endpoints[address]; er != nil {
-		st.Inflight = er.ep.Inflight()
-		ok = true
+	if n, found := rt.pool.Inflight(address); found {
+		st.Inflight, ok = n, true
 	}
 	return st, ok
 }

@@ -35,7 +35,7 @@ func BenchmarkStartCluster(b *testing.B) {
 				if err := s.Start(cfg); err != nil {
 					b.Fatal(err)
 				}
-				for len(s.clusters["c"].bal.Snapshot().Routable) != n {
+				for len(s.clusters["c"].pool.Cluster().Snapshot().Routable) != n {
 					<-s.Ready()
 				}
 				b.StopTimer()
@@ -68,7 +68,7 @@ func clustersConfig(n, last int) string {
 	return b.String()
 }
 
-// BenchmarkReloadApply is Diff and Reload of a configuration in which one
+// BenchmarkReloadApply is the plan and apply of a configuration in which one
 // endpoint changed, at 100, 1,000 and 10,000 endpoints: the work must
 // follow the change, not the size (parsing is BenchmarkParserReload in
 // internal/config).
@@ -85,11 +85,12 @@ func BenchmarkReloadApply(b *testing.B) {
 			for b.Loop() {
 				i++
 				next := cfgs[i%2]
-				if ch := config.Diff(s.Config(), next); len(ch.Clusters) != 1 {
-					b.Fatalf("Diff = %+v", ch)
-				}
-				if err := s.Reload(next); err != nil {
+				plan, err := s.apply(next, true)
+				if err != nil {
 					b.Fatal(err)
+				}
+				if plan.clustersChanged != 1 || plan.endpointsAdded != 1 || plan.endpointsRemoved != 1 {
+					b.Fatalf("plan %+v", plan)
 				}
 			}
 		})

@@ -1,27 +1,20 @@
 package server
 
 import (
-	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/metrics"
 )
 
-// metricsHooks connects the data paths and the checkers to the metrics.
+// metricsHooks connects the data paths and the checkers to the metrics;
+// the pools' events reach them as an event.Sink (Metrics.Handle).
 type metricsHooks struct{ m *metrics.Metrics }
 
 // probe records every health-check result (checker.GroupOptions.OnProbe).
 func (h *metricsHooks) probe(cluster, address string, r checker.Result) {
 	h.m.Probe(cluster, address, r)
 }
-
-// change records admissions, evictions and readmissions
-// (checker.GroupOptions.OnChange).
-func (h *metricsHooks) change(ch checker.Change) { h.m.Change(ch) }
-
-// cluster records the snapshot a cluster's balancer now uses.
-func (h *metricsHooks) cluster(name string, snap *balancer.Snapshot) { h.m.Cluster(name, snap) }
 
 // reload records the outcome of a configuration reload.
 func (h *metricsHooks) reload(ok bool) { h.m.Reload(ok) }

@@ -23,18 +23,23 @@ func (s *Server) ReloadFile(path string) error {
 		s.reject(path, err)
 		return err
 	}
-	changes := config.Diff(s.Config(), cfg)
-	if err := s.Reload(cfg); err != nil {
+	plan, err := s.apply(cfg, true)
+	if err != nil {
 		s.reject(path, err)
 		return err
 	}
 	s.metrics.reload(true)
-	attrs := append([]slog.Attr{slog.String("file", path), slog.Bool("unchanged", changes.Empty())}, changes.Attrs()...)
-	s.log.LogAttrs(s.ctx, slog.LevelInfo, "config reloaded", attrs...)
+	s.events.LogAttrs(s.ctx, slog.LevelInfo, "config reloaded", append([]slog.Attr{slog.String("file", path)}, plan.attrs()...)...)
 	return nil
 }
 
 func (s *Server) reject(path string, err error) {
 	s.metrics.reload(false)
-	s.log.Error("config rejected", "file", path, "errors", config.ErrorLines(err), "kept", "the configuration in force keeps serving")
+	s.events.Error("config rejected", "file", path, "errors", config.ErrorLines(err), "kept", "the configuration in force keeps serving")
+}
+
+// LogLoaded writes the `config loaded` record of the first configuration
+// to the eviction log.
+func (s *Server) LogLoaded(cfg *config.Config) {
+	s.events.LogAttrs(s.ctx, slog.LevelInfo, "config loaded", cfg.Attrs()...)
 }

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/health"
@@ -15,6 +14,8 @@ import (
 
 	// Every load-balancing policy the configuration can name.
 	_ "github.com/vigil-proxy/vigil/balancer/policies"
+	"github.com/vigil-proxy/vigil/balancer/pool"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/logging"
 	"github.com/vigil-proxy/vigil/internal/metrics"
@@ -25,7 +26,8 @@ import (
 // Options are what a Server is built with.
 type Options struct {
 	// Logs is the root of the loggers; a reload changes its format and
-	// level. Logger is derived from it (with the event tee in front).
+	// level. Logger is derived from it; the eviction log is written
+	// through Logger's handler too, and also appended to Store's events.
 	Logs   *logging.Switch
 	Logger *slog.Logger
 	Store  *state.Store
@@ -42,11 +44,15 @@ type Options struct {
 
 // Server runs one vigil process's listeners, clusters and health checks.
 type Server struct {
-	log     *slog.Logger
-	logs    *logging.Switch
-	store   *state.Store
-	health  *health.Server
-	metrics *metricsHooks
+	log  *slog.Logger
+	logs *logging.Switch
+	// events writes the eviction log: the pools' records (LogSink) and the
+	// configuration's, each one also an event of /events.
+	events      *slog.Logger
+	evictionLog event.Sink
+	store       *state.Store
+	health      *health.Server
+	metrics     *metricsHooks
 	// metricsRegistry is what /metrics serves.
 	metricsRegistry *metrics.Metrics
 
@@ -74,14 +80,13 @@ type Server struct {
 	healthMu sync.Mutex
 	stopping bool
 	ready    bool
-	// unready counts the first configuration's clusters whose first round
-	// of probes is not done yet.
-	unready atomic.Int64
-	readyCh chan struct{}
+	readyCh  chan struct{}
 
-	retire chan *clusterRT
-	quit   chan struct{}
-	wg     sync.WaitGroup // the reaper and listeners being retired
+	quit chan struct{}
+	// wg counts the goroutines the server owns: the readiness wait, the
+	// retirement of removed clusters, listeners and admin servers being
+	// retired.
+	wg sync.WaitGroup
 
 	// tls keeps the listeners' certificates current; its watch runs from
 	// Start until stopTLS, at the end of Shutdown.
@@ -95,10 +100,13 @@ func New(opts Options) *Server {
 	if m == nil {
 		m = metrics.New(metrics.Options{Store: opts.Store, Version: opts.Version})
 	}
+	events := slog.New(logging.EventLog(opts.Logger.Handler(), opts.Store))
 	s := &Server{
 		ctx:             context.Background(),
 		log:             opts.Logger,
 		logs:            opts.Logs,
+		events:          events,
+		evictionLog:     pool.LogSink(events),
 		store:           opts.Store,
 		health:          health.NewServer(),
 		metrics:         &metricsHooks{m: m},
@@ -107,7 +115,6 @@ func New(opts Options) *Server {
 		listeners:       map[string]*listenerRT{},
 		acceptors:       map[string]*acceptor{},
 		readyCh:         make(chan struct{}),
-		retire:          make(chan *clusterRT),
 		quit:            make(chan struct{}),
 		parser:          opts.Parser,
 	}
@@ -145,51 +152,65 @@ func (s *Server) Config() *config.Config {
 
 // Start applies the first configuration: binds every listener (an address
 // that cannot be bound is an error and nothing keeps running) and starts
-// probing every endpoint.
+// probing every endpoint. The proxy becomes ready when every cluster has
+// had its first round of probes.
 func (s *Server) Start(cfg *config.Config) error {
-	s.unready.Store(int64(len(cfg.Clusters)))
-	if len(cfg.Clusters) == 0 {
-		s.clusterReady()
-	}
-	s.wg.Add(1)
-	go s.reap()
 	s.stopTLS = s.tls.Start()
-	if err := s.apply(cfg, false); err != nil {
+	if _, err := s.apply(cfg, false); err != nil {
 		s.Shutdown(context.Background())
 		return err
 	}
+	s.mu.Lock()
+	pools := make([]*pool.Pool, 0, len(s.clusters))
+	for _, rt := range s.clusters {
+		pools = append(pools, rt.pool)
+	}
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for _, p := range pools {
+			select {
+			case <-p.Ready():
+			case <-s.quit:
+				return
+			}
+		}
+		s.markReady()
+	}()
 	return nil
 }
 
 // Reload applies cfg as a difference against what runs. When it fails
 // (a new listener address cannot be bound), nothing has changed.
 func (s *Server) Reload(cfg *config.Config) error {
-	return s.apply(cfg, true)
+	_, err := s.apply(cfg, true)
+	return err
 }
 
-// apply makes what runs match cfg, in order: bind new sockets (the only
-// step that can fail), record the new state in one store transaction, then
-// start and stop probers, drains and listeners.
-func (s *Server) apply(cfg *config.Config, reload bool) error {
+// apply makes what runs match cfg and returns what that changed, in
+// order: bind new sockets (the only step that can fail), apply each
+// cluster's spec to its pool, then start, swap and stop listeners.
+func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return errors.New("server is shutting down")
+		return reloadPlan{}, errors.New("server is shutting down")
 	}
 
 	if err := s.checkTLSFiles(cfg); err != nil {
-		return err
+		return reloadPlan{}, err
 	}
 	bound, err := s.bind(cfg)
 	if err != nil {
-		return err
+		return reloadPlan{}, err
 	}
 	tlsSrcs, err := s.prepareTLS(cfg)
 	if err != nil {
 		for _, a := range bound {
 			a.close()
 		}
-		return err
+		return reloadPlan{}, err
 	}
 	adminLn, err := s.bindAdmin(cfg)
 	if err != nil {
@@ -199,73 +220,54 @@ func (s *Server) apply(cfg *config.Config, reload bool) error {
 		for _, src := range tlsSrcs {
 			src.Close()
 		}
-		return config.ErrorList{err.(*config.Error)}
+		return reloadPlan{}, config.ErrorList{err.(*config.Error)}
 	}
 
-	type step struct {
-		rt   *clusterRT
-		plan clusterPlan
+	plan := reloadPlan{
+		adminChanged:    s.cfg != nil && s.cfg.Admin != cfg.Admin,
+		logChanged:      s.cfg != nil && s.cfg.Log != cfg.Log,
+		shutdownChanged: s.cfg != nil && s.cfg.Shutdown != cfg.Shutdown,
 	}
-	var steps []step
 	names := make(map[string]bool, len(cfg.Clusters))
 	for _, c := range cfg.Clusters {
 		names[c.Name] = true
 		rt := s.clusters[c.Name]
+		added := rt == nil || rt.removed
 		switch {
 		case rt == nil:
-			rt = newClusterRT(s, c, !reload)
+			rt = s.newCluster(c.Name, !reload)
 			s.clusters[c.Name] = rt
-		case rt.keep(c):
+		case rt.removed:
+			rt.removed = false
+			rt.stopRetire()
+		}
+		rt.cfg = c
+		plan.cluster(added, rt.pool.Apply(specOf(c, cfg.Shutdown.Timeout)))
+	}
+	for name, rt := range s.clusters {
+		if names[name] || rt.removed {
 			continue
 		}
-		steps = append(steps, step{rt, rt.plan(c)})
-	}
-	var gone []step
-	for name, rt := range s.clusters {
-		if !names[name] {
-			left := rt.cfg
-			left.Endpoints = nil
-			gone = append(gone, step{rt, rt.plan(left)})
-		}
+		// Its endpoints drain; the cluster is retired once they have.
+		left := rt.cfg
+		left.Endpoints = nil
+		rt.pool.Apply(specOf(left, cfg.Shutdown.Timeout))
+		rt.removed = true
+		plan.clustersRemoved++
+		s.retireWhenDrained(rt)
 	}
 
-	now := time.Now()
-	err = s.store.Update(func(w state.Writer) error {
-		for _, st := range slices.Concat(steps, gone) {
-			if err := st.rt.write(w, st.plan, now); err != nil {
-				return err
-			}
-		}
-		return s.writeListeners(w, cfg, bound)
-	})
-	if err != nil {
-		for _, a := range bound {
-			a.close()
-		}
-		for _, src := range tlsSrcs {
-			src.Close()
-		}
-		if adminLn != nil {
-			_ = adminLn.Close()
-		}
-		return fmt.Errorf("record configuration: %w", err)
+	if err := s.store.Update(func(w state.Writer) error { return s.writeListeners(w, cfg, bound) }); err != nil {
+		// The store refuses only what the schema cannot hold: a bug.
+		s.log.Error("record listeners", "err", err)
 	}
-
-	for _, st := range steps {
-		st.rt.commit(st.plan, reload, cfg.Shutdown.Timeout)
-	}
-	for _, st := range gone {
-		st.rt.commit(st.plan, reload, cfg.Shutdown.Timeout)
-		st.rt.markRemoved()
-	}
-
-	s.applyListeners(cfg, bound, tlsSrcs)
+	s.applyListeners(cfg, bound, tlsSrcs, &plan)
 	s.applyAdmin(cfg, adminLn)
 	if s.logs != nil {
 		s.logs.Set(cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
 	}
 	s.cfg = cfg
-	return nil
+	return plan, nil
 }
 
 // bind opens the sockets cfg needs that are not open yet. On failure it
@@ -322,10 +324,10 @@ func (s *Server) writeListeners(w state.Writer, cfg *config.Config, bound map[st
 	return nil
 }
 
-// applyListeners starts, swaps and retires listeners; tlsSrcs are the new
-// TLS configurations of listeners whose tls section is new or changed. The
-// caller holds mu.
-func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, tlsSrcs map[string]*tlsconf.Server) {
+// applyListeners starts, swaps and retires listeners, and records what
+// changed in plan; tlsSrcs are the new TLS configurations of listeners
+// whose tls section is new or changed. The caller holds mu.
+func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, tlsSrcs map[string]*tlsconf.Server, plan *reloadPlan) {
 	for k, a := range bound {
 		s.acceptors[k] = a
 	}
@@ -333,9 +335,15 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 	for _, l := range cfg.Listeners {
 		acc := s.acceptorFor(l, bound)
 		keep[acceptorKey(l)] = true
-		bal := s.clusters[l.Cluster].bal
+		bal := s.clusters[l.Cluster].pool.Cluster()
 		old := s.listeners[l.Name]
 		src := tlsSrcs[l.Name]
+		switch {
+		case old == nil:
+			plan.listenersAdded++
+		case !old.cfg.Same(l):
+			plan.listenersChanged++
+		}
 		if old != nil && old.acc == acc && sameProxy(old.cfg, l) {
 			if old.cfg.Cluster != l.Cluster {
 				old.proxy.SetCluster(bal)
@@ -367,6 +375,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 	for name, lr := range s.listeners {
 		if !slices.ContainsFunc(cfg.Listeners, func(l config.Listener) bool { return l.Name == name }) {
 			delete(s.listeners, name)
+			plan.listenersRemoved++
 			s.retireListener(lr, cfg.Shutdown.Timeout)
 			s.metrics.m.TLSCertificates(name, nil)
 			s.log.Info("listener removed", "listener", name, "address", lr.acc.Addr().String())
@@ -392,50 +401,8 @@ func (s *Server) retireListener(lr *listenerRT, timeout time.Duration) {
 	}()
 }
 
-// retireLater hands a removed, fully drained cluster to the reaper, which
-// retires it unless a reload has brought it back.
-func (s *Server) retireLater(rt *clusterRT) {
-	select {
-	case s.retire <- rt:
-	case <-s.quit:
-	}
-}
-
-// reap retires removed clusters once drained. It runs outside every cluster
-// so that closing a cluster can wait for that cluster's goroutines.
-func (s *Server) reap() {
-	defer s.wg.Done()
-	for {
-		select {
-		case rt := <-s.retire:
-			s.reapCluster(rt)
-		case <-s.quit:
-			return
-		}
-	}
-}
-
-func (s *Server) reapCluster(rt *clusterRT) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped || s.clusters[rt.name] != rt || !rt.isRetirable() {
-		return
-	}
-	delete(s.clusters, rt.name)
-	rt.close()
-	if err := s.store.Update(func(w state.Writer) error { return w.DeleteClusterByName(rt.name) }); err != nil {
-		s.log.Error("delete removed cluster", "cluster", rt.name, "err", err)
-	}
-	s.setClusterServing(rt.name, false)
-	s.log.Debug("cluster retired", "cluster", rt.name)
-}
-
-// clusterReady counts one more startup cluster through its first round of
-// probes; the last one makes the proxy ready.
-func (s *Server) clusterReady() {
-	if s.unready.Add(-1) > 0 {
-		return
-	}
+// markReady makes the proxy ready: the first round of probes is done.
+func (s *Server) markReady() {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
 	if s.ready {
@@ -523,7 +490,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	close(s.quit)
 	s.wg.Wait()
 	for _, rt := range clusters {
-		rt.close()
+		rt.pool.Close()
 	}
 	if s.stopTLS != nil {
 		s.stopTLS()

@@ -6,14 +6,13 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 
 	"github.com/vigil-proxy/vigil/checker"
-	"github.com/vigil-proxy/vigil/internal/config"
 )
 
 // Cluster is a cluster's settings and balancer state. Its endpoints are rows
 // of their own.
 type Cluster struct {
 	Name           string
-	LBPolicy       config.LBPolicy
+	LBPolicy       string
 	PanicThreshold int
 	HealthCheck    checker.Config
 	// Panic is true while fewer than PanicThreshold percent of the
@@ -79,21 +78,4 @@ func (w Writer) DeleteClusterByName(name string) error {
 		return fmt.Errorf("delete cluster %s: %w", name, err)
 	}
 	return nil
-}
-
-// SetClusterPanic records whether a cluster is in panic and reports whether
-// that changed: only a real change is written, so that a caller can log
-// "cluster panic" exactly once.
-func (s *Store) SetClusterPanic(name string, panic bool) (changed bool, err error) {
-	err = s.Update(func(w Writer) error {
-		c, err := w.Cluster(nil, name)
-		if err != nil || c == nil || c.Panic == panic {
-			return err
-		}
-		n := *c
-		n.Panic = panic
-		changed = true
-		return w.UpsertCluster(&n)
-	})
-	return changed, err
 }

@@ -13,9 +13,15 @@ type Endpoint struct {
 	Cluster string
 	Address string
 	Weight  uint32
-	// Check is the health-check mode in force for the endpoint.
+	// Source is where the endpoint comes from: config, dns, srv,
+	// kubernetes.
+	Source string
+	// Check is the health-check mode in use for the endpoint.
 	Check  checker.Mode
 	Status checker.Status
+	// Hint explains why an unhealthy endpoint is out, when the cause is
+	// usually a mistake on the backend.
+	Hint string
 }
 
 func endpointsTable() *memdb.TableSchema {
@@ -81,20 +87,4 @@ func (w Writer) DeleteEndpointByAddress(cluster, address string) error {
 		return fmt.Errorf("delete endpoint %s of cluster %s: %w", address, cluster, err)
 	}
 	return nil
-}
-
-// SetEndpointStatus replaces the health status of an endpoint. An endpoint
-// that is no longer in the store (removed by a reload while its prober
-// reported) is left alone, and so is a draining one: once removed, an
-// endpoint's health no longer changes.
-func (s *Store) SetEndpointStatus(cluster, address string, st checker.Status) error {
-	return s.Update(func(w Writer) error {
-		e, err := w.Endpoint(nil, cluster, address)
-		if err != nil || e == nil || e.Status.Health == checker.Draining || e.Status == st {
-			return err
-		}
-		n := *e
-		n.Status = st
-		return w.UpsertEndpoint(&n)
-	})
 }

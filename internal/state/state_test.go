@@ -8,6 +8,7 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 	"go.uber.org/goleak"
 
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -46,6 +47,11 @@ func fired(ws memdb.WatchSet) bool {
 	return !ws.Watch(time.After(10 * time.Millisecond))
 }
 
+// status is an EndpointUpdated event that gives an endpoint status st.
+func status(cluster, address string, st checker.Status) event.Event {
+	return event.Event{Kind: event.EndpointUpdated, Cluster: cluster, Address: address, Weight: 1, Status: st}
+}
+
 func TestEndpointWatchIsPerCluster(t *testing.T) {
 	s := newStore(t)
 	seed(t, s)
@@ -59,17 +65,13 @@ func TestEndpointWatchIsPerCluster(t *testing.T) {
 
 	// A change in another cluster, whose name has this one's as a prefix,
 	// must not wake the watcher.
-	if err := s.SetEndpointStatus("orders2", "127.0.0.1:1", checker.Status{Health: checker.Healthy}); err != nil {
-		t.Fatal(err)
-	}
+	s.Handle([]event.Event{status("orders2", "127.0.0.1:1", checker.Status{Health: checker.Healthy})})
 	if fired(ws) {
 		t.Fatal("watch on orders fired for a change in orders2")
 	}
 
 	st := checker.Status{Health: checker.Unhealthy, Reason: "NOT_SERVING", Cause: checker.CauseAnswer, Failures: 1}
-	if err := s.SetEndpointStatus("orders", "127.0.0.1:1", st); err != nil {
-		t.Fatal(err)
-	}
+	s.Handle([]event.Event{status("orders", "127.0.0.1:1", st)})
 	if !fired(ws) {
 		t.Fatal("watch on orders did not fire for a status change")
 	}
@@ -86,41 +88,76 @@ func TestEndpointWatchIsPerCluster(t *testing.T) {
 	if _, err := s.Snapshot().EndpointsByCluster(ws, "orders"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetEndpointStatus("orders", "127.0.0.1:1", st); err != nil {
-		t.Fatal(err)
-	}
+	s.Handle([]event.Event{status("orders", "127.0.0.1:1", st)})
 	if fired(ws) {
 		t.Fatal("an unchanged status woke the watcher")
 	}
 }
 
-func TestSetEndpointStatusLeavesDrainingAndMissingAlone(t *testing.T) {
+func TestHandleLeavesMissingAlone(t *testing.T) {
 	s := newStore(t)
 	seed(t, s)
-	err := s.Update(func(w Writer) error {
-		e, err := w.Endpoint(nil, "orders", "127.0.0.1:2")
-		if err != nil {
-			return err
-		}
-		n := *e
-		n.Status.Health = checker.Draining
-		return w.UpsertEndpoint(&n)
+	s.Handle([]event.Event{
+		status("orders", "127.0.0.1:9", checker.Status{Health: checker.Healthy}),
+		{Kind: event.ClusterPanic, Cluster: "missing", Panic: true},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetEndpointStatus("orders", "127.0.0.1:2", checker.Status{Health: checker.Healthy}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetEndpointStatus("orders", "127.0.0.1:9", checker.Status{Health: checker.Healthy}); err != nil {
-		t.Fatal(err)
-	}
 	snap := s.Snapshot()
-	if e, _ := snap.Endpoint(nil, "orders", "127.0.0.1:2"); e.Status.Health != checker.Draining {
-		t.Fatalf("draining endpoint became %v", e.Status.Health)
-	}
 	if e, _ := snap.Endpoint(nil, "orders", "127.0.0.1:9"); e != nil {
-		t.Fatalf("a status write created endpoint %+v", e)
+		t.Fatalf("a status event created endpoint %+v", e)
+	}
+	if c, _ := snap.Cluster(nil, "missing"); c != nil {
+		t.Fatalf("a panic event created cluster %+v", c)
+	}
+}
+
+// TestHandleFollowsALife: the rows are what a cluster's events say, from
+// its configuration to its removal.
+func TestHandleFollowsALife(t *testing.T) {
+	s := newStore(t)
+	hc := checker.DefaultConfig()
+	settings := &event.Settings{Policy: "round_robin", PanicThreshold: 50, HealthCheck: hc}
+	healthy := checker.Status{Health: checker.Healthy}
+	ep := func(kind event.Kind, st checker.Status) event.Event {
+		return event.Event{Kind: kind, Cluster: "c", Address: "a:1", Weight: 2, Source: "dns", Check: hc.Mode, Status: st}
+	}
+	row := func() *Endpoint {
+		e, _ := s.Snapshot().Endpoint(nil, "c", "a:1")
+		return e
+	}
+	s.Handle([]event.Event{{Kind: event.ClusterConfigured, Cluster: "c", Settings: settings}, ep(event.EndpointAdded, checker.Status{})})
+	if c, _ := s.Snapshot().Cluster(nil, "c"); c == nil || c.LBPolicy != "round_robin" || c.HealthCheck != hc {
+		t.Fatalf("cluster row %+v", c)
+	}
+	if e := row(); e == nil || e.Source != "dns" || e.Weight != 2 || e.Status.Health != checker.Pending {
+		t.Fatalf("added row %+v", e)
+	}
+	s.Handle([]event.Event{ep(event.EndpointAdmitted, healthy), {Kind: event.ClusterPanic, Cluster: "c", Panic: true}})
+	if e := row(); e.Status != healthy {
+		t.Fatalf("admitted row %+v", e)
+	}
+	if c, _ := s.Snapshot().Cluster(nil, "c"); !c.Panic {
+		t.Fatal("panic not recorded")
+	}
+	watch := hc
+	watch.Mode = checker.ModeWatch
+	s.Handle([]event.Event{{Kind: event.ClusterConfigured, Cluster: "c", Panic: true, Settings: &event.Settings{Policy: "random", HealthCheck: watch}}})
+	if c, _ := s.Snapshot().Cluster(nil, "c"); !c.Panic || c.LBPolicy != "random" {
+		t.Fatalf("reconfigured cluster %+v", c)
+	}
+	if e := row(); e.Check != checker.ModeWatch {
+		t.Fatalf("endpoint check %q after the mode changed", e.Check)
+	}
+	s.Handle([]event.Event{ep(event.EndpointRemoved, checker.Status{Health: checker.Draining})})
+	if e := row(); e.Status.Health != checker.Draining {
+		t.Fatalf("removed row %+v", e)
+	}
+	s.Handle([]event.Event{ep(event.EndpointDrained, checker.Status{Health: checker.Draining})})
+	if e := row(); e != nil {
+		t.Fatalf("drained row %+v", e)
+	}
+	s.Handle([]event.Event{ep(event.EndpointAdded, checker.Status{}), {Kind: event.ClusterRemoved, Cluster: "c"}})
+	if c, _ := s.Snapshot().Cluster(nil, "c"); c != nil || row() != nil {
+		t.Fatal("rows left after ClusterRemoved")
 	}
 }
 
@@ -164,22 +201,6 @@ type testError struct{}
 func (testError) Error() string { return "test" }
 
 var errTest error = testError{}
-
-func TestSetClusterPanicReportsRealChanges(t *testing.T) {
-	s := newStore(t)
-	seed(t, s)
-	for i, tc := range []struct {
-		panic, changed bool
-	}{{true, true}, {true, false}, {false, true}, {false, false}} {
-		changed, err := s.SetClusterPanic("orders", tc.panic)
-		if err != nil || changed != tc.changed {
-			t.Fatalf("step %d: SetClusterPanic(%v) = %v, %v; want changed=%v", i, tc.panic, changed, err, tc.changed)
-		}
-	}
-	if changed, err := s.SetClusterPanic("missing", true); changed || err != nil {
-		t.Fatalf("missing cluster: %v, %v", changed, err)
-	}
-}
 
 func TestEventsAreNumberedAndBounded(t *testing.T) {
 	s := newStore(t)

@@ -1,0 +1,200 @@
+package pool
+
+import (
+	"time"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
+	"github.com/vigil-proxy/vigil/checker"
+)
+
+// changed applies one change the checker reports (GroupOptions.OnChange)
+// to the endpoint's status and to everything derived from it.
+func (p *Pool) changed(ch checker.Change) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := p.members[ch.Address]
+	if m == nil || m.draining || p.closed {
+		// Removed meanwhile: once removed, an endpoint's health no
+		// longer changes.
+		return
+	}
+	was := p.routableLocked(m)
+	p.setStatusLocked(m, ch.New)
+	m.check, m.hint = ch.Mode, ch.Hint
+	kind := event.EndpointUpdated
+	switch ch.Transition {
+	case checker.Admitted:
+		kind = event.EndpointAdmitted
+	case checker.Evicted:
+		kind = event.EndpointEvicted
+	case checker.Readmitted:
+		kind = event.EndpointReadmitted
+	}
+	ev := p.endpointEvent(kind, m)
+	if kind == event.EndpointEvicted {
+		ev.Err = ch.Result.Err
+	}
+	p.emitLocked(ev)
+	p.settleLocked(false, was != p.routableLocked(m))
+	p.flushLocked()
+}
+
+// routableLocked reports whether m may be picked now: healthy, or, while
+// the cluster is in panic, unhealthy for transport reasons only. p.mu must
+// be held.
+func (p *Pool) routableLocked(m *member) bool {
+	if m.draining {
+		return false
+	}
+	return m.status.Health == checker.Healthy || (p.panic && m.status.PanicEligible())
+}
+
+// excludeLocked makes m's exclusion what its health says: every picker,
+// the one in force included, skips an endpoint that may not be picked.
+// This is the only place that sets it. p.mu must be held.
+func (p *Pool) excludeLocked(m *member) {
+	m.ep.SetExcluded(!p.routableLocked(m))
+}
+
+// counts are one member's contributions to the pool's counts.
+func counts(st checker.Status) (healthy, judged, unprobed int) {
+	if st.Health == checker.Healthy {
+		healthy = 1
+	}
+	if st.Health != checker.Pending && st.Health != checker.Draining {
+		judged = 1
+	}
+	if st.Health == checker.Pending && st.Failures == 0 {
+		unprobed = 1
+	}
+	return
+}
+
+// setStatusLocked changes m's status and the counts with it. p.mu must be
+// held; m is not draining.
+func (p *Pool) setStatusLocked(m *member, st checker.Status) {
+	h0, j0, u0 := counts(m.status)
+	h1, j1, u1 := counts(st)
+	p.healthy += h1 - h0
+	p.judged += j1 - j0
+	p.unprobed += u1 - u0
+	m.status = st
+	p.excludeLocked(m)
+}
+
+// addLocked makes m a pending member: new, or back while draining.
+// p.mu must be held.
+func (p *Pool) addLocked(m *member, now time.Time) {
+	if len(p.members) == 0 {
+		p.empty = make(chan struct{})
+	}
+	p.members[m.address] = m
+	m.draining, m.stopDrain = false, nil
+	m.check, m.hint = p.spec.HealthCheck.Mode, ""
+	m.status = checker.Status{Health: checker.Pending, Since: now}
+	p.total++
+	p.unprobed++
+	p.excludeLocked(m)
+}
+
+// removeLocked makes m draining. p.mu must be held.
+func (p *Pool) removeLocked(m *member, now time.Time) {
+	h, j, u := counts(m.status)
+	p.healthy -= h
+	p.judged -= j
+	p.unprobed -= u
+	p.total--
+	m.draining = true
+	m.status.Health, m.status.Since = checker.Draining, now
+	p.excludeLocked(m)
+}
+
+// settleLocked brings what derives from the counts up to date after a
+// change: panic mode (a change of it changes what every transport-failed
+// endpoint may get, so the picker is rebuilt at once), the picker (at once
+// when now is set, else by the builder when routable says the change
+// made an endpoint routable or unroutable), whether the cluster can serve,
+// and whether its first round of probes is done. p.mu must be held.
+func (p *Pool) settleLocked(now, routable bool) {
+	inPanic := balancer.PanicMode(p.spec.PanicThreshold, p.healthy, p.judged)
+	switch {
+	case inPanic != p.panic:
+		p.panic = inPanic
+		for _, m := range p.members {
+			p.excludeLocked(m)
+		}
+		p.buildLocked()
+		kind := event.ClusterRecovered
+		if inPanic {
+			kind = event.ClusterPanic
+		}
+		ev := p.clusterEvent(kind)
+		ev.Settings = p.settings()
+		p.emitLocked(ev)
+	case now:
+		p.buildLocked()
+	case routable:
+		p.stale = true
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+	if p.built {
+		if serving := p.healthy > 0; serving != p.serving {
+			p.serving = serving
+			p.emitLocked(p.clusterEvent(event.ClusterServing))
+		}
+	}
+	p.checkReadyLocked()
+}
+
+// checkReadyLocked notes the end of the first round of probes, once the
+// picker in force has their results.
+func (p *Pool) checkReadyLocked() {
+	if !p.isReady && p.built && !p.stale && p.unprobed == 0 {
+		p.isReady = true
+		close(p.ready)
+	}
+}
+
+// settings are the cluster's settings for an event.
+func (p *Pool) settings() *event.Settings {
+	return &event.Settings{Policy: p.spec.policy().Name(), PanicThreshold: p.spec.PanicThreshold, HealthCheck: p.spec.HealthCheck}
+}
+
+// endpointEvent is an event about m, with the cluster's counts.
+func (p *Pool) endpointEvent(kind event.Kind, m *member) event.Event {
+	ev := p.clusterEvent(kind)
+	ev.Address, ev.Source, ev.Weight = m.address, string(m.source), m.weight
+	ev.Check, ev.Status, ev.Hint = m.check, m.status, m.hint
+	return ev
+}
+
+// clusterEvent is an event about the cluster, with its counts.
+func (p *Pool) clusterEvent(kind event.Kind) event.Event {
+	return event.Event{
+		Kind: kind, Healthy: p.healthy, Total: p.total, Routable: p.routable,
+		Panic: p.panic, Serving: p.serving,
+	}
+}
+
+// emitLocked queues ev for the sinks. p.mu must be held.
+func (p *Pool) emitLocked(ev event.Event) {
+	ev.Time, ev.Cluster = time.Now(), p.name
+	p.pending = append(p.pending, ev)
+}
+
+// flushLocked hands the queued events to the sinks. p.mu must be held,
+// so that every sink sees every pool's events in the order they happened.
+func (p *Pool) flushLocked() {
+	if len(p.pending) == 0 {
+		return
+	}
+	for _, s := range p.sinks {
+		s.Handle(p.pending)
+	}
+	clear(p.pending)
+	p.pending = p.pending[:0]
+}

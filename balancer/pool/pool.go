@@ -1,0 +1,374 @@
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
+	"github.com/vigil-proxy/vigil/checker"
+)
+
+// Options configure a Pool.
+type Options struct {
+	// Sinks receive the pool's events (see event.Sink).
+	Sinks []event.Sink
+	// Logger receives the checker's warnings; nil means slog.Default().
+	Logger *slog.Logger
+	// OnProbe is called after every probe result, from the endpoint's
+	// prober (see checker.GroupOptions.OnProbe).
+	OnProbe func(address string, r checker.Result)
+	// Startup marks the pool as part of the process's first
+	// configuration: the events of its first plan say so (the eviction
+	// log then names no endpoint added).
+	Startup bool
+}
+
+// member is one endpoint of the pool. Its fields are guarded by Pool.mu.
+type member struct {
+	address string
+	ep      *balancer.Endpoint
+	weight  uint32
+	source  Source
+	status  checker.Status
+	check   checker.Mode // the mode in use
+	hint    string
+	// draining: removed from the spec; no probes, no new traffic.
+	draining  bool
+	stopDrain context.CancelFunc
+}
+
+// Pool is one cluster. All methods are safe for concurrent use.
+type Pool struct {
+	name    string
+	bal     *balancer.Cluster
+	group   *checker.Group
+	sinks   []event.Sink
+	startup bool
+
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the builder and the drains
+	// kick asks the builder for a build; it holds at most one request, so
+	// requests made while a build runs are served by one more build.
+	kick chan struct{}
+
+	applyMu sync.Mutex
+
+	mu         sync.Mutex
+	spec       Spec
+	applied    bool
+	discovered map[Source][]Endpoint
+	members    map[string]*member
+	// healthy, judged (neither pending nor draining), unprobed (pending,
+	// never probed) and total (not draining) count the members; only
+	// setStatusLocked, addLocked and removeLocked change them.
+	healthy, judged, unprobed, total int
+	panic                            bool
+	serving                          bool
+	// built: a picker was installed; last is what it was built from.
+	built bool
+	last  []balancer.Member
+	// stale: a change since the last build made an endpoint routable or
+	// unroutable, and the builder has yet to make the picker follow.
+	stale bool
+	// routable counts the endpoints of the picker in force.
+	routable int
+	ready    chan struct{} // closed after the first round of probes
+	isReady  bool
+	empty    chan struct{} // closed while the pool has no members
+	closed   bool
+	// pending are the events of the critical section in progress; sinks
+	// get them when it ends (flushLocked).
+	pending []event.Event
+}
+
+// New returns an empty pool called name. Nothing is probed until Apply.
+func New(name string, opts Options) *Pool { return newPool(name, opts, true) }
+
+// newPool is New; without builder, pickers are rebuilt only when a change
+// needs it at once, and tests make the builder's builds themselves.
+func newPool(name string, opts Options, builder bool) *Pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{
+		name:       name,
+		bal:        balancer.NewCluster(name),
+		sinks:      slices.Clone(opts.Sinks),
+		startup:    opts.Startup,
+		ctx:        ctx,
+		cancel:     cancel,
+		kick:       make(chan struct{}, 1),
+		discovered: map[Source][]Endpoint{},
+		members:    map[string]*member{},
+		ready:      make(chan struct{}),
+		empty:      make(chan struct{}),
+	}
+	close(p.empty)
+	p.group = checker.NewGroup(checker.DefaultConfig(), checker.GroupOptions{
+		Cluster:  name,
+		Logger:   opts.Logger,
+		OnChange: p.changed,
+		OnProbe:  opts.OnProbe,
+	})
+	if builder {
+		p.wg.Add(1)
+		go p.builder()
+	}
+	return p
+}
+
+// Name is the cluster's name.
+func (p *Pool) Name() string { return p.name }
+
+// Cluster is the balancer the data paths pick from.
+func (p *Pool) Cluster() *balancer.Cluster { return p.bal }
+
+// Group is the checker group probing the pool's endpoints (for its probe
+// statistics; the pool adds and removes its endpoints).
+func (p *Pool) Group() *checker.Group { return p.group }
+
+// Ready is closed once every endpoint of the first plan has been probed
+// (or right after the first Apply, if it has none): the cluster is warm.
+func (p *Pool) Ready() <-chan struct{} { return p.ready }
+
+// Empty returns a channel that is closed while the pool has no endpoint,
+// draining ones included.
+func (p *Pool) Empty() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.empty
+}
+
+// Apply makes the pool what spec says and returns what that changed. It
+// returns once the picker no longer routes to a removed endpoint and the
+// new endpoints are being probed.
+func (p *Pool) Apply(spec Spec) Plan {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return Plan{Cluster: p.name}
+	}
+	if p.applied && spec.same(p.spec) {
+		p.spec = spec
+		p.mu.Unlock()
+		return Plan{Cluster: p.name}
+	}
+	old, first := p.spec, !p.applied
+	p.spec, p.applied = spec, true
+	plan := Plan{
+		Cluster:            p.name,
+		New:                first,
+		PolicyChanged:      !first && (old.policy() != spec.policy() || old.PanicThreshold != spec.PanicThreshold),
+		HealthCheckChanged: !first && old.HealthCheck != spec.HealthCheck,
+	}
+	if first || plan.PolicyChanged || plan.HealthCheckChanged {
+		ev := p.clusterEvent(event.ClusterConfigured)
+		ev.Settings = p.settings()
+		p.emitLocked(ev)
+	}
+	if plan.PolicyChanged {
+		p.built = false // a new policy or threshold: rebuild even if the members are the same
+	}
+	work := p.reconcileLocked(&plan, first && p.startup)
+	p.settleLocked(true, false)
+	p.flushLocked()
+	p.mu.Unlock()
+
+	if first || plan.HealthCheckChanged {
+		p.group.Reconfigure(spec.HealthCheck)
+	}
+	p.commit(work)
+	return plan
+}
+
+// SetDiscovered replaces the endpoints found by source (discovery) and
+// returns what that changed. Endpoints the spec lists too keep the
+// listed weight.
+func (p *Pool) SetDiscovered(source Source, endpoints []Endpoint) Plan {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return Plan{Cluster: p.name}
+	}
+	if len(endpoints) == 0 {
+		delete(p.discovered, source)
+	} else {
+		p.discovered[source] = slices.Clone(endpoints)
+	}
+	plan := Plan{Cluster: p.name}
+	work := p.reconcileLocked(&plan, false)
+	p.settleLocked(true, false)
+	p.flushLocked()
+	p.mu.Unlock()
+	p.commit(work)
+	return plan
+}
+
+// work is what a plan leaves for the checker, which is called without
+// p.mu (see the package doc).
+type work struct {
+	add, remove []string
+}
+
+// reconcileLocked brings the members to what the spec and the discovered
+// endpoints want, records it in plan, and returns the checker's part.
+// p.mu must be held.
+func (p *Pool) reconcileLocked(plan *Plan, startup bool) work {
+	want := p.wantedLocked()
+	var w work
+	now := time.Now()
+	for addr, wt := range want {
+		m := p.members[addr]
+		switch {
+		case m == nil:
+			m = &member{address: addr, ep: balancer.NewEndpoint(addr), weight: wt.weight, source: wt.source}
+			p.addLocked(m, now)
+		case m.draining:
+			// Back before its drain ended: probed afresh.
+			if m.stopDrain != nil {
+				m.stopDrain()
+			}
+			m.weight, m.source = wt.weight, wt.source
+			p.addLocked(m, now)
+		default:
+			if m.weight != wt.weight || m.source != wt.source {
+				m.weight, m.source = wt.weight, wt.source
+				plan.Changed = append(plan.Changed, addr)
+				p.emitLocked(p.endpointEvent(event.EndpointChanged, m))
+			}
+			continue
+		}
+		plan.Added = append(plan.Added, addr)
+		w.add = append(w.add, addr)
+		ev := p.endpointEvent(event.EndpointAdded, m)
+		ev.Startup = startup
+		p.emitLocked(ev)
+	}
+	for addr, m := range p.members {
+		if _, ok := want[addr]; ok || m.draining {
+			continue
+		}
+		p.removeLocked(m, now)
+		plan.Removed = append(plan.Removed, addr)
+		w.remove = append(w.remove, addr)
+		ev := p.endpointEvent(event.EndpointRemoved, m)
+		ev.DrainTimeout = p.spec.drainTimeout()
+		p.emitLocked(ev)
+	}
+	slices.Sort(plan.Added)
+	slices.Sort(plan.Removed)
+	slices.Sort(plan.Changed)
+	slices.Sort(w.add)
+	return w
+}
+
+// commit makes the checker probe what a plan added and stop probing what
+// it removed, whose drains then start. p.applyMu must be held, p.mu not.
+func (p *Pool) commit(w work) {
+	for _, addr := range w.remove {
+		p.group.Remove(addr)
+		p.mu.Lock()
+		if m := p.members[addr]; m != nil && m.draining && m.stopDrain == nil {
+			p.startDrainLocked(m)
+		}
+		p.mu.Unlock()
+	}
+	for _, addr := range w.add {
+		p.group.Add(addr, checker.Status{Health: checker.Pending, Since: time.Now()})
+	}
+}
+
+// Close stops the probers, the builder and the drains (which cut what is
+// still in flight), closes every endpoint and sends ClusterRemoved.
+func (p *Pool) Close() {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	p.group.Close()
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.members) > 0 {
+		close(p.empty)
+	}
+	if !p.isReady {
+		p.isReady = true
+		close(p.ready) // nobody waits for a closed pool
+	}
+	for addr, m := range p.members {
+		m.ep.Close()
+		delete(p.members, addr)
+	}
+	p.emitLocked(event.Event{Kind: event.ClusterRemoved})
+	p.flushLocked()
+}
+
+// EndpointState is one endpoint as the pool sees it.
+type EndpointState struct {
+	Address string
+	Weight  uint32
+	Source  Source
+	Status  checker.Status
+	Check   checker.Mode
+	Hint    string
+	// Routable: the data paths may pick it now.
+	Routable bool
+}
+
+// Endpoints returns the pool's endpoints, draining ones included, sorted
+// by address.
+func (p *Pool) Endpoints() []EndpointState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]EndpointState, 0, len(p.members))
+	for _, m := range p.members {
+		out = append(out, EndpointState{
+			Address: m.address, Weight: m.weight, Source: m.source, Status: m.status,
+			Check: m.check, Hint: m.hint, Routable: p.routableLocked(m),
+		})
+	}
+	slices.SortFunc(out, func(a, b EndpointState) int {
+		switch {
+		case a.Address < b.Address:
+			return -1
+		case a.Address > b.Address:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Inflight returns the connections and RPCs in flight on the endpoint at
+// address, and whether the pool has it.
+func (p *Pool) Inflight(address string) (int64, bool) {
+	p.mu.Lock()
+	m := p.members[address]
+	p.mu.Unlock()
+	if m == nil {
+		return 0, false
+	}
+	return m.ep.Inflight(), true
+}
+
+// Counts returns how many endpoints are healthy and how many there are
+// (draining ones left out), and whether the cluster is in panic.
+func (p *Pool) Counts() (healthy, total int, panic bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.healthy, p.total, p.panic
+}

@@ -1,0 +1,439 @@
+package pool
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	_ "github.com/vigil-proxy/vigil/balancer/policies"
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
+	"github.com/vigil-proxy/vigil/checker"
+	"github.com/vigil-proxy/vigil/internal/metrics"
+	"github.com/vigil-proxy/vigil/internal/state"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// none is a health check that never probes: every endpoint is admitted as
+// it is added, and the tests make its other changes themselves.
+func none() checker.Config {
+	cfg := checker.DefaultConfig()
+	cfg.Mode = checker.ModeNone
+	return cfg
+}
+
+func endpoints(addrs ...string) []Endpoint {
+	eps := make([]Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = Endpoint{Address: a, Weight: 1}
+	}
+	return eps
+}
+
+// recorder is a sink that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (r *recorder) Handle(events []event.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, events...)
+}
+
+func (r *recorder) count(kind event.Kind) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, ev := range r.events {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// jsonLog collects JSON log records.
+type jsonLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	// read and counted are how far count has read, and what it found.
+	read    int
+	counted map[string]int
+}
+
+// count returns how many records with msg were logged so far, reading
+// only what is new since the last call.
+func (l *jsonLog) count(t testing.TB, msg string) int {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.counted == nil {
+		l.counted = map[string]int{}
+	}
+	for _, line := range strings.Split(string(l.buf.Bytes()[l.read:]), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec struct{ Msg string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		l.counted[rec.Msg]++
+	}
+	l.read = l.buf.Len()
+	return l.counted[msg]
+}
+
+func (l *jsonLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *jsonLog) records(t testing.TB, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if msg == "" || rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// transition is the Change a checker reports when an endpoint goes from
+// old to st.
+func transition(addr string, old, st checker.Status) checker.Change {
+	tr := checker.NoTransition
+	switch {
+	case old.Health == checker.Pending && st.Health == checker.Healthy:
+		tr = checker.Admitted
+	case old.Health != checker.Unhealthy && st.Health == checker.Unhealthy:
+		tr = checker.Evicted
+	case old.Health == checker.Unhealthy && st.Health == checker.Healthy:
+		tr = checker.Readmitted
+	}
+	return checker.Change{Address: addr, Old: old, New: st, Transition: tr, Mode: checker.ModeNone}
+}
+
+var (
+	healthy    = checker.Status{Health: checker.Healthy}
+	notServing = checker.Status{Health: checker.Unhealthy, Reason: "NOT_SERVING", Cause: checker.CauseAnswer, Failures: 1}
+	refused    = checker.Status{Health: checker.Unhealthy, Reason: "UNAVAILABLE", Cause: checker.CauseTransport, Failures: 3}
+)
+
+func (p *Pool) statusOf(addr string) checker.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.members[addr].status
+}
+
+// setHealth makes the endpoint's health st, as a probe result would.
+func (p *Pool) setHealth(addr string, st checker.Status) {
+	p.changed(transition(addr, p.statusOf(addr), st))
+}
+
+// build makes the build the builder would make.
+func (p *Pool) build() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buildLocked()
+	p.checkReadyLocked()
+	p.flushLocked()
+}
+
+func picks(p *Pool, n int) map[string]int {
+	seen := map[string]int{}
+	for range n {
+		if e := p.Cluster().Pick(); e != nil {
+			seen[e.Address()]++
+		} else {
+			seen[""]++
+		}
+	}
+	return seen
+}
+
+// TestReadmittedBeforeBuildIsPicked is the defect of the first wave: an
+// endpoint evicted and then readmitted before the builder ran stayed out
+// of every pick for good (the build found the members unchanged and kept
+// the picker, whose exclusion of the endpoint only a build would clear).
+// Whether an endpoint may be picked is now a function of its health,
+// recomputed with every change, so no build is needed either way.
+func TestReadmittedBeforeBuildIsPicked(t *testing.T) {
+	p := newPool("c", Options{}, false)
+	t.Cleanup(p.Close)
+	p.Apply(Spec{HealthCheck: none(), Endpoints: endpoints("10.0.0.1:1", "10.0.0.2:1")})
+	p.build()
+	if got := picks(p, 100); got["10.0.0.1:1"] == 0 || got["10.0.0.2:1"] == 0 {
+		t.Fatalf("picks before the flap: %v", got)
+	}
+
+	p.setHealth("10.0.0.1:1", notServing)
+	if got := picks(p, 100); got["10.0.0.1:1"] != 0 {
+		t.Fatalf("the evicted endpoint was picked before any build: %v", got)
+	}
+	p.setHealth("10.0.0.1:1", healthy)
+	if got := picks(p, 100); got["10.0.0.1:1"] == 0 {
+		t.Fatalf("the readmitted endpoint got none of 100 picks before the build: %v", got)
+	}
+	p.build() // finds nothing to change: the picker in force has both
+	if got := picks(p, 100); got["10.0.0.1:1"] == 0 {
+		t.Fatalf("the readmitted endpoint got none of 100 picks after the build: %v", got)
+	}
+}
+
+// TestPoolProperty drives a pool through random transitions, reloads,
+// discoveries and drains. After every step an endpoint may be picked
+// exactly when its health says so (healthy, or panic-eligible in panic),
+// at once; after a build the picker holds exactly those; and the store
+// (what /clusters serves), the metrics and the eviction log agree with
+// the pool.
+func TestPoolProperty(t *testing.T) {
+	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8}
+	steps := 400
+	if testing.Short() {
+		seeds, steps = seeds[:2], 100
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { runProperty(t, seed, steps) })
+	}
+}
+
+func runProperty(t *testing.T, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	store, err := state.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(metrics.Options{Store: store})
+	var log jsonLog
+	rec := &recorder{}
+	p := newPool("c", Options{Sinks: []event.Sink{store, m, rec, LogSink(slog.New(slog.NewJSONHandler(&log, nil)))}}, false)
+	t.Cleanup(p.Close)
+
+	universe := []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.4:1", "10.0.0.5:1", "10.0.0.6:1", "10.0.0.7:1"}
+	subset := func() []Endpoint {
+		var eps []Endpoint
+		for _, a := range universe {
+			if rng.IntN(3) > 0 {
+				eps = append(eps, Endpoint{Address: a, Weight: uint32(1 + rng.IntN(3))})
+			}
+		}
+		return eps
+	}
+	policies := balancer.Policies()
+	spec := func() Spec {
+		pol, _ := balancer.PolicyByName(policies[rng.IntN(len(policies))])
+		return Spec{Policy: pol, PanicThreshold: []int{0, 50, 80}[rng.IntN(3)], HealthCheck: none(),
+			Endpoints: subset(), DrainTimeout: time.Hour}
+	}
+	p.Apply(spec())
+	p.build()
+
+	for step := range steps {
+		var did string
+		switch op := rng.IntN(10); {
+		case op < 6: // a health change of a random endpoint
+			live := liveMembers(p)
+			if len(live) == 0 {
+				continue
+			}
+			addr := live[rng.IntN(len(live))]
+			st := []checker.Status{healthy, notServing, refused, {Health: checker.Healthy, Successes: 1}}[rng.IntN(4)]
+			if p.statusOf(addr).Health == checker.Pending && st.Health == checker.Unhealthy && rng.IntN(2) == 0 {
+				st = checker.Status{Health: checker.Pending, Failures: 1} // a failure below the threshold
+			}
+			did = fmt.Sprintf("%s -> %v/%s", addr, st.Health, st.Reason)
+			p.setHealth(addr, st)
+		case op < 8:
+			did = "reload"
+			p.Apply(spec())
+		case op < 9:
+			did = "discovery"
+			p.SetDiscovered(SourceDNS, subset())
+		default:
+			did = "drains end"
+			for _, m := range drainingMembers(p) {
+				p.finishDrain(m)
+			}
+		}
+		checkExclusion(t, p, step, did)
+		if rng.IntN(2) == 0 {
+			p.build()
+			checkPicker(t, p, step, did)
+		}
+		checkAgreement(t, p, store, m, rec, &log, step, did)
+	}
+}
+
+func liveMembers(p *Pool) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for a, m := range p.members {
+		if !m.draining {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func drainingMembers(p *Pool) []*member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*member
+	for _, m := range p.members {
+		if m.draining {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// checkExclusion: at every moment, without waiting for a build, exactly
+// the endpoints whose health allows it may be picked, and the counts and
+// panic mode are what the endpoints say.
+func checkExclusion(t *testing.T, p *Pool, step int, did string) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var healthy, judged, total int
+	for _, m := range p.members {
+		if m.draining {
+			continue
+		}
+		total++
+		if m.status.Health == checker.Healthy {
+			healthy++
+		}
+		if m.status.Health != checker.Pending {
+			judged++
+		}
+	}
+	if healthy != p.healthy || judged != p.judged || total != p.total {
+		t.Fatalf("step %d (%s): counts %d/%d/%d, want %d/%d/%d", step, did, p.healthy, p.judged, p.total, healthy, judged, total)
+	}
+	if want := balancer.PanicMode(p.spec.PanicThreshold, healthy, judged); p.panic != want {
+		t.Fatalf("step %d (%s): panic %v, want %v", step, did, p.panic, want)
+	}
+	for a, m := range p.members {
+		want := !m.draining && (m.status.Health == checker.Healthy || p.panic && m.status.PanicEligible())
+		if m.ep.Excluded() == want {
+			t.Fatalf("step %d (%s): %s (%v, draining %v, panic %v) excluded=%v", step, did, a, m.status, m.draining, p.panic, m.ep.Excluded())
+		}
+	}
+	snap := p.bal.Snapshot()
+	for range 50 {
+		if e := snap.Pick(); e != nil && e.Excluded() {
+			t.Fatalf("step %d (%s): picked %s, which may not be picked", step, did, e.Address())
+		}
+	}
+}
+
+// checkPicker: after a build, the picker chooses among exactly the
+// endpoints that may be picked.
+func checkPicker(t *testing.T, p *Pool, step int, did string) {
+	t.Helper()
+	p.mu.Lock()
+	var want []string
+	for a, m := range p.members {
+		if p.routableLocked(m) {
+			want = append(want, a)
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(want)
+	snap := p.bal.Snapshot()
+	var got []string
+	for _, w := range snap.Routable {
+		got = append(got, w.Endpoint.Address())
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("step %d (%s): picker has %v, want %v", step, did, got, want)
+	}
+	_, _, panicking := p.Counts()
+	if snap.Panic != panicking {
+		t.Fatalf("step %d (%s): picker panic %v, pool %v", step, did, snap.Panic, panicking)
+	}
+	if len(want) > 0 {
+		if seen := picks(p, 20*len(want)); seen[""] > 0 {
+			t.Fatalf("step %d (%s): nil picks with %v routable", step, did, want)
+		}
+	}
+}
+
+// checkAgreement: the store holds what the pool holds; every eviction is
+// counted in vigil_evictions_total and logged as "endpoint evicted".
+func checkAgreement(t *testing.T, p *Pool, store *state.Store, m *metrics.Metrics, rec *recorder, log *jsonLog, step int, did string) {
+	t.Helper()
+	snap := store.Snapshot()
+	rows, err := snap.EndpointsByCluster(nil, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byAddr := map[string]*state.Endpoint{}
+	for _, r := range rows {
+		byAddr[r.Address] = r
+	}
+	eps := p.Endpoints()
+	if len(eps) != len(rows) {
+		t.Fatalf("step %d (%s): pool has %d endpoints, the store %d", step, did, len(eps), len(rows))
+	}
+	for _, e := range eps {
+		r := byAddr[e.Address]
+		if r == nil || r.Status.Health != e.Status.Health || r.Status.Reason != e.Status.Reason || r.Weight != e.Weight || r.Source != string(e.Source) {
+			t.Fatalf("step %d (%s): store has %+v for %+v", step, did, r, e)
+		}
+	}
+	cl, _ := snap.Cluster(nil, "c")
+	if _, _, panicking := p.Counts(); cl == nil || cl.Panic != panicking {
+		t.Fatalf("step %d (%s): store cluster %+v, pool panic %v", step, did, cl, panicking)
+	}
+
+	evicted := rec.count(event.EndpointEvicted)
+	if n := log.count(t, MsgEvicted); n != evicted {
+		t.Fatalf("step %d (%s): %d evicted records for %d evictions", step, did, n, evicted)
+	}
+	if step%10 != 0 {
+		return
+	}
+	fams, err := m.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counted float64
+	for _, f := range fams {
+		if f.GetName() == "vigil_evictions_total" {
+			for _, s := range f.GetMetric() {
+				counted += s.GetCounter().GetValue()
+			}
+		}
+	}
+	if int(counted) != evicted {
+		t.Fatalf("step %d (%s): vigil_evictions_total %v for %d evictions", step, did, counted, evicted)
+	}
+}

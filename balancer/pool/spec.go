@@ -1,0 +1,136 @@
+package pool
+
+import (
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/roundrobin"
+	"github.com/vigil-proxy/vigil/checker"
+)
+
+// Source says where an endpoint comes from.
+type Source string
+
+// Sources of endpoints.
+const (
+	// SourceConfig: listed in the Spec (vigil's configuration file).
+	SourceConfig     Source = "config"
+	SourceDNS        Source = "dns"
+	SourceSRV        Source = "srv"
+	SourceKubernetes Source = "kubernetes"
+)
+
+// Endpoint is one backend address with its relative weight.
+type Endpoint struct {
+	Address string
+	// Weight is at least 1; 0 means 1.
+	Weight uint32
+}
+
+// DefaultDrainTimeout bounds a removed endpoint's drain when the Spec
+// gives none.
+const DefaultDrainTimeout = 10 * time.Second
+
+// Spec is what a cluster should be.
+type Spec struct {
+	// Policy builds the pickers; nil means round robin.
+	Policy balancer.Policy
+	// PanicThreshold is a percentage (0-100); 0 disables panic mode.
+	PanicThreshold int
+	// HealthCheck is how the endpoints are probed.
+	HealthCheck checker.Config
+	// Endpoints are the listed endpoints (source "config").
+	Endpoints []Endpoint
+	// DrainTimeout bounds how long a removed endpoint's in-flight work
+	// may take before what is left is cut; 0 means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+func (s Spec) policy() balancer.Policy {
+	if s.Policy == nil {
+		return roundrobin.Policy{}
+	}
+	return s.Policy
+}
+
+func (s Spec) drainTimeout() time.Duration {
+	if s.DrainTimeout <= 0 {
+		return DefaultDrainTimeout
+	}
+	return s.DrainTimeout
+}
+
+// same reports whether s and o ask for the same cluster, endpoints in the
+// same order: a reload that leaves a cluster's text alone costs this
+// comparison and nothing more.
+func (s Spec) same(o Spec) bool {
+	return s.policy() == o.policy() && s.PanicThreshold == o.PanicThreshold && s.HealthCheck == o.HealthCheck &&
+		s.drainTimeout() == o.drainTimeout() && slices.Equal(s.Endpoints, o.Endpoints)
+}
+
+// Plan is what one Apply or SetDiscovered changed. Addresses are sorted.
+type Plan struct {
+	Cluster string
+	// New marks the pool's first plan.
+	New bool
+	// Added are endpoints that joined (or came back while draining);
+	// Removed left and drain; Changed changed weight or source.
+	Added, Removed, Changed []string
+	// PolicyChanged: the lb policy or the panic threshold changed.
+	PolicyChanged bool
+	// HealthCheckChanged: the health-check configuration changed. Only a
+	// change beyond the thresholds restarts the probers.
+	HealthCheckChanged bool
+}
+
+// Empty reports whether the plan changed nothing.
+func (p Plan) Empty() bool {
+	return !p.New && len(p.Added) == 0 && len(p.Removed) == 0 && len(p.Changed) == 0 &&
+		!p.PolicyChanged && !p.HealthCheckChanged
+}
+
+// Attrs summarizes the plan for a log record.
+func (p Plan) Attrs() []slog.Attr {
+	return []slog.Attr{
+		slog.Int("endpoints_added", len(p.Added)),
+		slog.Int("endpoints_removed", len(p.Removed)),
+		slog.Int("weights_changed", len(p.Changed)),
+	}
+}
+
+// wanted is one endpoint the pool should have, with where it comes from.
+type wanted struct {
+	weight uint32
+	source Source
+}
+
+// wantedLocked is the union of the listed and the discovered endpoints:
+// the listed weight and source win, then the sources in name order.
+// p.mu must be held.
+func (p *Pool) wantedLocked() map[string]wanted {
+	n := len(p.spec.Endpoints)
+	for _, eps := range p.discovered {
+		n += len(eps)
+	}
+	w := make(map[string]wanted, n)
+	for _, e := range p.spec.Endpoints {
+		if _, dup := w[e.Address]; !dup {
+			w[e.Address] = wanted{max(e.Weight, 1), SourceConfig}
+		}
+	}
+	sources := make([]Source, 0, len(p.discovered))
+	for s := range p.discovered {
+		sources = append(sources, s)
+	}
+	slices.Sort(sources)
+	for _, s := range sources {
+		for _, e := range p.discovered[s] {
+			if _, dup := w[e.Address]; !dup {
+				w[e.Address] = wanted{max(e.Weight, 1), s}
+			}
+		}
+	}
+	return w
+}
