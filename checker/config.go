@@ -133,10 +133,20 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
 
 func (e *FieldError) Unwrap() error { return e.Err }
 
-// Validate reports what is wrong with c, as *FieldError values joined with
-// errors.Join, or nil. A zero field is fine: it takes its default.
+// Validate reports what is wrong with c (Problems, joined with
+// errors.Join), or nil.
 func (c Config) Validate() error {
 	var errs []error
+	for _, fe := range c.Problems() {
+		errs = append(errs, fe)
+	}
+	return errors.Join(errs...)
+}
+
+// Problems lists what is wrong with c, a field at a time. A zero field is
+// fine: it takes its default.
+func (c Config) Problems() []*FieldError {
+	var errs []*FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
 	}
@@ -170,7 +180,7 @@ func (c Config) Validate() error {
 	default:
 		bad("liveness", "must be one of keepalive, check, not %q", c.Liveness)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // withDefaults returns c with every zero field but Jitter replaced by its
@@ -204,11 +214,7 @@ func (c Config) withDefaults() Config {
 // for every invalid field, so that probers never see a nonsensical value.
 func (c Config) usable() Config {
 	c = c.withDefaults()
-	var fe *FieldError
-	for _, err := range unjoin(c.Validate()) {
-		if !errors.As(err, &fe) {
-			continue
-		}
+	for _, fe := range c.Problems() {
 		d := DefaultConfig()
 		switch fe.Field {
 		case "mode":
@@ -230,17 +236,6 @@ func (c Config) usable() Config {
 		}
 	}
 	return c
-}
-
-// unjoin returns the errors an errors.Join holds, or err alone.
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // probersDiffer reports whether going from a to b needs the probers

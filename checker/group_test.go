@@ -557,7 +557,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	err := Config{Mode: "ping", Interval: -1, Jitter: 2, Thresholds: Thresholds{Unhealthy: -1}}.Validate()
-	if n := len(unjoin(err)); n != 4 {
+	if n := len(Config{Mode: "ping", Interval: -1, Jitter: 2, Thresholds: Thresholds{Unhealthy: -1}}.Problems()); err == nil || n != 4 {
 		t.Errorf("Validate found %d problems in %v, want 4", n, err)
 	}
 	logger, sink := newLogger()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -266,5 +265,3 @@ func (f *fixedHealth) Check(context.Context, *healthgrpc.HealthCheckRequest) (*h
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }

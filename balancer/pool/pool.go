@@ -146,67 +146,63 @@ func (p *Pool) Empty() <-chan struct{} {
 // returns once the picker no longer routes to a removed endpoint and the
 // new endpoints are being probed.
 func (p *Pool) Apply(spec Spec) Plan {
-	p.applyMu.Lock()
-	defer p.applyMu.Unlock()
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return Plan{Cluster: p.name}
-	}
-	if p.applied && spec.same(p.spec) {
-		p.spec = spec
-		p.mu.Unlock()
-		return Plan{Cluster: p.name}
-	}
-	old, first := p.spec, !p.applied
-	p.spec, p.applied = spec, true
-	plan := Plan{
-		Cluster:            p.name,
-		New:                first,
-		PolicyChanged:      !first && (old.policy() != spec.policy() || old.PanicThreshold != spec.PanicThreshold),
-		HealthCheckChanged: !first && old.HealthCheck != spec.HealthCheck,
-	}
-	if first || plan.PolicyChanged || plan.HealthCheckChanged {
-		ev := p.clusterEvent(event.ClusterConfigured)
-		ev.Settings = p.settings()
-		p.emitLocked(ev)
-	}
-	if plan.PolicyChanged {
-		p.built = false // a new policy or threshold: rebuild even if the members are the same
-	}
-	work := p.reconcileLocked(&plan, first && p.startup)
-	p.settleLocked(true, false)
-	p.flushLocked()
-	p.mu.Unlock()
-
-	if first || plan.HealthCheckChanged {
-		p.group.Reconfigure(spec.HealthCheck)
-	}
-	p.commit(work)
-	return plan
+	return p.update(func(plan *Plan) bool {
+		if p.applied && spec.same(p.spec) {
+			p.spec = spec
+			return false
+		}
+		old, first := p.spec, !p.applied
+		p.spec, p.applied = spec, true
+		plan.New = first
+		plan.PolicyChanged = !first && (old.policy() != spec.policy() || old.PanicThreshold != spec.PanicThreshold)
+		plan.HealthCheckChanged = !first && old.HealthCheck != spec.HealthCheck
+		if first || plan.PolicyChanged || plan.HealthCheckChanged {
+			ev := p.clusterEvent(event.ClusterConfigured)
+			ev.Settings = p.settings()
+			p.emitLocked(ev)
+		}
+		if plan.PolicyChanged {
+			p.built = false // a new policy or threshold: rebuild even if the members are the same
+		}
+		return true
+	})
 }
 
 // SetDiscovered replaces the endpoints found by source (discovery) and
 // returns what that changed. Endpoints the spec lists too keep the
 // listed weight.
 func (p *Pool) SetDiscovered(source Source, endpoints []Endpoint) Plan {
+	return p.update(func(*Plan) bool {
+		if len(endpoints) == 0 {
+			delete(p.discovered, source)
+		} else {
+			p.discovered[source] = slices.Clone(endpoints)
+		}
+		return true
+	})
+}
+
+// update runs change under p.mu and, if it says the pool may have to
+// change, brings the members to what the pool now wants, as one plan:
+// the picker and the events first, then the checker.
+func (p *Pool) update(change func(plan *Plan) bool) Plan {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return Plan{Cluster: p.name}
-	}
-	if len(endpoints) == 0 {
-		delete(p.discovered, source)
-	} else {
-		p.discovered[source] = slices.Clone(endpoints)
-	}
 	plan := Plan{Cluster: p.name}
-	work := p.reconcileLocked(&plan, false)
+	if p.closed || !change(&plan) {
+		p.mu.Unlock()
+		return plan
+	}
+	work := p.reconcileLocked(&plan, plan.New && p.startup)
 	p.settleLocked(true, false)
 	p.flushLocked()
+	hc := p.spec.HealthCheck
 	p.mu.Unlock()
+
+	if plan.New || plan.HealthCheckChanged {
+		p.group.Reconfigure(hc)
+	}
 	p.commit(work)
 	return plan
 }

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"math"
 	"slices"
 	"strings"
@@ -493,29 +492,13 @@ func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *checker.Conf
 			hc.Liveness = checker.Liveness(s)
 		}
 	}
-	for _, err := range unjoin(hc.Validate()) {
-		var fe *checker.FieldError
-		if !errors.As(err, &fe) {
-			w.errs.at(node, path, "%v", err)
-			continue
-		}
+	for _, fe := range hc.Problems() {
 		n := at[fe.Field]
 		if n == nil {
 			n = node
 		}
 		w.errs.at(n, join(path, fe.Field), "%v", fe.Err)
 	}
-}
-
-// unjoin returns the errors an errors.Join holds, or err alone.
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // maxSuggestWork bounds the name comparisons made for "did you mean"
