@@ -22,7 +22,7 @@ func TestPageIsEscapedHTMLWithStrictCSP(t *testing.T) {
 	store := newStore(t)
 	seed(t, store)
 	if err := store.Update(func(w state.Writer) error {
-		if err := w.UpsertCluster(&state.Cluster{Name: hostile, LBPolicy: config.RoundRobin}); err != nil {
+		if err := w.UpsertCluster(&state.Cluster{Name: hostile, LBPolicy: string(config.RoundRobin)}); err != nil {
 			return err
 		}
 		return w.UpsertEndpoint(&state.Endpoint{Cluster: hostile, Address: "127.0.0.1:1", Weight: 1,
@@ -130,9 +130,7 @@ func TestPageStreamSnapshotChangesAndResume(t *testing.T) {
 	// One endpoint changes: the next message carries it alone, with its
 	// new span, and the eviction record with its hint.
 	evicted := time.Now()
-	if err := store.SetEndpointStatus("orders", "127.0.0.1:50051", checker.Status{Health: checker.Unhealthy, Reason: "UNIMPLEMENTED", Since: evicted}); err != nil {
-		t.Fatal(err)
-	}
+	setStatus(t, store, "orders", "127.0.0.1:50051", checker.Status{Health: checker.Unhealthy, Reason: "UNIMPLEMENTED", Since: evicted})
 	if _, err := store.AppendEvent(&state.Event{Time: evicted.Add(time.Millisecond), Level: slog.LevelWarn, Msg: "endpoint evicted",
 		Attrs: []slog.Attr{slog.String("cluster", "orders"), slog.String("endpoint", "127.0.0.1:50051"), slog.String("reason", "UNIMPLEMENTED"), slog.String("hint", "register one")}}); err != nil {
 		t.Fatal(err)
@@ -161,9 +159,7 @@ func TestPageStreamSnapshotChangesAndResume(t *testing.T) {
 
 	// A page that reconnects with its id gets what changed since, not a
 	// snapshot; one from another process gets a snapshot.
-	if err := store.SetEndpointStatus("payments", "127.0.0.1:50062", checker.Status{Health: checker.Healthy, Since: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	setStatus(t, store, "payments", "127.0.0.1:50062", checker.Status{Health: checker.Healthy, Since: time.Now()})
 	resumed := openSSE(t, base+"/ui/stream", got.id)
 	for {
 		ev := resumed.next(t)
@@ -192,7 +188,7 @@ func TestPageStreamBoundsEachMessage(t *testing.T) {
 	put := func(h checker.Health) {
 		t.Helper()
 		if err := store.Update(func(w state.Writer) error {
-			if err := w.UpsertCluster(&state.Cluster{Name: "big", LBPolicy: config.RoundRobin}); err != nil {
+			if err := w.UpsertCluster(&state.Cluster{Name: "big", LBPolicy: string(config.RoundRobin)}); err != nil {
 				return err
 			}
 			for i := range n {
