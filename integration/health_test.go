@@ -98,8 +98,12 @@ func TestDeadlineExceededOnlyAfterThreshold(t *testing.T) {
 	if r.str("reason") != "DEADLINE_EXCEEDED" || r.num("failures") != 3 {
 		t.Errorf("evicted record = %v; want reason DEADLINE_EXCEEDED after 3 failures", r)
 	}
-	if stalled := bs[0].probes.Load() - stalledFrom; stalled < 3 {
-		t.Errorf("evicted after %d stalled probes; want at least 3", stalled)
+	// The record's failure count is vigil's; the backend may have seen
+	// fewer of those probes: a probe that times out drops its connection,
+	// and on a loaded machine the next one's dial and request can take its
+	// whole 100 ms without reaching the backend.
+	if stalled := bs[0].probes.Load() - stalledFrom; stalled < 1 {
+		t.Errorf("evicted after %d stalled probes reached the backend; want at least 1", stalled)
 	}
 	if n := len(v.logs.find(from, match("endpoint evicted"))); n != 1 {
 		t.Errorf("%d evictions; want 1", n)

@@ -168,11 +168,17 @@ func (p *Pool) Apply(spec Spec) Plan {
 	})
 }
 
-// SetDiscovered replaces the endpoints found by source (discovery) and
-// returns what that changed. Endpoints the spec lists too keep the
-// listed weight.
+// SetDiscovered replaces the endpoints found by source (discovery) with
+// the complete set it found, and returns what that changed; the same set
+// again costs a comparison. Endpoints the spec lists too keep the listed
+// weight. An endpoint the source says is terminating should be left out:
+// the pool drains it as it does any endpoint that leaves (no new traffic,
+// in-flight work finishes), and does not add one it never had.
 func (p *Pool) SetDiscovered(source Source, endpoints []Endpoint) Plan {
 	return p.update(func(*Plan) bool {
+		if slices.Equal(p.discovered[source], endpoints) {
+			return false
+		}
 		if len(endpoints) == 0 {
 			delete(p.discovered, source)
 		} else {

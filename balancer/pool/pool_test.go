@@ -437,3 +437,35 @@ func checkAgreement(t *testing.T, p *Pool, store *state.Store, m *metrics.Metric
 		t.Fatalf("step %d (%s): vigil_evictions_total %v for %d evictions", step, did, counted, evicted)
 	}
 }
+
+// TestSetDiscovered: a source's set joins the listed endpoints (a listed
+// address keeps its weight and source), the same set again changes
+// nothing, and what a source no longer reports drains.
+func TestSetDiscovered(t *testing.T) {
+	rec := &recorder{}
+	p := newPool("c", Options{Sinks: []event.Sink{rec}}, false)
+	t.Cleanup(p.Close)
+	p.Apply(Spec{HealthCheck: none(), Endpoints: []Endpoint{{Address: "10.0.0.1:1", Weight: 3}}, DrainTimeout: time.Hour})
+	plan := p.SetDiscovered(SourceDNS, []Endpoint{{Address: "10.0.0.1:1", Weight: 1}, {Address: "10.0.0.2:1", Weight: 2}})
+	if !slices.Equal(plan.Added, []string{"10.0.0.2:1"}) || len(plan.Removed) != 0 {
+		t.Fatalf("plan %+v", plan)
+	}
+	eps := p.Endpoints()
+	if len(eps) != 2 || eps[0].Weight != 3 || eps[0].Source != SourceConfig || eps[1].Weight != 2 || eps[1].Source != SourceDNS {
+		t.Fatalf("endpoints %+v", eps)
+	}
+	n := len(rec.events)
+	if plan := p.SetDiscovered(SourceDNS, []Endpoint{{Address: "10.0.0.1:1", Weight: 1}, {Address: "10.0.0.2:1", Weight: 2}}); !plan.Empty() || len(rec.events) != n {
+		t.Fatalf("the same set again: plan %+v, %d events", plan, len(rec.events)-n)
+	}
+	plan = p.SetDiscovered(SourceDNS, nil)
+	if !slices.Equal(plan.Removed, []string{"10.0.0.2:1"}) {
+		t.Fatalf("plan %+v", plan)
+	}
+	if st := p.statusOf("10.0.0.2:1"); st.Health != checker.Draining {
+		t.Fatalf("the endpoint the source dropped is %v, want draining", st.Health)
+	}
+	if st := p.statusOf("10.0.0.1:1"); st.Health != checker.Healthy {
+		t.Fatalf("the listed endpoint is %v", st.Health)
+	}
+}
