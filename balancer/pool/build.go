@@ -52,6 +52,9 @@ func (p *Pool) buildLocked() {
 	if p.built && slices.Equal(members, p.last) {
 		return
 	}
+	for _, m := range p.members {
+		m.inPicker = p.routableLocked(m)
+	}
 	first := !p.built
 	snap := p.bal.Update(p.spec.policy(), p.spec.PanicThreshold, members)
 	p.built, p.last, p.routable = true, members, len(snap.Routable)

@@ -36,7 +36,11 @@
 // Events: each change is reported as typed events (package event) to the
 // sinks, in order: the eviction log (LogSink), and in vigil the state
 // store, the metrics and the proxy's own health service. Every transition
-// is an event; nothing is rate-limited.
+// is an event; nothing is rate-limited. An event is in force when a sink
+// gets it: the events of a change that made an endpoint routable while
+// the picker in force lacks it wait for the builder's next build (a few
+// milliseconds), so that an "endpoint admitted" record or a "healthy" in
+// the store always means the endpoint can be picked.
 //
 // # Goroutines
 //

@@ -36,7 +36,8 @@ func (p *Pool) changed(ch checker.Change) {
 		ev.Err = ch.Result.Err
 	}
 	p.emitLocked(ev)
-	p.settleLocked(false, was != p.routableLocked(m))
+	now := p.routableLocked(m)
+	p.settleLocked(false, was != now, now && !m.inPicker)
 	p.flushLocked()
 }
 
@@ -114,9 +115,11 @@ func (p *Pool) removeLocked(m *member, now time.Time) {
 // change: panic mode (a change of it changes what every transport-failed
 // endpoint may get, so the picker is rebuilt at once), the picker (at once
 // when now is set, else by the builder when routable says the change
-// made an endpoint routable or unroutable), whether the cluster can serve,
-// and whether its first round of probes is done. p.mu must be held.
-func (p *Pool) settleLocked(now, routable bool) {
+// made an endpoint routable or unroutable; missing says one became
+// routable that the picker in force lacks, and the events wait for the
+// build), whether the cluster can serve, and whether its first round of
+// probes is done. p.mu must be held.
+func (p *Pool) settleLocked(now, routable, missing bool) {
 	inPanic := balancer.PanicMode(p.spec.PanicThreshold, p.healthy, p.judged)
 	switch {
 	case inPanic != p.panic:
@@ -135,7 +138,7 @@ func (p *Pool) settleLocked(now, routable bool) {
 	case now:
 		p.buildLocked()
 	case routable:
-		p.stale = true
+		p.stale = p.stale || missing
 		select {
 		case p.kick <- struct{}{}:
 		default:
@@ -186,10 +189,11 @@ func (p *Pool) emitLocked(ev event.Event) {
 	p.pending = append(p.pending, ev)
 }
 
-// flushLocked hands the queued events to the sinks. p.mu must be held,
-// so that every sink sees every pool's events in the order they happened.
+// flushLocked hands the queued events to the sinks, unless a build must
+// come first (stale). p.mu must be held, so that every sink sees every
+// pool's events in the order they happened.
 func (p *Pool) flushLocked() {
-	if len(p.pending) == 0 {
+	if len(p.pending) == 0 || p.stale {
 		return
 	}
 	for _, s := range p.sinks {

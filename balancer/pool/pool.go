@@ -36,6 +36,8 @@ type member struct {
 	status  checker.Status
 	check   checker.Mode // the mode in use
 	hint    string
+	// inPicker: routable when the picker in force was built.
+	inPicker bool
 	// draining: removed from the spec; no probes, no new traffic.
 	draining  bool
 	stopDrain context.CancelFunc
@@ -72,8 +74,9 @@ type Pool struct {
 	// built: a picker was installed; last is what it was built from.
 	built bool
 	last  []balancer.Member
-	// stale: a change since the last build made an endpoint routable or
-	// unroutable, and the builder has yet to make the picker follow.
+	// stale: since the last build, an endpoint became routable that the
+	// picker in force does not hold; until the builder has built, the
+	// events wait (flushLocked), so that every event sinks get is in force.
 	stale bool
 	// routable counts the endpoints of the picker in force.
 	routable int
@@ -201,7 +204,7 @@ func (p *Pool) update(change func(plan *Plan) bool) Plan {
 		return plan
 	}
 	work := p.reconcileLocked(&plan, plan.New && p.startup)
-	p.settleLocked(true, false)
+	p.settleLocked(true, false, false)
 	p.flushLocked()
 	hc := p.spec.HealthCheck
 	p.mu.Unlock()
@@ -304,6 +307,7 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.stale = false // no build will come: what waited goes out now
 	if len(p.members) > 0 {
 		close(p.empty)
 	}

@@ -284,7 +284,14 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			p.build()
 			checkPicker(t, p, step, did)
 		}
-		checkAgreement(t, p, store, m, rec, &log, step, did)
+		// The events of a change that needs a build wait for it; whenever
+		// none waits, the sinks agree with the pool.
+		p.mu.Lock()
+		held := p.stale
+		p.mu.Unlock()
+		if !held {
+			checkAgreement(t, p, store, m, rec, &log, step, did)
+		}
 	}
 }
 
@@ -467,5 +474,70 @@ func TestSetDiscovered(t *testing.T) {
 	}
 	if st := p.statusOf("10.0.0.1:1"); st.Health != checker.Healthy {
 		t.Fatalf("the listed endpoint is %v", st.Health)
+	}
+}
+
+// TestEventsAreInForce: when a sink hears of a transition, the picker in
+// force already follows it: an admitted or readmitted endpoint is in it,
+// an evicted one is never picked.
+func TestEventsAreInForce(t *testing.T) {
+	var p *Pool
+	var bad []string
+	check := event.SinkFunc(func(events []event.Event) {
+		snap := p.Cluster().Snapshot()
+		// A batch may hold several transitions of one endpoint: the last
+		// one is what must be in force.
+		last := map[string]event.Event{}
+		for _, ev := range events {
+			if ev.Kind.Transition() {
+				last[ev.Address] = ev
+			}
+		}
+		for _, ev := range last {
+			in := slices.ContainsFunc(snap.Routable, func(w balancer.Weighted) bool { return w.Endpoint.Address() == ev.Address })
+			switch ev.Kind {
+			case event.EndpointAdmitted, event.EndpointReadmitted:
+				if !in {
+					bad = append(bad, fmt.Sprintf("%v of %s before the picker had it", ev.Kind, ev.Address))
+				}
+			case event.EndpointEvicted:
+				for range 20 {
+					if e := snap.Pick(); e != nil && e.Address() == ev.Address {
+						bad = append(bad, fmt.Sprintf("%s picked after its eviction", ev.Address))
+					}
+				}
+			}
+		}
+	})
+	p = New("c", Options{Sinks: []event.Sink{check}})
+	t.Cleanup(p.Close)
+	p.Apply(Spec{HealthCheck: none(), Endpoints: endpoints("10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1")})
+	for i := range 50 {
+		addr := []string{"10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"}[i%3]
+		p.setHealth(addr, notServing)
+		if i%2 == 0 {
+			// Let the builder drop it, so that the readmission needs a build.
+			waitFor(t, "a picker without "+addr, func() bool {
+				return !slices.ContainsFunc(p.Cluster().Snapshot().Routable, func(w balancer.Weighted) bool { return w.Endpoint.Address() == addr })
+			})
+		}
+		p.setHealth(addr, healthy)
+	}
+	waitFor(t, "every endpoint in the picker", func() bool { return len(p.Cluster().Snapshot().Routable) == 3 })
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(bad) > 0 {
+		t.Fatalf("%d events before they were in force, first: %s", len(bad), bad[0])
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
