@@ -214,6 +214,16 @@ func startVigilEnv(t testing.TB, path string, env ...string) *vigilProc {
 		if raw := v.logs.rawText(); strings.Contains(raw, "DATA RACE") || strings.Contains(raw, "panic:") {
 			t.Errorf("vigil reported a problem:\n%s", raw)
 		}
+		if t.Failed() {
+			// What vigil said about health and configuration, to read the
+			// failure by.
+			for _, r := range v.logs.find(0, func(r record) bool {
+				m := r.msg()
+				return strings.HasPrefix(m, "endpoint ") || strings.HasPrefix(m, "cluster ") || strings.HasPrefix(m, "config ")
+			}) {
+				t.Logf("vigil: %v", r)
+			}
+		}
 	})
 	// Wait for it to run, or to exit (a configuration it rejects).
 	deadline := time.Now().Add(30 * time.Second)
