@@ -137,10 +137,15 @@ func (c *sliceClient) watch(ctx context.Context, opts metav1.ListOptions) (watch
 // from a transport error, keeping the server's address and the cause.
 func shortURLError(err error) error {
 	var uerr *url.Error
-	if errors.As(err, &uerr) {
-		if u, perr := url.Parse(uerr.URL); perr == nil {
-			return fmt.Errorf("%s: %w", u.Host, uerr.Err)
-		}
+	if !errors.As(err, &uerr) {
+		return err
+	}
+	var oerr *net.OpError
+	if errors.As(uerr.Err, &oerr) {
+		return uerr.Err // "dial tcp HOST:PORT: connect: connection refused"
+	}
+	if u, perr := url.Parse(uerr.URL); perr == nil {
+		return fmt.Errorf("%s: %w", u.Host, uerr.Err)
 	}
 	return err
 }

@@ -19,7 +19,9 @@ func kubeSpec(kubeconfig, ns, service string) Spec {
 	return Spec{Kind: KindKubernetes, Kubernetes: Kubernetes{Service: service, Namespace: ns, PortName: "grpc", Kubeconfig: kubeconfig}}
 }
 
-func ep(addr string, draining bool) Endpoint { return Endpoint{Address: addr, Weight: 1, Draining: draining} }
+func ep(addr string, draining bool) Endpoint {
+	return Endpoint{Address: addr, Weight: 1, Draining: draining}
+}
 
 // waitSet waits for an Updated event with exactly want.
 func (e *events) waitSet(t *testing.T, want ...Endpoint) {

@@ -108,7 +108,8 @@ func Shared(t testing.TB) *Cluster {
 	return shared.cluster
 }
 
-func stopShared() {
+// StopShared stops the shared cluster, if one was started.
+func StopShared() {
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.cluster != nil {
@@ -297,6 +298,10 @@ func (c *Cluster) RESTConfig(user string) *rest.Config {
 		// An own dialer: no transport shared through client-go's cache,
 		// so nothing outlives the cluster.
 		Dial: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		// Tests write fast; client-go's default of 5 requests/s would
+		// make them wait on themselves.
+		QPS:   1000,
+		Burst: 1000,
 	}
 }
 

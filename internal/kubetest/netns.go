@@ -53,6 +53,24 @@ func Require(t testing.TB) {
 // inside (or when they are disabled) it runs the tests, stops the shared
 // cluster, checks for leaked goroutines with goleak and exits.
 func Main(m *testing.M, leakOpts ...goleak.Option) {
+	EnterNamespace()
+	code := m.Run()
+	StopShared()
+	if code == 0 {
+		if err := goleak.Find(leakOpts...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// EnterNamespace is the first half of Main, for a TestMain that does more
+// (builds binaries, say): when the Kubernetes tests are enabled and this is
+// not yet the re-executed binary, it runs that and exits with its status;
+// otherwise it sets up the namespace (if in one) and returns. Call
+// StopShared after the tests.
+func EnterNamespace() {
 	if Enabled() && !InNamespace() {
 		os.Exit(reexec())
 	}
@@ -62,15 +80,6 @@ func Main(m *testing.M, leakOpts ...goleak.Option) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
-	stopShared()
-	if code == 0 {
-		if err := goleak.Find(leakOpts...); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
 }
 
 func reexec() int {

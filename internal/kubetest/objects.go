@@ -69,7 +69,9 @@ type Endpoint struct {
 }
 
 // Ready is a ready endpoint.
-func Ready(ip string) Endpoint { return Endpoint{IP: ip, Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)} }
+func Ready(ip string) Endpoint {
+	return Endpoint{IP: ip, Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)}
+}
 
 // NotReady is an endpoint that is neither ready nor terminating.
 func NotReady(ip string) Endpoint {
