@@ -77,7 +77,7 @@ func TestExampleValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, endpointKeys, healthCheckKeys} {
+	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(data), k+":") {
 				t.Errorf("config.example.yaml lacks field %q", k)
@@ -372,8 +372,8 @@ admin:
 				`t.yaml:4:11: listeners[1].name: must not be empty`,
 				`t.yaml:6:13: listeners[1].cluster: missing value: must be a string`,
 				`t.yaml:8:5: clusters[0].name: missing required field`,
-				`t.yaml:8:15: clusters[0].endpoints: a cluster needs at least one endpoint`,
-				`t.yaml:9:5: clusters[1].endpoints: missing required field: a cluster needs at least one endpoint`,
+				`t.yaml:8:15: clusters[0].endpoints: a cluster needs at least one endpoint, or discovery`,
+				`t.yaml:9:5: clusters[1].endpoints: missing required field: a cluster needs at least one endpoint, or discovery`,
 				`t.yaml:11:11: admin.address: missing value: must be host:port, or "" to disable the admin server`,
 			},
 		},

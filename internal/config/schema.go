@@ -19,7 +19,7 @@ var (
 	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
-	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "health_check"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check"}
 	endpointKeys    = []string{"address", "weight"}
 	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
 )
@@ -366,8 +366,17 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 			c.PanicThreshold = int(n)
 		}
 	}
-	if w.require(&f, m, path, "endpoints", ": a cluster needs at least one endpoint") {
-		c.Endpoints = w.decodeEndpoints(f.value("endpoints"), join(path, "endpoints"))
+	if v := f.value("discovery"); v != nil {
+		c.Discovery = w.decodeDiscovery(v, join(path, "discovery"))
+	}
+	// With discovery, listed endpoints are optional: the cluster takes the
+	// union of both.
+	if f.has("discovery") {
+		if v := f.value("endpoints"); v != nil {
+			c.Endpoints = w.decodeEndpoints(v, join(path, "endpoints"), true)
+		}
+	} else if w.require(&f, m, path, "endpoints", ": a cluster needs at least one endpoint, or discovery") {
+		c.Endpoints = w.decodeEndpoints(f.value("endpoints"), join(path, "endpoints"), false)
 	}
 	if v := f.value("health_check"); v != nil {
 		w.decodeHealthCheck(v, join(path, "health_check"), &c.HealthCheck)
@@ -375,13 +384,15 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	return c, nameNode
 }
 
-func (w *walker) decodeEndpoints(raw *yaml.Node, path string) []Endpoint {
+// decodeEndpoints reads a cluster's listed endpoints; the list may be empty
+// when the cluster also discovers endpoints.
+func (w *walker) decodeEndpoints(raw *yaml.Node, path string, emptyOK bool) []Endpoint {
 	items, seq, ok := w.sequence(raw, path)
 	if !ok {
 		return nil
 	}
-	if len(items) == 0 {
-		w.errs.at(seq, path, "a cluster needs at least one endpoint")
+	if len(items) == 0 && !emptyOK {
+		w.errs.at(seq, path, "a cluster needs at least one endpoint, or discovery")
 		return nil
 	}
 	endpoints := make([]Endpoint, 0, len(items))

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/checker"
+	"github.com/vigil-proxy/vigil/internal/discovery"
 )
 
 // Config is one validated vigil configuration with every default filled in.
@@ -174,6 +175,9 @@ type Cluster struct {
 	// PanicThreshold is a percentage (0-100); 0 disables panic mode.
 	PanicThreshold int
 	Endpoints      []Endpoint
+	// Discovery, when not nil, is where more endpoints come from: the
+	// cluster balances over the union of Endpoints and what it finds.
+	Discovery *discovery.Spec
 	// HealthCheck is decoded straight into the checker's own type, whose
 	// defaults and rules it takes.
 	HealthCheck checker.Config

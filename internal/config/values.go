@@ -443,3 +443,55 @@ func didYouMean(word string, candidates []string) string {
 	}
 	return ""
 }
+
+// checkLabel validates a Kubernetes object name that must be a DNS label:
+// a Service name (RFC 1035: starts with a letter) or a namespace (RFC 1123).
+func checkLabel(s string, mustStartWithLetter bool) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	if len(s) > 63 {
+		return errors.New("longer than 63 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return errors.New("use lower-case letters, digits and '-'")
+		}
+	}
+	if s[0] == '-' || s[len(s)-1] == '-' {
+		return errors.New("must start and end with a letter or digit")
+	}
+	if mustStartWithLetter && !(s[0] >= 'a' && s[0] <= 'z') {
+		return errors.New("must start with a letter")
+	}
+	return nil
+}
+
+// checkPortName validates a Kubernetes port name (an IANA service name):
+// at most 15 lower-case letters, digits and '-', with a letter, and no '-'
+// at either end or next to another.
+func checkPortName(s string) error {
+	if len(s) > 15 {
+		return errors.New("longer than 15 characters")
+	}
+	letter := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z':
+			letter = true
+		case c >= '0' && c <= '9':
+		case c == '-':
+			if i == 0 || i == len(s)-1 || s[i-1] == '-' {
+				return errors.New("'-' may not start, end or double")
+			}
+		default:
+			return errors.New("use lower-case letters, digits and '-'")
+		}
+	}
+	if !letter {
+		return errors.New("needs a letter")
+	}
+	return nil
+}
