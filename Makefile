@@ -60,6 +60,7 @@ screenshot:
 test-dns:
 	.ci/install-dns
 	VIGIL_TEST_DNS=1 $(GO) test -race -count=1 ./internal/dnstest/ ./internal/discovery/
+	VIGIL_TEST_DNS=1 $(GO) test -race -count=1 -run '^TestDiscovery(DNS|SRV|Reload)' ./integration/
 
 # Discovery against a real kube-apiserver and etcd, built from the Go module
 # proxy by .ci/install-kube (cached under $$HOME/.cache/vigil; about 8
@@ -67,7 +68,8 @@ test-dns:
 # 127.0.0.1, in a network namespace of the tests' own (needs root).
 test-kube:
 	.ci/install-kube >/dev/null
-	VIGIL_TEST_KUBE=1 $(GO) test -race -count=1 -timeout 20m ./internal/kubetest/ ./internal/discovery/
+	VIGIL_TEST_KUBE=1 $(GO) test -race -count=1 -timeout 20m ./internal/kubetest/ ./internal/discovery/ ./cmd/vigil/deploy/
+	VIGIL_TEST_KUBE=1 $(GO) test -race -count=1 -timeout 20m -run '^TestDiscoveryKubernetes' ./integration/
 
 # The demo: three backends (demo-2 turns NOT_SERVING 8 s in, for 8 s, every
 # 40 s), vigil serving config.example.yaml, and a client on each listener.
@@ -111,6 +113,10 @@ bench:
 	$(BENCH_E2E) -bench Eviction -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-eviction.txt
 	$(BENCH_E2E) -bench Scale -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-scale.txt
 	$(BENCH_E2E) -bench Reload -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-reload.txt
+	.ci/install-dns
+	VIGIL_TEST_DNS=1 $(BENCH_E2E) -bench 'DiscoverySRV10000|DiscoveryChurn' -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-discovery-dns.txt
+	.ci/install-kube >/dev/null
+	VIGIL_TEST_KUBE=1 $(BENCH_E2E) -bench DiscoveryKubernetes10000 -benchtime 1x 2>&1 | tee $(BENCH_OUT)/e2e-discovery-kube.txt
 	@echo "load average at end: $$(cat /proc/loadavg)"
 	$(GO) run ./integration/benchutil/benchsummary -micro $(BENCH_OUT)/micro.txt $(BENCH_OUT)/e2e-*.txt | tee $(BENCH_OUT)/summary.txt; exit $${PIPESTATUS[0]}
 

@@ -40,6 +40,10 @@ type backendConfig struct {
 	addr     string
 }
 
+// at makes the backend listen on addr (host:port) instead of a free port
+// of 127.0.0.1.
+func at(addr string) backendOption { return func(c *backendConfig) { c.addr = addr } }
+
 // withoutHealth registers no health service at all.
 func withoutHealth() backendOption { return func(c *backendConfig) { c.noHealth = true } }
 

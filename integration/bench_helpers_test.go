@@ -42,6 +42,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -53,6 +54,7 @@ const (
 	// address block (127.0.10+BLOCK.x) and how many endpoints it serves.
 	fleetBlockEnv = "VIGIL_BENCH_FLEET_BLOCK"
 	fleetCountEnv = "VIGIL_BENCH_FLEET_COUNT"
+	fleetNetEnv   = "VIGIL_BENCH_FLEET_NET"
 )
 
 func init() {
@@ -98,9 +100,18 @@ func runFleetHelper() error {
 	if err := errors.Join(err1, err2); err != nil || block < 0 || block > 200 || count <= 0 || count > fleetMaxPerProcess {
 		return fmt.Errorf("bad fleet settings %s=%q %s=%q", fleetBlockEnv, os.Getenv(fleetBlockEnv), fleetCountEnv, os.Getenv(fleetCountEnv))
 	}
+	// The first two octets of the addresses: 127.0 (loopback), or 198.18
+	// inside the Kubernetes tests' namespace, whose API server refuses
+	// loopback EndpointSlice addresses.
+	network := os.Getenv(fleetNetEnv)
+	if network == "" {
+		network = "127.0"
+	}
 	raiseFileLimit()
 	srv := grpc.NewServer()
 	healthpb.RegisterHealthServer(srv, health.NewServer())
+	// TestService too, so that load through vigil has somewhere to go.
+	testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
 	var listeners []net.Listener
 	out := bufio.NewWriter(os.Stdout)
 	// Candidates in order; one already taken (by another program) is
@@ -110,7 +121,7 @@ func runFleetHelper() error {
 		if host >= 250 {
 			return fmt.Errorf("found only %d free addresses in block %d", len(listeners), block)
 		}
-		addr := fmt.Sprintf("127.0.%d.%d:%d", 10+block, 1+host, fleetBasePort+j%fleetPortsPerAddress)
+		addr := fmt.Sprintf("%s.%d.%d:%d", network, 10+block, 1+host, fleetBasePort+j%fleetPortsPerAddress)
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -294,11 +305,17 @@ type fleet struct {
 // addresses must not overlap between fleets alive at the same time:
 // firstBlock numbers the first helper's block.
 func startFleet(tb testing.TB, count, firstBlock int) *fleet {
+	return startFleetOn(tb, "127.0", count, firstBlock)
+}
+
+// startFleetOn is startFleet on addresses network.X.Y (network "198.18"
+// inside the Kubernetes tests' namespace).
+func startFleetOn(tb testing.TB, network string, count, firstBlock int) *fleet {
 	tb.Helper()
 	f := &fleet{}
 	for block := firstBlock; len(f.addrs) < count; block++ {
 		n := min(fleetMaxPerProcess, count-len(f.addrs))
-		h := startHelper(tb, "fleet", fmt.Sprintf("%s=%d", fleetBlockEnv, block), fmt.Sprintf("%s=%d", fleetCountEnv, n))
+		h := startHelper(tb, "fleet", fmt.Sprintf("%s=%d", fleetBlockEnv, block), fmt.Sprintf("%s=%d", fleetCountEnv, n), fleetNetEnv+"="+network)
 		for {
 			line := h.line(tb)
 			if line == "ready" {

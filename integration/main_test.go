@@ -8,12 +8,17 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/vigil-proxy/vigil/internal/kubetest"
 )
 
 // binDir holds the binaries built once for the whole package.
 var binDir string
 
 func TestMain(m *testing.M) {
+	// The Kubernetes tests run in a network namespace of their own: with
+	// VIGIL_TEST_KUBE=1 this re-executes the test binary there.
+	kubetest.EnterNamespace()
 	dir, err := os.MkdirTemp("", "vigil-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -34,10 +39,18 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}))
+	code := m.Run()
+	// The shared API server stops first: the goroutines waiting for its
+	// processes are not leaks.
+	kubetest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func bin(name string) string { return filepath.Join(binDir, name) }

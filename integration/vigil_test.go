@@ -350,6 +350,7 @@ type yamlCluster struct {
 	Endpoints    []string
 	Weights      []int
 	Health       string // the health_check block's lines, without indentation
+	Discovery    string // the discovery block's lines, without indentation; "" for none
 }
 
 func (c yamlConfig) String() string {
@@ -386,6 +387,12 @@ func (c yamlConfig) String() string {
 				w = cl.Weights[i]
 			}
 			fmt.Fprintf(&b, "      - address: %s\n        weight: %d\n", e, w)
+		}
+		if cl.Discovery != "" {
+			b.WriteString("    discovery:\n")
+			for _, line := range strings.Split(strings.TrimSpace(cl.Discovery), "\n") {
+				fmt.Fprintf(&b, "      %s\n", strings.TrimRight(line, " "))
+			}
 		}
 		health := cl.Health
 		if health == "" {

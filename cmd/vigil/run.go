@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/internal/config"
+	"github.com/vigil-proxy/vigil/internal/discovery"
 	"github.com/vigil-proxy/vigil/internal/filewatch"
 	"github.com/vigil-proxy/vigil/internal/logging"
 	"github.com/vigil-proxy/vigil/internal/server"
@@ -34,6 +35,8 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	logs := logging.NewSwitch(stderr, cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
 	logger := slog.New(logs.Handler())
 	logging.RouteGRPC(logger)
+	// client-go (Kubernetes discovery) logs through klog: into vigil's log.
+	discovery.SetClientLogger(logger)
 
 	// Signals are caught before anything starts, so that a SIGTERM during
 	// start-up still means a clean stop.

@@ -169,6 +169,8 @@ func exportedSeries(t *testing.T) map[string][]string {
 	tc.ConnectionClosed(tcpproxy.ConnStats{Cluster: "orders", Endpoint: "127.0.0.1:50051", Outcome: tcpproxy.OutcomeOK})
 	m.TLSCertificates("api", []tlsconf.Cert{{File: "tls.crt", NotAfter: time.Now().Add(time.Hour)}})
 	m.TLSHandshake("api")(tlsterm.ResultOK, nil)
+	m.DiscoveryStarted("orders", "dns")
+	m.DiscoveryUpdate("orders", "dns", metrics.DiscoveryChanged, 2)
 
 	mfs, err := m.Gather()
 	if err != nil {

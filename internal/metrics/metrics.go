@@ -58,7 +58,8 @@ type Metrics struct {
 	upstreamRq          *prometheus.CounterVec   // cluster, code
 	upstreamRqDuration  *prometheus.HistogramVec // cluster
 	upstreamConnectFail *prometheus.CounterVec   // cluster
-	clusterVecs         []*prometheus.MetricVec  // every vec with a cluster label, for pruning
+	discovery           discoveryMetrics
+	clusterVecs         []*prometheus.MetricVec // every vec with a cluster label, for pruning
 
 	reloads            *prometheus.CounterVec // result
 	lastReloadOK       prometheus.Gauge
@@ -114,10 +115,12 @@ func New(opts Options) *Metrics {
 		Name: "vigil_upstream_connect_failures_total",
 		Help: "Attempts to reach an endpoint that failed before anything was sent (TCP dial failures, gRPC RPCs moved to another endpoint).",
 	}, []string{"cluster"})
+	m.discovery = newDiscoveryMetrics()
 	m.clusterVecs = []*prometheus.MetricVec{
 		m.healthChecks.MetricVec, m.healthCheckFailures.MetricVec, m.healthCheckDuration.MetricVec,
 		m.admissions.MetricVec, m.evictions.MetricVec, m.readmissions.MetricVec,
 		m.upstreamRq.MetricVec, m.upstreamRqDuration.MetricVec, m.upstreamConnectFail.MetricVec,
+		m.discovery.updates.MetricVec, m.discovery.endpoints.MetricVec,
 	}
 
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -154,6 +157,7 @@ func New(opts Options) *Metrics {
 		m.healthChecks, m.healthCheckFailures, m.healthCheckDuration,
 		m.admissions, m.evictions, m.readmissions,
 		m.upstreamRq, m.upstreamRqDuration, m.upstreamConnectFail,
+		m.discovery.updates, m.discovery.endpoints,
 		m.reloads, m.lastReloadOK, m.lastReloadSuccessT, buildInfo,
 		&liveCollector{m: m},
 	)

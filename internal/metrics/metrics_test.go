@@ -240,6 +240,8 @@ func exercise(m *Metrics, s *testStore) {
 	tc.ConnectionClosed(tcpproxy.ConnStats{Cluster: "orders", Endpoint: "127.0.0.1:1", Outcome: tcpproxy.OutcomeOK})
 	m.TLSCertificates("api", []tlsconf.Cert{{File: "/etc/vigil/tls.crt", NotAfter: time.Now().Add(time.Hour)}})
 	m.TLSHandshake("api")(tlsterm.ResultOK, nil)
+	m.DiscoveryStarted("orders", "dns")
+	m.DiscoveryUpdate("orders", "dns", DiscoveryChanged, 2)
 }
 
 func TestNamesListEveryFamily(t *testing.T) {
@@ -288,6 +290,8 @@ func TestContractFamilies(t *testing.T) {
 		{"vigil_config_reloads_total", dto.MetricType_COUNTER, []string{"result"}},
 		{"vigil_tls_handshakes_total", dto.MetricType_COUNTER, []string{"listener", "result"}},
 		{"vigil_tls_certificate_expiry_seconds", dto.MetricType_GAUGE, []string{"listener", "file"}},
+		{"vigil_discovery_updates_total", dto.MetricType_COUNTER, []string{"cluster", "source", "result"}},
+		{"vigil_discovery_endpoints", dto.MetricType_GAUGE, []string{"cluster", "source"}},
 	} {
 		mf := fams[tc.name]
 		if mf == nil {

@@ -13,6 +13,8 @@ var names = []string{
 	"vigil_config_last_reload_success_timestamp_seconds",
 	"vigil_config_last_reload_successful",
 	"vigil_config_reloads_total",
+	"vigil_discovery_endpoints",
+	"vigil_discovery_updates_total",
 	"vigil_endpoint_active_connections",
 	"vigil_endpoint_active_streams",
 	"vigil_endpoint_consecutive_failures",

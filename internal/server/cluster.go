@@ -23,6 +23,8 @@ type clusterRT struct {
 	// back first (which calls stopRetire).
 	removed    bool
 	stopRetire context.CancelFunc
+	// disc is the cluster's discovery, nil without one.
+	disc *clusterDiscovery
 }
 
 // newCluster starts the pool of a cluster. Its events go to the state

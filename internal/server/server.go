@@ -162,8 +162,16 @@ func (s *Server) Start(cfg *config.Config) error {
 	}
 	s.mu.Lock()
 	pools := make([]*pool.Pool, 0, len(s.clusters))
+	type discovered struct {
+		p *pool.Pool
+		d *clusterDiscovery
+	}
+	var discoveries []discovered
 	for _, rt := range s.clusters {
 		pools = append(pools, rt.pool)
+		if rt.disc != nil {
+			discoveries = append(discoveries, discovered{rt.pool, rt.disc})
+		}
 	}
 	s.mu.Unlock()
 	s.wg.Add(1)
@@ -173,6 +181,11 @@ func (s *Server) Start(cfg *config.Config) error {
 			select {
 			case <-p.Ready():
 			case <-s.quit:
+				return
+			}
+		}
+		for _, dp := range discoveries {
+			if !s.waitDiscovered(dp.p, dp.d) {
 				return
 			}
 		}
@@ -243,12 +256,14 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		}
 		rt.cfg = c
 		plan.cluster(added, rt.pool.Apply(specOf(c, cfg.Shutdown.Timeout)))
+		s.syncDiscovery(rt, c.Discovery)
 	}
 	for name, rt := range s.clusters {
 		if names[name] || rt.removed {
 			continue
 		}
 		// Its endpoints drain; the cluster is retired once they have.
+		s.stopDiscovery(rt)
 		left := rt.cfg
 		left.Endpoints = nil
 		rt.pool.Apply(specOf(left, cfg.Shutdown.Timeout))
@@ -490,6 +505,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 	close(s.quit)
 	s.wg.Wait()
 	for _, rt := range clusters {
+		if rt.disc != nil {
+			rt.disc.watcher.Stop()
+		}
 		rt.pool.Close()
 	}
 	if s.stopTLS != nil {
