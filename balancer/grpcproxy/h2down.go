@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -38,6 +39,9 @@ type downConn struct {
 
 	resetTokens float64 // rapid-reset bucket
 	resetAt     time.Time
+
+	// replayBytes is what its streams keep for a transparent retry.
+	replayBytes atomic.Int64
 }
 
 // serveConn runs one client connection until it ends. The caller counts it

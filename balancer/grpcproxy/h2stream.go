@@ -64,6 +64,13 @@ type fstream struct {
 	plainStatus string // the :status of a plain answer: 405 when ""
 
 	local *localCall
+
+	// What a transparent retry would replay (s.mu; see replay.go).
+	replay    []byte
+	replayBuf *[]byte // replay's pooled backing
+	replayEnd bool    // the client's END_STREAM is in replay
+	replayOff bool    // no retry any more
+	replays   int
 }
 
 // msgLimit follows the gRPC length-prefixed messages of one direction
@@ -236,6 +243,7 @@ func (s *fstream) clientData(data []byte, end bool, fl *flusher) {
 		}
 	}
 	s.mu.Lock()
+	s.keepLocked(data, end)
 	uc := s.uc
 	if uc == nil {
 		// Between two endpoints: keep the data for the next one.
@@ -283,6 +291,7 @@ func (s *fstream) clientReset() {
 
 // backendHeaders forwards the backend's response headers or trailers.
 func (s *fstream) backendHeaders(fields []hpack.HeaderField, end bool, fl *flusher) {
+	s.backendAnswered()
 	w := s.dc.w
 	w.mu.Lock()
 	code := codes.OK
@@ -501,6 +510,7 @@ func (s *fstream) finish(code codes.Code) {
 		return
 	}
 	s.finished = true
+	s.dropReplayLocked()
 	ep, cl := s.ep, s.cluster
 	s.mu.Unlock()
 	if ep != nil {

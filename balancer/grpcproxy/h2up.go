@@ -657,6 +657,9 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) error {
 		s.backendData(f.Data(), f.StreamEnded(), fl)
 	case *http2.RSTStreamFrame:
 		if s := uc.stream(f.StreamID); s != nil {
+			if f.ErrCode == http2.ErrCodeRefusedStream && s.retry(uc, ReplayRefused, fl) {
+				return nil
+			}
 			s.backendReset(f.ErrCode, fl)
 		}
 	case *http2.WindowUpdateFrame:
@@ -722,7 +725,9 @@ func (uc *upConn) handle(f http2.Frame, fl *flusher) error {
 			s.unplaced(uc, errors.New("the backend is going away"), fl)
 		}
 		for _, s := range refused {
-			s.backendLost("", true, fl)
+			if !s.retry(uc, ReplayGoAway, fl) {
+				s.backendLost("", true, fl)
+			}
 		}
 		if empty {
 			_ = uc.nc.Close()

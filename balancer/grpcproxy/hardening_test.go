@@ -33,6 +33,10 @@ type fakeBackend struct {
 }
 
 func startFakeBackend(t *testing.T, serve func(nc net.Conn)) *fakeBackend {
+	return startFakeBackendTB(t, serve)
+}
+
+func startFakeBackendTB(t testing.TB, serve func(nc net.Conn)) *fakeBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -208,12 +208,13 @@ type recordingMetrics struct {
 	started  map[string]int // endpoint -> RPCs
 	finished map[string]int // code -> RPCs
 	retried  int
+	replayed map[string]int // reason -> RPCs
 	conns    int
 	rejected int
 }
 
 func newRecordingMetrics() *recordingMetrics {
-	return &recordingMetrics{started: map[string]int{}, finished: map[string]int{}}
+	return &recordingMetrics{started: map[string]int{}, finished: map[string]int{}, replayed: map[string]int{}}
 }
 
 func (m *recordingMetrics) RPCStarted(_, ep string) {
@@ -230,6 +231,16 @@ func (m *recordingMetrics) RPCRetried(_, _ string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.retried++
+}
+func (m *recordingMetrics) RPCReplayed(_, _, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.replayed[reason]++
+}
+func (m *recordingMetrics) replays(reason string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.replayed[reason]
 }
 func (m *recordingMetrics) ConnOpened() {
 	m.mu.Lock()

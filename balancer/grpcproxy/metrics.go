@@ -20,6 +20,11 @@ type Metrics interface {
 	// RPCRetried: endpoint was unreachable before anything was sent and
 	// the RPC moved on to another endpoint.
 	RPCRetried(cluster, endpoint string)
+	// RPCReplayed: endpoint did not process the RPC (reason
+	// ReplayRefused: it reset the stream with REFUSED_STREAM; ReplayGoAway:
+	// the stream was above its GOAWAY's last-stream-id), and the proxy
+	// sent it again on another connection, transparently to the client.
+	RPCReplayed(cluster, endpoint, reason string)
 	// ConnOpened and ConnClosed count client connections.
 	ConnOpened()
 	ConnClosed()

@@ -132,6 +132,15 @@ func (h *grpcHooks) RPCRetried(cluster, _ string) {
 	cs.connectFailures.get(h.m, cs).Inc()
 }
 
+func (h *grpcHooks) RPCReplayed(cluster, _, reason string) {
+	cs := h.m.cluster(cluster)
+	c := &cs.replayedGoAway
+	if reason == "refused_stream" {
+		c = &cs.replayedRefused
+	}
+	c.get(h.m, cs).Inc()
+}
+
 func (h *grpcHooks) ConnOpened() {
 	h.l.accepted.Add(1)
 	h.l.conns.Add(1)

@@ -58,6 +58,7 @@ type Metrics struct {
 	upstreamRq          *prometheus.CounterVec   // cluster, code
 	upstreamRqDuration  *prometheus.HistogramVec // cluster
 	upstreamConnectFail *prometheus.CounterVec   // cluster
+	upstreamReplayed    *prometheus.CounterVec   // cluster, reason
 	discovery           discoveryMetrics
 	clusterVecs         []*prometheus.MetricVec // every vec with a cluster label, for pruning
 
@@ -115,12 +116,17 @@ func New(opts Options) *Metrics {
 		Name: "vigil_upstream_connect_failures_total",
 		Help: "Attempts to reach an endpoint that failed before anything was sent (TCP dial failures, gRPC RPCs moved to another endpoint).",
 	}, []string{"cluster"})
+	m.upstreamReplayed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_upstream_rq_replayed_total",
+		Help: "RPCs an endpoint did not process (reason refused_stream: reset with REFUSED_STREAM; goaway: above its GOAWAY's last stream) that a grpc listener sent again on another connection, transparently to the client.",
+	}, []string{"cluster", "reason"})
 	m.discovery = newDiscoveryMetrics()
 	m.clusterVecs = []*prometheus.MetricVec{
 		m.healthChecks.MetricVec, m.healthCheckFailures.MetricVec, m.healthCheckDuration.MetricVec,
 		m.admissions.MetricVec, m.evictions.MetricVec, m.readmissions.MetricVec,
 		m.upstreamRq.MetricVec, m.upstreamRqDuration.MetricVec, m.upstreamConnectFail.MetricVec,
 		m.discovery.updates.MetricVec, m.discovery.endpoints.MetricVec,
+		m.upstreamReplayed.MetricVec,
 	}
 
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -156,7 +162,7 @@ func New(opts Options) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.healthChecks, m.healthCheckFailures, m.healthCheckDuration,
 		m.admissions, m.evictions, m.readmissions,
-		m.upstreamRq, m.upstreamRqDuration, m.upstreamConnectFail,
+		m.upstreamRq, m.upstreamRqDuration, m.upstreamConnectFail, m.upstreamReplayed,
 		m.discovery.updates, m.discovery.endpoints,
 		m.reloads, m.lastReloadOK, m.lastReloadSuccessT, buildInfo,
 		&liveCollector{m: m},
@@ -276,6 +282,8 @@ type clusterSeries struct {
 	probeSuccess, probeFailure lazy[prometheus.Observer]
 	rqDuration                 lazy[prometheus.Observer]
 	connectFailures            lazy[prometheus.Counter]
+	replayedRefused            lazy[prometheus.Counter]
+	replayedGoAway             lazy[prometheus.Counter]
 	rq                         [numCodes]lazy[prometheus.Counter]
 	failures                   sync.Map // reason -> prometheus.Counter
 
@@ -370,6 +378,8 @@ func (m *Metrics) newClusterSeries(name string) *clusterSeries {
 	observer(&cs.probeFailure, m.healthCheckDuration, resultFailure)
 	observer(&cs.rqDuration, m.upstreamRqDuration)
 	counter(&cs.connectFailures, m.upstreamConnectFail)
+	counter(&cs.replayedRefused, m.upstreamReplayed, "refused_stream")
+	counter(&cs.replayedGoAway, m.upstreamReplayed, "goaway")
 	for i := range cs.rq {
 		counter(&cs.rq[i], m.upstreamRq, codeName(i))
 	}

@@ -34,6 +34,7 @@ var names = []string{
 	"vigil_tls_handshakes_total",
 	"vigil_upstream_connect_failures_total",
 	"vigil_upstream_rq_duration_seconds",
+	"vigil_upstream_rq_replayed_total",
 	"vigil_upstream_rq_total",
 }
 
