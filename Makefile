@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 
-.PHONY: all build test vet staticcheck unit run run-tls bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot
+.PHONY: all build test vet staticcheck unit run run-tls bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot test-interop
 
 all: build
 
@@ -71,6 +71,13 @@ test-kube:
 	VIGIL_TEST_KUBE=1 $(GO) test -race -count=1 -timeout 20m ./internal/kubetest/ ./internal/discovery/ ./cmd/vigil/deploy/
 	VIGIL_TEST_KUBE=1 $(GO) test -race -count=1 -timeout 20m -run '^TestDiscoveryKubernetes' ./integration/
 
+# vigil against gRPC stacks that are not grpc-go, as backends and as
+# clients: C-core (Debian's python3-grpcio) and grpc-js (npm), installed by
+# .ci/install-interop; programs in integration/testdata/interop.
+test-interop:
+	.ci/install-interop
+	VIGIL_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 20m -run '^TestInterop(Python|Node)' -v ./integration/
+
 # The demo: three backends (demo-2 turns NOT_SERVING 8 s in, for 8 s, every
 # 40 s), vigil serving config.example.yaml, and a client on each listener.
 # Ctrl-C stops every process it started.
@@ -84,13 +91,15 @@ run-tls: build
 	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml -tls
 
 # Fuzz the config parser, then hold the incremental reload parser to its
-# output, then the grpc listener's header-block reader to x/net's
-# (FUZZTIME=5m for longer runs).
+# output, then the grpc listener's header-block reader to x/net's, then the
+# grpc listener's client side (arbitrary frame sequences against a judging
+# backend); FUZZTIME=5m for longer runs.
 FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz='^FuzzIncrementalMatchesParse$$' -fuzztime=$(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz='^FuzzHeaderReader$$' -fuzztime=$(FUZZTIME) ./internal/h2wire
+	$(GO) test -run '^$$' -fuzz='^FuzzClientFrames$$' -fuzztime=$(FUZZTIME) ./balancer/grpcproxy
 
 # Benchmarks, not part of make test (about 15 minutes; the machine's other
 # load moves the figures: the summary shows the load average of each run).
