@@ -2,13 +2,18 @@ package grpcproxy
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // fieldsHeaders writes a header list as given, for requests no
@@ -338,5 +343,28 @@ func TestMadeYouResetIsStopped(t *testing.T) {
 	}
 	if _, err := tc.UnaryCall(ctxFor(t), &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatalf("UnaryCall from another client: %v", err)
+	}
+}
+
+// A request whose header list is over the backend's
+// SETTINGS_MAX_HEADER_LIST_SIZE is never sent to it: RESOURCE_EXHAUSTED,
+// as the backend's own limit would answer a direct client.
+func TestBackendMaxHeaderListSizeIsHonoured(t *testing.T) {
+	be := startBackend(t, nil, grpc.MaxHeaderListSize(4096))
+	_, addr := startProxy(t, clusterOf(t, nil, endpointFor(t, be.addr)), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	// Twice: before and after the backend's SETTINGS are known.
+	for i := range 2 {
+		ctx := metadata.AppendToOutgoingContext(ctxFor(t), "x-big", strings.Repeat("v", 8000))
+		_, err := tc.EmptyCall(ctx, &testgrpc.Empty{})
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "SETTINGS_MAX_HEADER_LIST_SIZE") {
+			t.Errorf("call %d with 8 KB of metadata through a backend that takes 4 KiB: %v; want RESOURCE_EXHAUSTED naming the limit", i, err)
+		}
+		if _, err := tc.EmptyCall(ctxFor(t), &testgrpc.Empty{}); err != nil {
+			t.Fatalf("a small call: %v", err)
+		}
+	}
+	if n := be.calls.Load(); n != 2 {
+		t.Errorf("the backend ran %d calls; want the 2 small ones", n)
 	}
 }

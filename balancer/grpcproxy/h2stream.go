@@ -35,6 +35,7 @@ type fstream struct {
 	uc       *upConn
 	ep       *balancer.Endpoint
 	headers  []hpack.HeaderField // request headers, kept for a retry
+	hdrSize  uint32              // their size as SETTINGS_MAX_HEADER_LIST_SIZE counts it
 	carry    []byte              // request data while between endpoints
 	carryEnd bool                // the client half-closed while between endpoints
 	tried    [maxRetries + 1]*balancer.Endpoint
@@ -109,6 +110,7 @@ func (s *fstream) open(headers []hpack.HeaderField, endStream bool, fl *flusher)
 	s.mu.Lock()
 	s.cluster = s.p.cluster.Load()
 	s.headers = headers
+	s.hdrSize = headerListSize(headers)
 	s.carryEnd = endStream
 	s.mu.Unlock()
 	if s.cluster == nil {
@@ -139,6 +141,9 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 		// the stream is added: then ask the pool once more.
 		for try := 0; try < 2; try++ {
 			uc, err := p.upstream(ep)
+			if err == nil {
+				err = uc.checkHeaderList(s.hdrSize)
+			}
 			if err != nil {
 				lastErr = err
 				break
@@ -160,6 +165,10 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 	s.mu.Unlock()
 	switch {
 	case finished:
+	case errors.As(lastErr, new(*capacityError)):
+		// Reachable, but this RPC does not fit: what the backend's own
+		// SETTINGS would have refused a direct client.
+		s.fail(codes.ResourceExhausted, fmt.Sprintf("vigil: no endpoint in cluster %s takes the RPC (tried %d): %v", cl.Name(), s.attempts, lastErr), fl)
 	case lastErr != nil:
 		s.fail(codes.Unavailable, fmt.Sprintf("vigil: no reachable endpoint in cluster %s (tried %d): %v", cl.Name(), s.attempts, lastErr), fl)
 	default:
@@ -454,6 +463,16 @@ func (s *fstream) fail(code codes.Code, msg string, fl *flusher) {
 	}
 	w.mu.Unlock()
 	s.finish(code)
+}
+
+// headerListSize is the size of a header list as HTTP/2 counts it for
+// SETTINGS_MAX_HEADER_LIST_SIZE: names, values and 32 bytes per field.
+func headerListSize(fields []hpack.HeaderField) uint32 {
+	var n uint32
+	for i := range fields {
+		n += fields[i].Size()
+	}
+	return n
 }
 
 // plainBody is the answer to a request that is not gRPC.

@@ -126,7 +126,7 @@ func (pl *upPool) get() (*upConn, error) {
 		// The backend's SETTINGS_MAX_CONCURRENT_STREAMS decides how many
 		// connections its load takes; a tiny one must not make the proxy
 		// open a connection per RPC.
-		return nil, fmt.Errorf("endpoint %s: its %d connections are at its concurrent stream limit", pl.ep.Address(), len(pl.conns))
+		return nil, &capacityError{fmt.Sprintf("endpoint %s: its %d connections are at its concurrent stream limit", pl.ep.Address(), len(pl.conns))}
 	}
 	uc := &upConn{pl: pl, w: newSyncWriter(pl.p.acks), streams: map[uint32]*fstream{}, nextID: 1, maxStreams: math.MaxUint32}
 	pl.conns = append(pl.conns, uc)
@@ -180,8 +180,11 @@ type upConn struct {
 	streams    map[uint32]*fstream
 	nextID     uint32
 	maxStreams uint32
-	nc         net.Conn
-	idleTimer  *time.Timer
+	// maxHeaderList is the backend's SETTINGS_MAX_HEADER_LIST_SIZE, 0 when
+	// it announced none: a request over it is never sent there.
+	maxHeaderList uint32
+	nc            net.Conn
+	idleTimer     *time.Timer
 }
 
 func (uc *upConn) usable() bool {
@@ -388,6 +391,21 @@ func (uc *upConn) run() {
 	var fl flusher
 	uc.w.mu.Lock()
 	uc.ready = true
+	// Queued before the backend's limit was known: a request over it
+	// moves on, unsent.
+	var tooBig []*fstream
+	if limit := uc.maxHeaderList; limit > 0 {
+		kept := uc.queue[:0]
+		for _, s := range uc.queue {
+			if s.hdrSize > limit {
+				tooBig = append(tooBig, s)
+				continue
+			}
+			kept = append(kept, s)
+		}
+		clear(uc.queue[len(kept):])
+		uc.queue = kept
+	}
 	uc.openQueuedLocked()
 	// RPCs queued beyond the backend's stream limit (unknown until now)
 	// try other connections to the endpoint.
@@ -397,6 +415,9 @@ func (uc *upConn) run() {
 	fl.touchLocked(uc.w)
 	uc.w.mu.Unlock()
 	sendCredits(&fl, credits)
+	for _, s := range tooBig {
+		s.unplaced(uc, uc.checkHeaderList(s.hdrSize), &fl)
+	}
 	for _, s := range excess {
 		s.moveConn(uc, &fl)
 	}
@@ -537,7 +558,30 @@ func (uc *upConn) applySettingsLocked(f *http2.SettingsFrame) ([]credit, error) 
 	if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok {
 		uc.maxStreams = v
 	}
+	if v, ok := f.Value(http2.SettingMaxHeaderListSize); ok {
+		uc.maxHeaderList = v
+	}
 	return credits, nil
+}
+
+// capacityError says that an endpoint is reachable but does not take an
+// RPC: its connections are all at its stream limit, or the request's
+// header list is over its SETTINGS_MAX_HEADER_LIST_SIZE.
+type capacityError struct{ msg string }
+
+func (e *capacityError) Error() string { return e.msg }
+
+// checkHeaderList tells whether a request header list of size n may be
+// sent on uc (a connection still connecting takes it, and is judged when
+// its SETTINGS arrive).
+func (uc *upConn) checkHeaderList(n uint32) error {
+	uc.w.mu.Lock()
+	limit := uc.maxHeaderList
+	uc.w.mu.Unlock()
+	if limit > 0 && n > limit {
+		return &capacityError{fmt.Sprintf("endpoint %s: the request header list of %d bytes is over its SETTINGS_MAX_HEADER_LIST_SIZE of %d", uc.pl.ep.Address(), n, limit)}
+	}
+	return nil
 }
 
 // failConnect: the connection never became usable; its queued streams
