@@ -139,6 +139,26 @@ func (j *judgeBackend) serve(nc net.Conn) {
 		return
 	}
 	b.fr.MaxHeaderListSize = maxHeaderListSize
+	// Answers are written by a goroutine of their own, as real servers
+	// write: a backend that stops reading while it writes would stall the
+	// proxy's synchronous writes to it (the frozen-backend case, tested
+	// elsewhere), which is not what this target explores.
+	writes := make(chan func(), 4096)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(writes)
+	wg.Go(func() {
+		for w := range writes {
+			w()
+		}
+	})
+	write := func(w func()) {
+		select {
+		case writes <- w:
+		default: // more than a connection of the fuzzer holds
+		}
+	}
+	answer := func(id uint32) { write(func() { _ = b.answer(id, []byte{0, 0, 0, 0, 0}) }) }
 	open := map[uint32]bool{}
 	for {
 		f, err := b.fr.ReadFrame()
@@ -151,10 +171,6 @@ func (j *judgeBackend) serve(nc net.Conn) {
 			return
 		}
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = b.fr.WriteSettingsAck()
-			}
 		case *http2.MetaHeadersFrame:
 			if open[f.StreamID] {
 				j.bad(fmt.Sprintf("stream %d: trailers forwarded", f.StreamID))
@@ -174,11 +190,18 @@ func (j *judgeBackend) serve(nc net.Conn) {
 				}
 			}
 			if f.StreamEnded() {
-				_ = b.answer(f.StreamID, []byte{0, 0, 0, 0, 0})
+				answer(f.StreamID)
+			}
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				write(func() { _ = b.fr.WriteSettingsAck() })
 			}
 		case *http2.DataFrame:
+			if n := f.Length; n > 0 {
+				write(func() { _ = b.fr.WriteWindowUpdate(0, n) })
+			}
 			if f.StreamEnded() && open[f.StreamID] {
-				_ = b.answer(f.StreamID, []byte{0, 0, 0, 0, 0})
+				answer(f.StreamID)
 			}
 		}
 	}

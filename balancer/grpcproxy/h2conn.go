@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"math"
 	"net"
 	"slices"
@@ -15,6 +14,8 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
+
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
 
 // HTTP/2 parameters of the frame engine.
@@ -636,6 +637,10 @@ func asConnError(err error) connError {
 	if errors.As(err, &ce) {
 		return ce
 	}
+	var we *h2wire.ConnError
+	if errors.As(err, &we) {
+		return connError{we.Code, we.Reason}
+	}
 	var xe http2.ConnectionError
 	if errors.As(err, &xe) {
 		return connError{code: http2.ErrCode(xe)}
@@ -648,31 +653,22 @@ func asConnError(err error) connError {
 // must not enable server push. An invalid value is a connError and nothing
 // of the frame is applied.
 func (w *h2writer) settingsLocked(f *http2.SettingsFrame, fromServer bool, credits []credit) ([]credit, error) {
+	if err := h2wire.CheckSettings(f, fromServer); err != nil {
+		return credits, err
+	}
+	// A change of SETTINGS_INITIAL_WINDOW_SIZE applies to every open
+	// stream's window, which must stay within 2^31-1 (RFC 9113 6.9.2).
 	initWin := w.initWin
 	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			var code http2.ErrCode = http2.ErrCodeProtocol
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				code = http2.ErrCode(ce)
-			}
-			return connError{code, fmt.Sprintf("invalid SETTINGS value %v", s)}
+		if s.ID != http2.SettingInitialWindowSize {
+			return nil
 		}
-		switch s.ID {
-		case http2.SettingEnablePush:
-			if fromServer && s.Val != 0 {
-				return connError{http2.ErrCodeProtocol, "a server sent SETTINGS_ENABLE_PUSH=1"}
-			}
-		case http2.SettingInitialWindowSize:
-			// The change applies to every open stream's window, which
-			// must stay within 2^31-1 (RFC 9113 6.9.2).
-			delta := int64(s.Val) - initWin
-			initWin = int64(s.Val)
-			if delta > 0 {
-				for h := range w.halves {
-					if h.win+delta > maxWindow {
-						return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window over 2^31-1"}
-					}
+		delta := int64(s.Val) - initWin
+		initWin = int64(s.Val)
+		if delta > 0 {
+			for h := range w.halves {
+				if h.win+delta > maxWindow {
+					return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window over 2^31-1"}
 				}
 			}
 		}

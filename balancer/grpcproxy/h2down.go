@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -610,30 +609,6 @@ func (dc *downConn) close() {
 	}
 }
 
-// grpcMessage percent-encodes a status message as gRPC requires.
-func grpcMessage(msg string) string {
-	for i := 0; i < len(msg); i++ {
-		if c := msg[i]; c < 0x20 || c > 0x7e || c == '%' {
-			return percentEncode(msg)
-		}
-	}
-	return msg
-}
-
-func percentEncode(msg string) string {
-	const hex = "0123456789ABCDEF"
-	out := make([]byte, 0, len(msg)*2)
-	for i := 0; i < len(msg); i++ {
-		c := msg[i]
-		if c < 0x20 || c > 0x7e || c == '%' {
-			out = append(out, '%', hex[c>>4], hex[c&15])
-			continue
-		}
-		out = append(out, c)
-	}
-	return string(out)
-}
-
 // statusFields are the trailers of a status the proxy answers itself;
 // trailersOnly adds what a response without headers needs.
 func statusFields(code codes.Code, msg string, trailersOnly bool) []hpack.HeaderField {
@@ -642,9 +617,9 @@ func statusFields(code codes.Code, msg string, trailersOnly bool) []hpack.Header
 		f = append(f, hpack.HeaderField{Name: ":status", Value: "200"},
 			hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
 	}
-	f = append(f, hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(code))})
+	f = append(f, hpack.HeaderField{Name: "grpc-status", Value: h2wire.FormatGRPCStatus(code)})
 	if msg != "" {
-		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: grpcMessage(msg)})
+		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: h2wire.EncodeGRPCMessage(msg)})
 	}
 	return f
 }

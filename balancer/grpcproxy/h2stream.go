@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/internal/grpccode"
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
 
 // fstream is one forwarded RPC in the frame engine.
@@ -308,8 +309,8 @@ func (s *fstream) backendHeaders(fields []hpack.HeaderField, end bool, fl *flush
 		code = codes.Unknown
 		for _, f := range fields {
 			if f.Name == "grpc-status" {
-				if c, err := strconv.Atoi(f.Value); err == nil {
-					code = codes.Code(c)
+				if c, ok := h2wire.ParseGRPCStatus(f.Value); ok {
+					code = c
 				}
 			}
 		}

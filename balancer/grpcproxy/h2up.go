@@ -2,9 +2,7 @@ package grpcproxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -488,7 +486,7 @@ func (uc *upConn) watchConnect(cancelDial context.CancelFunc) (stop func()) {
 }
 
 // frameHeaderLen is the size of an HTTP/2 frame header.
-const frameHeaderLen = 9
+const frameHeaderLen = h2wire.FrameHeaderLen
 
 // handshake waits for the backend's first frame, which must be SETTINGS
 // (RFC 9113 3.4), for at most upHandshakeTimeout, or until the endpoint
@@ -507,7 +505,7 @@ func (uc *upConn) handshake(nc net.Conn) (*http2.SettingsFrame, error) {
 	if err != nil {
 		return nil, uc.handshakeError(err, hdr)
 	}
-	if err := checkFirstFrame(hdr); err != nil {
+	if err := h2wire.CheckServerPreface(hdr, defaultMaxFrame); err != nil {
 		return nil, err
 	}
 	f, err := uc.hr.ReadFrame()
@@ -534,20 +532,6 @@ func (uc *upConn) handshakeError(err error, got []byte) error {
 		return fmt.Errorf("%w after %q", err, got)
 	}
 	return err
-}
-
-// checkFirstFrame judges the header of a backend's first frame.
-func checkFirstFrame(hdr []byte) error {
-	if bytes.HasPrefix(hdr, []byte("HTTP/")) {
-		return fmt.Errorf("the backend answered %q: an HTTP/1 server, not HTTP/2 (h2c)", hdr)
-	}
-	length := uint32(hdr[0])<<16 | uint32(hdr[1])<<8 | uint32(hdr[2])
-	typ, flags := http2.FrameType(hdr[3]), http2.Flags(hdr[4])
-	streamID := binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1)
-	if typ != http2.FrameSettings || flags.Has(http2.FlagSettingsAck) || streamID != 0 || length%6 != 0 || length > defaultMaxFrame {
-		return fmt.Errorf("not HTTP/2: the backend's first bytes %q are not a SETTINGS frame", hdr)
-	}
-	return nil
 }
 
 func (uc *upConn) applySettingsLocked(f *http2.SettingsFrame) ([]credit, error) {

@@ -1,0 +1,66 @@
+package h2wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"golang.org/x/net/http2"
+)
+
+// ConnError is a connection error found in what a peer sent: the
+// connection ends with a GOAWAY carrying Code (RFC 9113 5.4.1).
+type ConnError struct {
+	Code   http2.ErrCode
+	Reason string
+}
+
+func (e *ConnError) Error() string { return e.Code.String() + ": " + e.Reason }
+
+// CheckSettings validates a peer's SETTINGS frame as RFC 9113 6.5.2 asks,
+// before any of it is applied: every value in range, and no server
+// enabling push (fromServer: the peer is a server). The engines apply the
+// frame only when it returns nil; a change of SETTINGS_INITIAL_WINDOW_SIZE
+// that takes an open stream's window over 2^31-1 is theirs to check
+// (RFC 9113 6.9.2), as they hold the windows.
+func CheckSettings(f *http2.SettingsFrame, fromServer bool) error {
+	return f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			code := http2.ErrCodeProtocol
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				code = http2.ErrCode(ce)
+			}
+			return &ConnError{code, fmt.Sprintf("invalid SETTINGS value %v", s)}
+		}
+		if s.ID == http2.SettingEnablePush && fromServer && s.Val != 0 {
+			return &ConnError{http2.ErrCodeProtocol, "a server sent SETTINGS_ENABLE_PUSH=1"}
+		}
+		return nil
+	})
+}
+
+// FrameHeaderLen is the size of an HTTP/2 frame header.
+const FrameHeaderLen = 9
+
+// CheckServerPreface judges the first frame header a server sent (RFC
+// 9113 3.4: its preface is a SETTINGS frame), so that a peer that is not
+// an HTTP/2 server is told apart at once, before waiting for a payload
+// that may never come. maxFrame is the largest frame the client reads.
+func CheckServerPreface(hdr []byte, maxFrame uint32) error {
+	if len(hdr) < FrameHeaderLen {
+		return fmt.Errorf("not HTTP/2: the backend's first bytes %q are not a frame header", hdr)
+	}
+	hdr = hdr[:FrameHeaderLen]
+	if bytes.HasPrefix(hdr, []byte("HTTP/")) {
+		return fmt.Errorf("the backend answered %q: an HTTP/1 server, not HTTP/2 (h2c)", hdr)
+	}
+	length := uint32(hdr[0])<<16 | uint32(hdr[1])<<8 | uint32(hdr[2])
+	typ, flags := http2.FrameType(hdr[3]), http2.Flags(hdr[4])
+	streamID := binary.BigEndian.Uint32(hdr[5:]) & (1<<31 - 1)
+	if typ != http2.FrameSettings || flags.Has(http2.FlagSettingsAck) || streamID != 0 || length%6 != 0 || length > maxFrame {
+		return fmt.Errorf("not HTTP/2: the backend's first bytes %q are not a SETTINGS frame", hdr)
+	}
+	return nil
+}
