@@ -1,6 +1,7 @@
 package grpcproxy
 
 import (
+	"encoding/binary"
 	"slices"
 	"sync"
 
@@ -50,6 +51,12 @@ func (s *fstream) keepLocked(data []byte, end bool) {
 		return
 	}
 	if n := len(data); n > 0 {
+		if len(s.replay) == 0 && n >= 5 && 5+int64(binary.BigEndian.Uint32(data[1:5])) > maxReplay {
+			// The request's first gRPC message alone is over the bound:
+			// keep nothing rather than grow a buffer only to drop it.
+			s.dropReplayLocked()
+			return
+		}
 		if len(s.replay)+n > maxReplay {
 			s.dropReplayLocked()
 			return
