@@ -125,8 +125,19 @@ func (s *fstream) open(headers []hpack.HeaderField, endStream bool, fl *flusher)
 // one of its connections, moving the request data received so far with
 // it. lastErr is why the previous endpoint was unreachable, if one was.
 func (s *fstream) place(lastErr error, fl *flusher) {
+	placed, lastErr := s.placeOther(lastErr, fl)
+	if placed {
+		return
+	}
+	s.failUnplaced(lastErr, fl)
+}
+
+// placeOther is place without the failure: it reports whether s was put
+// on an endpoint it had not tried, and why not.
+func (s *fstream) placeOther(lastErr error, fl *flusher) (bool, error) {
 	p := s.p
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	cl := s.cluster
 	for picks := 0; !s.finished && s.attempts <= p.retries && picks < 2*(p.retries+2); picks++ {
 		ep := cl.Pick()
@@ -153,8 +164,7 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 				s.carry = nil
 				ep.Acquire()
 				s.ep, s.uc = ep, uc
-				s.mu.Unlock()
-				return
+				return true, nil
 			}
 			lastErr = errors.New("connection lost")
 		}
@@ -162,16 +172,22 @@ func (s *fstream) place(lastErr error, fl *flusher) {
 			p.metrics.RPCRetried(cl.Name(), ep.Address())
 		}
 	}
-	finished := s.finished
+	return s.finished, lastErr
+}
+
+// failUnplaced ends a stream no endpoint took, saying why.
+func (s *fstream) failUnplaced(lastErr error, fl *flusher) {
+	s.mu.Lock()
+	cl, finished, attempts := s.cluster, s.finished, s.attempts
 	s.mu.Unlock()
 	switch {
 	case finished:
 	case errors.As(lastErr, new(*capacityError)):
 		// Reachable, but this RPC does not fit: what the backend's own
 		// SETTINGS would have refused a direct client.
-		s.fail(codes.ResourceExhausted, fmt.Sprintf("vigil: no endpoint in cluster %s takes the RPC (tried %d): %v", cl.Name(), s.attempts, lastErr), fl)
+		s.fail(codes.ResourceExhausted, fmt.Sprintf("vigil: no endpoint in cluster %s takes the RPC (tried %d): %v", cl.Name(), attempts, lastErr), fl)
 	case lastErr != nil:
-		s.fail(codes.Unavailable, fmt.Sprintf("vigil: no reachable endpoint in cluster %s (tried %d): %v", cl.Name(), s.attempts, lastErr), fl)
+		s.fail(codes.Unavailable, fmt.Sprintf("vigil: no reachable endpoint in cluster %s (tried %d): %v", cl.Name(), attempts, lastErr), fl)
 	default:
 		s.fail(codes.Unavailable, "no healthy upstream in cluster "+cl.Name(), fl)
 	}

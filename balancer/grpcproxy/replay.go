@@ -19,8 +19,8 @@ import (
 // never reached a backend. So the proxy keeps what the client sent of each
 // stream until the backend's first response frame, up to maxReplay bytes
 // per stream and maxReplayPerConn per client connection, and replays it on
-// another connection to the same endpoint (a new one, as the old one is
-// draining or full), else on another endpoint. Past those bounds, once the
+// another endpoint, else on another connection to the same endpoint (a
+// new one, as the old one is draining or full). Past those bounds, once the
 // backend answered, or after maxReplays, the refusal passes to the client
 // as it came.
 const (
@@ -133,12 +133,15 @@ func (s *fstream) retry(uc *upConn, reason string, fl *flusher) bool {
 	if m := s.p.metrics; m != nil {
 		m.RPCReplayed(cl.Name(), ep.Address(), reason)
 	}
-	// The endpoint is fine (its connection is draining or full): another
-	// connection to it first.
-	if s.placeOn(ep, fl) {
+	// Another endpoint first: one that refuses or goes away may be
+	// stopping, and a new connection to it would likely be refused too.
+	// With no other, a new connection to the same endpoint (its maximum
+	// connection age, a full connection).
+	placed, lastErr := s.placeOther(nil, fl)
+	if placed || s.placeOn(ep, fl) {
 		return true
 	}
-	s.place(nil, fl)
+	s.failUnplaced(lastErr, fl)
 	return true
 }
 
