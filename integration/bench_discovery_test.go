@@ -235,8 +235,9 @@ func BenchmarkDiscoveryChurn(b *testing.B) {
 	base := "http://" + v.adminAddr()
 	// A first run of the RPC loop opens vigil's data connection to every
 	// endpoint; the baseline is taken with it stopped, as the end is.
+	// Round robin reaches every endpoint after size calls: three rounds.
 	warm := startRPCLoop(b, v.listener("api"), 4)
-	time.Sleep(5 * time.Second)
+	waitUntil(b, 3*time.Minute, func() bool { return warm.ok.Load() >= int64(3*size) }, "the warm-up made %d calls", warm.ok.Load())
 	warm.stop()
 	if n := warm.errs.Load(); n > 0 {
 		b.Fatalf("%d calls failed before the churn: %v", n, warm.err())
