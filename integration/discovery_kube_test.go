@@ -10,8 +10,15 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vigil-proxy/vigil/cmd/vigil/deploy"
+	"github.com/vigil-proxy/vigil/internal/config"
+	"github.com/vigil-proxy/vigil/internal/discovery"
 	"github.com/vigil-proxy/vigil/internal/kubetest"
 )
 
@@ -236,4 +243,83 @@ func (s *stream) close(t *testing.T) {
 		t.Error("the stream did not end")
 	}
 	s.cancel()
+}
+
+// TestDiscoveryKubernetesManifests runs what cmd/vigil/deploy/kubernetes.yaml
+// describes: its ServiceAccount, Role and RoleBinding applied to the API
+// server, vigil in-cluster as that account with the ConfigMap's
+// configuration (its addresses moved to free loopback ports), in front of
+// the Service its discovery names. The endpoints are discovered and
+// admitted, calls go through, and vigil's own health, which the
+// Deployment's grpc probes ask, is SERVING.
+func TestDiscoveryKubernetesManifests(t *testing.T) {
+	c := kubetest.Shared(t) // not parallel: InCluster sets the environment
+	objs, err := deploy.Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa *corev1.ServiceAccount
+	var cfgText string
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, o := range objs {
+		var err error
+		switch o := o.(type) {
+		case *corev1.ServiceAccount:
+			sa = o
+			_, err = c.Admin.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = c.Admin.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = c.Admin.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.ConfigMap:
+			cfgText = o.Data["config.yaml"]
+		}
+		if err != nil {
+			t.Fatalf("apply %T: %v", o, err)
+		}
+	}
+	if sa == nil || cfgText == "" {
+		t.Fatal("the manifests lack the ServiceAccount or the configuration")
+	}
+	cfg, err := config.Parse("config.yaml", []byte(cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kube discovery.Kubernetes
+	for _, cl := range cfg.Clusters {
+		if cl.Discovery != nil && cl.Discovery.Kind == discovery.KindKubernetes {
+			kube = cl.Discovery.Kubernetes
+		}
+	}
+	// Free loopback ports instead of the pod's 0.0.0.0:8080 and :9901.
+	for _, l := range cfg.Listeners {
+		cfgText = strings.Replace(cfgText, "address: "+l.Address, "address: 127.0.0.1:0", 1)
+	}
+	cfgText = strings.Replace(cfgText, "address: "+cfg.Admin.Address, "address: 127.0.0.1:0", 1)
+	cfgText = strings.Replace(cfgText, "format: json", "format: json\n  level: debug", 1)
+
+	bs, port := kubeBackends(t, 2, 300)
+	c.Apply(t, kubetest.Slice(kube.Namespace, kube.Service+"-manifests", kube.Service,
+		[]kubetest.Port{{Name: kube.PortName, Port: port}}, ready(bs...)...))
+	env := c.InCluster(t, sa.Namespace, sa.Name) // the token of the manifests' account
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := startVigilEnv(t, path, env...)
+	for _, b := range bs {
+		v.wait(15*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.addr)
+	}
+	addr := v.listener(cfg.Listeners[0].Name)
+	cl := dialClient(t, addr)
+	for range 10 {
+		if _, err := cl.call(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := healthpb.NewHealthClient(cl.conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("vigil's own health, as the grpc probes ask it: %v, %v", resp, err)
+	}
 }

@@ -1,11 +1,7 @@
 package deploy
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -18,9 +14,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/discovery"
@@ -33,30 +26,15 @@ func TestMain(m *testing.M) {
 	kubetest.Main(m, goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"))
 }
 
-// manifests decodes every document of kubernetes.yaml with client-go's
-// scheme, strictly: an unknown or misspelt field is an error.
+// manifests decodes kubernetes.yaml, failing the test on any error.
 func manifests(t *testing.T) []runtime.Object {
 	t.Helper()
-	decoder := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(Kubernetes)))
-	var objs []runtime.Object
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		obj, gvk, err := decoder.Decode(doc, nil, nil)
-		if err != nil {
-			t.Fatalf("document %d: %v", len(objs)+1, err)
-		}
-		t.Logf("%s %s", gvk.Kind, obj.(metav1.Object).GetName())
-		objs = append(objs, obj)
+	objs, err := Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		t.Logf("%T %s", o, o.(metav1.Object).GetName())
 	}
 	return objs
 }
