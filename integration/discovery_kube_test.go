@@ -318,8 +318,11 @@ func TestDiscoveryKubernetesManifests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := healthpb.NewHealthClient(cl.conn).Check(context.Background(), &healthpb.HealthCheckRequest{})
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Errorf("vigil's own health, as the grpc probes ask it: %v, %v", resp, err)
-	}
+	// Ready once the first round of probes, discovered endpoints included,
+	// is done: moments after the admissions.
+	hc := healthpb.NewHealthClient(cl.conn)
+	eventually(t, 10*time.Second, func() bool {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}, "vigil's own health, as the grpc probes ask it, is not SERVING")
 }
