@@ -91,14 +91,15 @@ run-tls: build
 	$(BIN)/demo-run -bin $(BIN) -config config.example.yaml -tls
 
 # Fuzz the config parser, then hold the incremental reload parser to its
-# output, then the grpc listener's header-block reader to x/net's, then the
-# grpc listener's client side (arbitrary frame sequences against a judging
-# backend); FUZZTIME=5m for longer runs.
+# output, then the grpc listener's header-block reader and encoder to
+# x/net's, then the grpc listener's client side (arbitrary frame sequences
+# against a judging backend); FUZZTIME=5m for longer runs.
 FUZZTIME ?= 1m
 fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz='^FuzzIncrementalMatchesParse$$' -fuzztime=$(FUZZTIME) ./internal/config
 	$(GO) test -run '^$$' -fuzz='^FuzzHeaderReader$$' -fuzztime=$(FUZZTIME) ./internal/h2wire
+	$(GO) test -run '^$$' -fuzz='^FuzzEncoder$$' -fuzztime=$(FUZZTIME) ./internal/h2wire
 	$(GO) test -run '^$$' -fuzz='^FuzzClientFrames$$' -fuzztime=$(FUZZTIME) -timeout 0 ./balancer/grpcproxy
 
 # Benchmarks, not part of make test (about 15 minutes; the machine's other

@@ -2,7 +2,6 @@ package grpcproxy
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"math"
 	"net"
@@ -63,8 +62,8 @@ type h2writer struct {
 	mu   sync.Mutex
 	bw   *bufio.Writer // synchronous mode, over sw
 	fr   *http2.Framer
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	henc *h2wire.Encoder
+	hbuf []byte // a header block being written
 
 	async bool          // client connection: out and wake are used
 	out   []byte        // frames queued for the writer goroutine
@@ -79,9 +78,9 @@ type h2writer struct {
 	initWin  int64  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	maxFrame uint32 // the peer's SETTINGS_MAX_FRAME_SIZE
 	blocked  []*half
-	halves   map[*half]struct{} // halves writing here, for SETTINGS changes
-	dirty    bool               // frames written since the last flush
-	clock    *ackClock          // acks the PINGs held in heldAcks
+	halves   halfList  // halves writing here, for SETTINGS changes
+	dirty    bool      // frames written since the last flush
+	clock    *ackClock // acks the PINGs held in heldAcks
 	heldAcks [][8]byte
 	err      error // the first write error: the connection is dead
 	owed     int64 // connection credit owed to the peer
@@ -123,9 +122,8 @@ func newWriter(nc net.Conn, stallTimeout time.Duration, clock *ackClock) *h2writ
 		sendWin:  65535,
 		initWin:  65535,
 		maxFrame: defaultMaxFrame,
-		halves:   map[*half]struct{}{},
 	}
-	w.henc = hpack.NewEncoder(&w.hbuf)
+	w.henc = h2wire.NewEncoder()
 	if nc != nil {
 		w.setConnLocked(nc)
 	}
@@ -346,11 +344,8 @@ func (w *h2writer) note(err error) {
 // writeHeadersLocked encodes fields with this connection's HPACK state
 // and writes them as HEADERS (+ CONTINUATION) on stream id.
 func (w *h2writer) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStream bool) {
-	w.hbuf.Reset()
-	for _, f := range fields {
-		_ = w.henc.WriteField(f)
-	}
-	block := w.hbuf.Bytes()
+	w.hbuf = w.henc.AppendBlock(w.hbuf[:0], fields)
+	block := w.hbuf
 	first := true
 	for first || len(block) > 0 {
 		n := min(len(block), int(w.maxFrame))
@@ -415,6 +410,39 @@ type half struct {
 	// the backend ended while data for the client still waits for window.
 	endStream *fstream
 	endCode   codes.Code
+	// prev, next and listed place the half in dst.halves.
+	prev, next *half
+	listed     bool
+}
+
+// halfList is a writer's halves, linked through the halves themselves: a
+// stream joins and leaves two of them per RPC, without a map's hashing.
+type halfList struct{ head *half }
+
+func (l *halfList) add(h *half) {
+	if h.listed {
+		return
+	}
+	h.prev, h.next, h.listed = nil, l.head, true
+	if l.head != nil {
+		l.head.prev = h
+	}
+	l.head = h
+}
+
+func (l *halfList) remove(h *half) {
+	if !h.listed {
+		return
+	}
+	if h.prev != nil {
+		h.prev.next = h.next
+	} else {
+		l.head = h.next
+	}
+	if h.next != nil {
+		h.next.prev = h.prev
+	}
+	h.prev, h.next, h.listed = nil, nil, false
 }
 
 // sendLocked writes as much of data (then buf) as dst's windows allow and
@@ -666,7 +694,7 @@ func (w *h2writer) settingsLocked(f *http2.SettingsFrame, fromServer bool, credi
 		delta := int64(s.Val) - initWin
 		initWin = int64(s.Val)
 		if delta > 0 {
-			for h := range w.halves {
+			for h := w.halves.head; h != nil; h = h.next {
 				if h.win+delta > maxWindow {
 					return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window over 2^31-1"}
 				}
@@ -682,7 +710,7 @@ func (w *h2writer) settingsLocked(f *http2.SettingsFrame, fromServer bool, credi
 		case http2.SettingInitialWindowSize:
 			delta := int64(s.Val) - w.initWin
 			w.initWin = int64(s.Val)
-			for h := range w.halves {
+			for h := w.halves.head; h != nil; h = h.next {
 				h.win += delta
 			}
 		case http2.SettingMaxFrameSize:

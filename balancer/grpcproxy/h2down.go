@@ -318,7 +318,7 @@ func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) error {
 	s := &fstream{p: p, dc: dc, downID: id, start: time.Now(), reqEnded: f.StreamEnded(), reqLen: req.ContentLength}
 	s.resp = half{dst: dc.w, id: id, win: dc.w.initWin, toPeer: true, counted: true, peerEnded: f.StreamEnded()}
 	dc.w.active++
-	dc.w.halves[&s.resp] = struct{}{}
+	dc.w.halves.add(&s.resp)
 	dc.streams[id] = s
 	dc.stopIdleLocked()
 	dc.w.mu.Unlock()
@@ -522,7 +522,7 @@ func (dc *downConn) removeLocked(s *fstream) {
 		return
 	}
 	delete(dc.streams, s.downID)
-	delete(dc.w.halves, &s.resp)
+	dc.w.halves.remove(&s.resp)
 	if len(dc.streams) == 0 {
 		if dc.draining {
 			dc.closeLocked()

@@ -204,7 +204,7 @@ func (s *fstream) unplaced(uc *upConn, err error, fl *flusher) {
 	uc.w.mu.Lock()
 	carry, end := s.req.buf, s.req.end
 	s.req.buf, s.req.done = nil, true
-	delete(uc.w.halves, &s.req)
+	uc.w.halves.remove(&s.req)
 	uc.w.mu.Unlock()
 	s.carry = append(carry, s.carry...)
 	s.carryEnd = s.carryEnd || end
@@ -230,7 +230,7 @@ func (s *fstream) moveConn(from *upConn, fl *flusher) {
 	from.w.mu.Lock()
 	carry, end := s.req.buf, s.req.end
 	s.req.buf, s.req.done = nil, true
-	delete(from.w.halves, &s.req)
+	from.w.halves.remove(&s.req)
 	from.w.mu.Unlock()
 	carry = append(carry, s.carry...)
 	end = end || s.carryEnd

@@ -203,8 +203,9 @@ func (uc *upConn) add(s *fstream, carry []byte, end bool, fl *flusher) bool {
 	if uc.idleTimer != nil {
 		uc.idleTimer.Stop()
 	}
+	// s.req left any previous connection's halves (unplaced, moveConn).
 	s.req = half{dst: uc.w, buf: carry, end: end, src: s.dc.w, srcID: s.downID, credited: &s.reqCredited}
-	uc.w.halves[&s.req] = struct{}{}
+	uc.w.halves.add(&s.req)
 	if !uc.ready || uint32(len(uc.streams)) >= uc.maxStreams {
 		// Until the handshake is done, or a stream slot is free.
 		uc.queue = append(uc.queue, s)
@@ -250,7 +251,7 @@ func (uc *upConn) remove(s *fstream) {
 	if i := slices.Index(uc.queue, s); i >= 0 {
 		uc.queue = slices.Delete(uc.queue, i, i+1)
 	}
-	delete(uc.w.halves, &s.req)
+	uc.w.halves.remove(&s.req)
 	if uc.ready && len(uc.queue) > 0 && !uc.dead && !uc.draining {
 		uc.openQueuedLocked()
 		uc.w.flushLocked()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -28,6 +29,12 @@ type HeaderReader struct {
 	dec *hpack.Decoder
 	mh  http2.MetaHeadersFrame
 	max uint32 // SETTINGS_MAX_HEADER_LIST_SIZE
+
+	// valid holds strings already found valid (names at even, values at
+	// odd slots, by the field's position in its block): a field the
+	// decoder serves from its table has the same strings as the block
+	// before, and is not checked again byte by byte.
+	valid [2 * validFields]string
 
 	// State of the block being decoded.
 	headersLeft, trailersLeft uint32
@@ -130,7 +137,12 @@ func (r *HeaderReader) readBlock(hf *http2.HeadersFrame) (http2.Frame, error) {
 // and so does the first field over the size limit (the frame is
 // Truncated).
 func (r *HeaderReader) emit(hf hpack.HeaderField) {
-	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+	i := len(r.mh.Fields)
+	nameOK, valueOK := false, false
+	if i < validFields {
+		nameOK, valueOK = same(r.valid[2*i], hf.Name), same(r.valid[2*i+1], hf.Value)
+	}
+	if !valueOK && !httpguts.ValidHeaderFieldValue(hf.Value) {
 		// The value is not in the error: it may be sensitive.
 		r.invalid = headerFieldError("value", hf.Name)
 	}
@@ -140,9 +152,12 @@ func (r *HeaderReader) emit(hf hpack.HeaderField) {
 		}
 	} else {
 		r.sawRegular = true
-		if !validFieldName(hf.Name) {
+		if !nameOK && !validFieldName(hf.Name) {
 			r.invalid = headerFieldError("name", hf.Name)
 		}
+	}
+	if r.invalid == nil && i < validFields {
+		r.valid[2*i], r.valid[2*i+1] = hf.Name, hf.Value
 	}
 	if r.invalid != nil {
 		r.dec.SetEmitEnabled(false)
@@ -163,6 +178,15 @@ func (r *HeaderReader) emit(hf hpack.HeaderField) {
 	}
 	*left -= size
 	r.mh.Fields = append(r.mh.Fields, hf)
+}
+
+// validFields is how many fields of a block valid remembers.
+const validFields = 16
+
+// same tells whether a and b are the same non-empty string: the same
+// bytes at the same address (a string's bytes never change).
+func same(a, b string) bool {
+	return len(a) > 0 && len(a) == len(b) && unsafe.StringData(a) == unsafe.StringData(b)
 }
 
 var errPseudoAfterRegular = errors.New("pseudo header field after regular")
