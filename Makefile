@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BIN         := bin
 
-.PHONY: all build test vet staticcheck unit run run-tls bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot test-interop
+.PHONY: all build test fmt vet staticcheck unit run run-tls bench fuzz soak clean test-h2spec test-dns test-kube test-browser bench-browser screenshot test-interop
 
 all: build
 
@@ -11,7 +11,11 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # The README's test command; .ci/run calls it.
-test: vet staticcheck unit
+test: fmt vet staticcheck unit
+
+# gofmt over every Go file of the repository (the tools modules included).
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet ./...

@@ -43,9 +43,9 @@ type browser struct {
 	t   testing.TB
 	ctx context.Context
 
-	mu       sync.Mutex
-	console  []string // console messages of level error or warning, exceptions, log entries
-	received  int64 // bytes received on the page's streams (Network.dataReceived)
+	mu        sync.Mutex
+	console   []string // console messages of level error or warning, exceptions, log entries
+	received  int64    // bytes received on the page's streams (Network.dataReceived)
 	streamIDs map[network.RequestID]bool
 }
 
