@@ -27,6 +27,8 @@ type Endpoint struct {
 	// endpoint (see Exclude); it sits next to inflight, which a pick's
 	// caller writes anyway.
 	excluded atomic.Bool
+	// out counts the outcomes the data paths report (see Report).
+	out outcomes
 
 	closeOnce sync.Once
 	closed    chan struct{}

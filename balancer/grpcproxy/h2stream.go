@@ -551,6 +551,11 @@ func (s *fstream) finish(code codes.Code) {
 	s.mu.Unlock()
 	if ep != nil {
 		ep.Release()
+		if s.opened.Load() {
+			// What the RPC says about its endpoint, for outlier detection:
+			// atomics only (balancer.Classify says which codes count).
+			ep.Report(code)
+		}
 	}
 	if m := s.p.metrics; m != nil && cl != nil {
 		addr := ""

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/internal/h2wire"
@@ -584,6 +585,9 @@ func (uc *upConn) failConnect(err error, backoff bool) {
 	var failed error
 	if backoff {
 		failed = err
+		// One failed attempt to reach the endpoint, for outlier
+		// detection (the streams it held move on and are not counted).
+		uc.pl.ep.Report(codes.Unavailable)
 	}
 	uc.pl.removeConn(uc, failed)
 	uc.pl.p.log.Debug("endpoint unreachable", "endpoint", uc.pl.ep.Address(), "error", err, "rpcs_moved", len(queue))

@@ -39,8 +39,8 @@ func (p *Pool) buildLocked() {
 		members = append(members, balancer.Member{
 			Endpoint:      m.ep,
 			Weight:        m.weight,
-			Healthy:       m.status.Health == checker.Healthy,
-			PanicEligible: m.status.PanicEligible(),
+			Healthy:       m.status.Health == checker.Healthy && !m.ej.Ejected,
+			PanicEligible: m.status.PanicEligible() || m.ej.Ejected,
 			Pending:       m.status.Health == checker.Pending,
 		})
 	}

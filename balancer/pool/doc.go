@@ -33,6 +33,16 @@
 // alone, recomputed by the one function that changes it; a picker rebuilt
 // later only changes how traffic is spread, never whom it may reach.
 //
+// Outlier detection (Spec.Outlier, outlier.go): the data paths report
+// every RPC's or connection's outcome to its balancer.Endpoint (atomics,
+// no lock, no allocation); a run of consecutive failures signals the pool,
+// which ejects the endpoint at once. An ejection is one more input of
+// whether an endpoint may be picked, applied like a health change (the
+// same critical section, counts, exclusion and events): it is reported as
+// EndpointEvicted with Outlier set and its end as EndpointReadmitted, if
+// the active check says healthy. The arithmetic is package outlier's pure
+// functions of the time.
+//
 // Events: each change is reported as typed events (package event) to the
 // sinks, in order: the eviction log (LogSink), and in vigil the state
 // store, the metrics and the proxy's own health service. Every transition
@@ -47,7 +57,10 @@
 // A pool runs one builder goroutine, which rebuilds the picker when health
 // changes (a burst of changes, such as 10,000 endpoints admitted at
 // start-up, costs one build rather than one each), and one goroutine per
-// draining endpoint, which waits for its in-flight work to end. Its
+// draining endpoint, which waits for its in-flight work to end, and one
+// outlier goroutine (outliers), which ejects tripped endpoints, ends
+// ejections when their time is over and reviews each interval; it sleeps
+// while outlier detection is off. Its
 // checker.Group runs one prober per endpoint. Close stops them all and
 // waits for them.
 //

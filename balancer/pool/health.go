@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
 )
@@ -23,12 +24,15 @@ func (p *Pool) changed(ch checker.Change) {
 	p.setStatusLocked(m, ch.New)
 	m.check, m.hint = ch.Mode, ch.Hint
 	kind := event.EndpointUpdated
-	switch ch.Transition {
-	case checker.Admitted:
+	switch {
+	case m.ej.Ejected:
+		// Out already, and until the ejection ends: the check's verdict
+		// is recorded, and decides then whether it is readmitted.
+	case ch.Transition == checker.Admitted:
 		kind = event.EndpointAdmitted
-	case checker.Evicted:
+	case ch.Transition == checker.Evicted:
 		kind = event.EndpointEvicted
-	case checker.Readmitted:
+	case ch.Transition == checker.Readmitted:
 		kind = event.EndpointReadmitted
 	}
 	ev := p.endpointEvent(kind, m)
@@ -41,12 +45,15 @@ func (p *Pool) changed(ch checker.Change) {
 	p.flushLocked()
 }
 
-// routableLocked reports whether m may be picked now: healthy, or, while
-// the cluster is in panic, unhealthy for transport reasons only. p.mu must
-// be held.
+// routableLocked reports whether m may be picked now: healthy and not
+// ejected, or, while the cluster is in panic, unhealthy for transport
+// reasons only or ejected (a transport-like cause). p.mu must be held.
 func (p *Pool) routableLocked(m *member) bool {
 	if m.draining {
 		return false
+	}
+	if m.ej.Ejected {
+		return p.panic
 	}
 	return m.status.Health == checker.Healthy || (p.panic && m.status.PanicEligible())
 }
@@ -58,9 +65,10 @@ func (p *Pool) excludeLocked(m *member) {
 	m.ep.SetExcluded(!p.routableLocked(m))
 }
 
-// counts are one member's contributions to the pool's counts.
-func counts(st checker.Status) (healthy, judged, unprobed int) {
-	if st.Health == checker.Healthy {
+// counts are one member's contributions to the pool's counts: an ejected
+// member is not healthy.
+func counts(st checker.Status, ejected bool) (healthy, judged, unprobed int) {
+	if st.Health == checker.Healthy && !ejected {
 		healthy = 1
 	}
 	if st.Health != checker.Pending && st.Health != checker.Draining {
@@ -75,8 +83,8 @@ func counts(st checker.Status) (healthy, judged, unprobed int) {
 // setStatusLocked changes m's status and the counts with it. p.mu must be
 // held; m is not draining.
 func (p *Pool) setStatusLocked(m *member, st checker.Status) {
-	h0, j0, u0 := counts(m.status)
-	h1, j1, u1 := counts(st)
+	h0, j0, u0 := counts(m.status, m.ej.Ejected)
+	h1, j1, u1 := counts(st, m.ej.Ejected)
 	p.healthy += h1 - h0
 	p.judged += j1 - j0
 	p.unprobed += u1 - u0
@@ -94,6 +102,8 @@ func (p *Pool) addLocked(m *member, now time.Time) {
 	m.draining, m.stopDrain = false, nil
 	m.check, m.hint = p.spec.HealthCheck.Mode, ""
 	m.status = checker.Status{Health: checker.Pending, Since: now}
+	m.ej = outlier.State{}
+	m.ep.SetOutcomeWatch(p.watch)
 	p.total++
 	p.unprobed++
 	p.excludeLocked(m)
@@ -101,11 +111,16 @@ func (p *Pool) addLocked(m *member, now time.Time) {
 
 // removeLocked makes m draining. p.mu must be held.
 func (p *Pool) removeLocked(m *member, now time.Time) {
-	h, j, u := counts(m.status)
+	h, j, u := counts(m.status, m.ej.Ejected)
 	p.healthy -= h
 	p.judged -= j
 	p.unprobed -= u
 	p.total--
+	if m.ej.Ejected {
+		p.ejected--
+		m.ej = m.ej.End()
+	}
+	m.ep.SetOutcomeWatch(nil)
 	m.draining = true
 	m.status.Health, m.status.Since = checker.Draining, now
 	p.excludeLocked(m)
@@ -171,7 +186,8 @@ func (p *Pool) settings() *event.Settings {
 func (p *Pool) endpointEvent(kind event.Kind, m *member) event.Event {
 	ev := p.clusterEvent(kind)
 	ev.Address, ev.Source, ev.Weight = m.address, string(m.source), m.weight
-	ev.Check, ev.Status, ev.Hint = m.check, m.status, m.hint
+	ev.Check, ev.Status, ev.Hint = m.check, shownStatus(m), m.hint
+	ev.Ejection = ejectionOf(m)
 	return ev
 }
 

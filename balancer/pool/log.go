@@ -23,6 +23,10 @@ const (
 	MsgRecovered  = "cluster recovered"
 )
 
+// CheckOutlier is the check key of the records of outlier detection's
+// transitions (an ejection, and the readmission at its end).
+const CheckOutlier = "outlier"
+
 // Flapping summaries: an endpoint that makes flapTransitions transitions
 // within flapWindow gets one "endpoint flapping" record, at most one per
 // flapWindow. Every transition is a record of its own all the same.
@@ -66,6 +70,9 @@ func (s *logSink) record(ev *event.Event) {
 	ctx := context.Background()
 	cluster, endpoint := slog.String("cluster", ev.Cluster), slog.String("endpoint", ev.Address)
 	check := slog.String("check", string(ev.Check))
+	if ev.Outlier {
+		check = slog.String("check", CheckOutlier)
+	}
 	switch ev.Kind {
 	case event.EndpointAdded:
 		if !ev.Startup {
@@ -83,10 +90,14 @@ func (s *logSink) record(ev *event.Event) {
 		attrs := []slog.Attr{cluster, endpoint, check,
 			slog.String("reason", ev.Status.Reason), slog.Int("failures", ev.Status.Failures),
 			slog.Int("healthy", ev.Healthy), slog.Int("total", ev.Total)}
-		if ev.Hint != "" {
+		if ev.Outlier {
+			attrs = append(attrs, slog.String("ejection", ev.Ejection.Duration().String()),
+				slog.String("rule", ev.Ejection.Rule), slog.Int("ejections", ev.Ejection.Count))
+		}
+		if ev.Hint != "" && !ev.Outlier {
 			attrs = append(attrs, slog.String("hint", ev.Hint))
 		}
-		if ev.Err != nil {
+		if ev.Err != nil && !ev.Outlier {
 			// What the reason alone cannot say: refused or reset, which
 			// timeout, what a garbage answer looked like.
 			attrs = append(attrs, slog.String("error", checker.ErrorText(ev.Err)))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
 )
@@ -41,6 +42,9 @@ type member struct {
 	// draining: removed from the spec; no probes, no new traffic.
 	draining  bool
 	stopDrain context.CancelFunc
+	// ej is m's outlier ejection state (outlier.go): while ej.Ejected, m
+	// counts as unhealthy for a transport-like cause whatever status says.
+	ej outlier.State
 }
 
 // Pool is one cluster. All methods are safe for concurrent use.
@@ -87,6 +91,17 @@ type Pool struct {
 	// pending are the events of the critical section in progress; sinks
 	// get them when it ends (flushLocked).
 	pending []event.Event
+
+	// Outlier detection (outlier.go): ejected counts the ejected members;
+	// watch is what the members' endpoints report outcomes to (nil: off);
+	// tripped carries the endpoints' signals, outlierKick wakes the
+	// outlier goroutine after a change of settings; nextReview is when
+	// the next interval ends.
+	ejected     int
+	watch       *balancer.OutcomeWatch
+	tripped     chan struct{}
+	outlierKick chan struct{}
+	nextReview  time.Time
 }
 
 // New returns an empty pool called name. Nothing is probed until Apply.
@@ -97,17 +112,19 @@ func New(name string, opts Options) *Pool { return newPool(name, opts, true) }
 func newPool(name string, opts Options, builder bool) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		name:       name,
-		bal:        balancer.NewCluster(name),
-		sinks:      slices.Clone(opts.Sinks),
-		startup:    opts.Startup,
-		ctx:        ctx,
-		cancel:     cancel,
-		kick:       make(chan struct{}, 1),
-		discovered: map[Source][]Endpoint{},
-		members:    map[string]*member{},
-		ready:      make(chan struct{}),
-		empty:      make(chan struct{}),
+		name:        name,
+		bal:         balancer.NewCluster(name),
+		sinks:       slices.Clone(opts.Sinks),
+		startup:     opts.Startup,
+		ctx:         ctx,
+		cancel:      cancel,
+		kick:        make(chan struct{}, 1),
+		tripped:     make(chan struct{}, 1),
+		outlierKick: make(chan struct{}, 1),
+		discovered:  map[Source][]Endpoint{},
+		members:     map[string]*member{},
+		ready:       make(chan struct{}),
+		empty:       make(chan struct{}),
 	}
 	close(p.empty)
 	p.group = checker.NewGroup(checker.DefaultConfig(), checker.GroupOptions{
@@ -117,8 +134,9 @@ func newPool(name string, opts Options, builder bool) *Pool {
 		OnProbe:  opts.OnProbe,
 	})
 	if builder {
-		p.wg.Add(1)
+		p.wg.Add(2)
 		go p.builder()
+		go p.outliers()
 	}
 	return p
 }
@@ -159,6 +177,10 @@ func (p *Pool) Apply(spec Spec) Plan {
 		plan.New = first
 		plan.PolicyChanged = !first && (old.policy() != spec.policy() || old.PanicThreshold != spec.PanicThreshold)
 		plan.HealthCheckChanged = !first && old.HealthCheck != spec.HealthCheck
+		plan.OutlierChanged = !first && !sameOutlier(old.Outlier, spec.Outlier)
+		if plan.OutlierChanged || first {
+			p.configureOutliersLocked(time.Now())
+		}
 		if first || plan.PolicyChanged || plan.HealthCheckChanged {
 			ev := p.clusterEvent(event.ClusterConfigured)
 			ev.Settings = p.settings()
@@ -333,6 +355,8 @@ type EndpointState struct {
 	Hint    string
 	// Routable: the data paths may pick it now.
 	Routable bool
+	// Ejection is its outlier ejection, zero when not ejected.
+	Ejection event.Ejection
 }
 
 // Endpoints returns the pool's endpoints, draining ones included, sorted
@@ -343,8 +367,8 @@ func (p *Pool) Endpoints() []EndpointState {
 	out := make([]EndpointState, 0, len(p.members))
 	for _, m := range p.members {
 		out = append(out, EndpointState{
-			Address: m.address, Weight: m.weight, Source: m.source, Status: m.status,
-			Check: m.check, Hint: m.hint, Routable: p.routableLocked(m),
+			Address: m.address, Weight: m.weight, Source: m.source, Status: shownStatus(m),
+			Check: m.check, Hint: m.hint, Routable: p.routableLocked(m), Ejection: ejectionOf(m),
 		})
 	}
 	slices.SortFunc(out, func(a, b EndpointState) int {

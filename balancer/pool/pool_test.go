@@ -14,7 +14,10 @@ import (
 
 	"go.uber.org/goleak"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	_ "github.com/vigil-proxy/vigil/balancer/policies"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
@@ -244,10 +247,31 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 		return eps
 	}
 	policies := balancer.Policies()
+	outliers := func() *outlier.Config {
+		if rng.IntN(4) == 0 {
+			return nil // off: every ejection ends
+		}
+		c := outlier.DefaultConfig()
+		c.ConsecutiveFailures = 1 + rng.IntN(3)
+		c.Interval = time.Duration(1+rng.IntN(3)) * time.Second
+		c.BaseEjectionTime = time.Duration(1+rng.IntN(3)) * time.Second
+		c.MaxEjectionPercent = []int{0, 10, 50, 100}[rng.IntN(4)]
+		c.FailurePercentage = []int{0, 50}[rng.IntN(2)]
+		c.MinimumRequests = 2
+		return &c
+	}
 	spec := func() Spec {
 		pol, _ := balancer.PolicyByName(policies[rng.IntN(len(policies))])
 		return Spec{Policy: pol, PanicThreshold: []int{0, 50, 80}[rng.IntN(3)], HealthCheck: none(),
-			Endpoints: subset(), DrainTimeout: time.Hour}
+			Endpoints: subset(), DrainTimeout: time.Hour, Outlier: outliers()}
+	}
+	// The outlier goroutine's work is done by the test, on a clock of its
+	// own.
+	now := time.Now()
+	review := func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.reviewOutliersLocked(now)
 	}
 	// An endpoint counts one request in flight from its start, so that its
 	// drain ends only when the test says (the op "drains end"), never by
@@ -269,7 +293,28 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 
 	for step := range steps {
 		var did string
-		switch op := rng.IntN(10); {
+		switch op := rng.IntN(14); {
+		case op >= 10 && op < 12: // traffic to a random endpoint fails (or not)
+			live := liveMembers(p)
+			if len(live) == 0 {
+				continue
+			}
+			addr := live[rng.IntN(len(live))]
+			code := []codes.Code{codes.Unavailable, codes.Internal, codes.OK, codes.Canceled}[rng.IntN(4)]
+			n := 1 + rng.IntN(4)
+			did = fmt.Sprintf("%s: %d x %v", addr, n, code)
+			p.mu.Lock()
+			ep := p.members[addr].ep
+			p.mu.Unlock()
+			for range n {
+				ep.Report(code)
+			}
+			review()
+		case op >= 12: // time passes: intervals end, ejections end
+			d := time.Duration(rng.IntN(3000)) * time.Millisecond
+			did = fmt.Sprintf("%v pass", d)
+			now = now.Add(d)
+			review()
 		case op < 6: // a health change of a random endpoint
 			live := liveMembers(p)
 			if len(live) == 0 {
@@ -309,6 +354,20 @@ func runProperty(t *testing.T, seed uint64, steps int) {
 			checkAgreement(t, p, store, m, rec, &log, step, did)
 		}
 	}
+	ejections, ends := 0, 0
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.events {
+		if ev.Outlier && ev.Kind == event.EndpointEvicted {
+			ejections++
+		} else if ev.Outlier {
+			ends++
+		}
+	}
+	if ejections == 0 || ends == 0 {
+		t.Errorf("%d ejections and %d readmissions after one: the walk did not try outlier detection", ejections, ends)
+	}
+	t.Logf("%d ejections, %d readmissions at their end", ejections, ends)
 }
 
 func liveMembers(p *Pool) []string {
@@ -343,27 +402,40 @@ func checkExclusion(t *testing.T, p *Pool, step int, did string) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var healthy, judged, total int
+	var healthy, judged, total, ejected int
 	for _, m := range p.members {
 		if m.draining {
+			if m.ej.Ejected {
+				t.Fatalf("step %d (%s): draining %s is ejected", step, did, m.address)
+			}
 			continue
 		}
 		total++
-		if m.status.Health == checker.Healthy {
+		if m.ej.Ejected {
+			ejected++
+		}
+		if m.status.Health == checker.Healthy && !m.ej.Ejected {
 			healthy++
 		}
 		if m.status.Health != checker.Pending {
 			judged++
 		}
 	}
-	if healthy != p.healthy || judged != p.judged || total != p.total {
-		t.Fatalf("step %d (%s): counts %d/%d/%d, want %d/%d/%d", step, did, p.healthy, p.judged, p.total, healthy, judged, total)
+	if healthy != p.healthy || judged != p.judged || total != p.total || ejected != p.ejected {
+		t.Fatalf("step %d (%s): counts %d/%d/%d/%d ejected, want %d/%d/%d/%d", step, did, p.healthy, p.judged, p.total, p.ejected,
+			healthy, judged, total, ejected)
+	}
+	if p.spec.Outlier == nil && ejected > 0 {
+		t.Fatalf("step %d (%s): %d ejected with outlier detection off", step, did, ejected)
 	}
 	if want := balancer.PanicMode(p.spec.PanicThreshold, healthy, judged); p.panic != want {
 		t.Fatalf("step %d (%s): panic %v, want %v", step, did, p.panic, want)
 	}
 	for a, m := range p.members {
 		want := !m.draining && (m.status.Health == checker.Healthy || p.panic && m.status.PanicEligible())
+		if m.ej.Ejected {
+			want = !m.draining && p.panic // ejected: a transport-like cause
+		}
 		if m.ep.Excluded() == want {
 			t.Fatalf("step %d (%s): %s (%v, draining %v, panic %v) excluded=%v", step, did, a, m.status, m.draining, p.panic, m.ep.Excluded())
 		}
@@ -441,8 +513,32 @@ func checkAgreement(t *testing.T, p *Pool, store *state.Store, m *metrics.Metric
 	if n := log.count(t, MsgEvicted); n != evicted {
 		t.Fatalf("step %d (%s): %d evicted records for %d evictions", step, did, n, evicted)
 	}
+	// Every ejection is an eviction of its own, logged with check=outlier.
+	ejections := 0
+	rec.mu.Lock()
+	for _, ev := range rec.events {
+		if ev.Kind == event.EndpointEvicted && ev.Outlier {
+			ejections++
+			if !ev.Ejection.Active() || ev.Ejection.Duration() <= 0 || ev.Status.Health != checker.Unhealthy || !ev.Status.PanicEligible() {
+				t.Fatalf("step %d (%s): ejection event %+v", step, did, ev)
+			}
+		}
+	}
+	rec.mu.Unlock()
 	if step%10 != 0 {
 		return
+	}
+	outlierRecords := 0
+	for _, r := range log.records(t, MsgEvicted) {
+		if r["check"] == CheckOutlier {
+			outlierRecords++
+			if r["ejection"] == nil || r["reason"] == "" {
+				t.Fatalf("step %d (%s): ejection record %v", step, did, r)
+			}
+		}
+	}
+	if outlierRecords != ejections {
+		t.Fatalf("step %d (%s): %d check=outlier records for %d ejections", step, did, outlierRecords, ejections)
 	}
 	fams, err := m.Gather()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/roundrobin"
 	"github.com/vigil-proxy/vigil/checker"
 )
@@ -46,6 +47,9 @@ type Spec struct {
 	// DrainTimeout bounds how long a removed endpoint's in-flight work
 	// may take before what is left is cut; 0 means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// Outlier turns on passive outlier detection (nil: off): endpoints
+	// whose traffic fails are ejected for a while (see outlier.go).
+	Outlier *outlier.Config
 }
 
 func (s Spec) policy() balancer.Policy {
@@ -67,7 +71,11 @@ func (s Spec) drainTimeout() time.Duration {
 // comparison and nothing more.
 func (s Spec) same(o Spec) bool {
 	return s.policy() == o.policy() && s.PanicThreshold == o.PanicThreshold && s.HealthCheck == o.HealthCheck &&
-		s.drainTimeout() == o.drainTimeout() && slices.Equal(s.Endpoints, o.Endpoints)
+		s.drainTimeout() == o.drainTimeout() && slices.Equal(s.Endpoints, o.Endpoints) && sameOutlier(s.Outlier, o.Outlier)
+}
+
+func sameOutlier(a, b *outlier.Config) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
 }
 
 // Plan is what one Apply or SetDiscovered changed. Addresses are sorted.
@@ -83,12 +91,15 @@ type Plan struct {
 	// HealthCheckChanged: the health-check configuration changed. Only a
 	// change beyond the thresholds restarts the probers.
 	HealthCheckChanged bool
+	// OutlierChanged: outlier detection was turned on, off or changed;
+	// current ejections keep their end (unless it was turned off).
+	OutlierChanged bool
 }
 
 // Empty reports whether the plan changed nothing.
 func (p Plan) Empty() bool {
 	return !p.New && len(p.Added) == 0 && len(p.Removed) == 0 && len(p.Changed) == 0 &&
-		!p.PolicyChanged && !p.HealthCheckChanged
+		!p.PolicyChanged && !p.HealthCheckChanged && !p.OutlierChanged
 }
 
 // Attrs summarizes the plan for a log record.

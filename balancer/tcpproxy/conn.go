@@ -2,11 +2,15 @@ package tcpproxy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
 )
@@ -25,8 +29,18 @@ func (p *Proxy) handle(client net.Conn, accepted time.Time) {
 	if upstream != nil {
 		stats.Endpoint = ep.Address()
 		p.metrics.ConnectionOpened(stats.Cluster, stats.Endpoint)
-		p.forward(client, upstream, ep, &stats)
+		reset := p.forward(client, upstream, ep, &stats)
 		ep.Release()
+		// What the connection says about its endpoint, for outlier
+		// detection: a reset before any byte came back is a failure;
+		// an answer is a success; anything else (the client left
+		// first, an idle timeout) says nothing.
+		switch {
+		case stats.BytesToClient > 0:
+			ep.Report(codes.OK)
+		case reset:
+			ep.Report(codes.Unavailable)
+		}
 	}
 	client.Close()
 	stats.Duration = time.Since(accepted)
@@ -71,6 +85,9 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 			return conn, ep
 		}
 		ep.Release()
+		if p.cutCtx.Err() == nil {
+			ep.Report(codes.Unavailable) // a connect failure, for outlier detection
+		}
 		p.metrics.DialFailed(stats.Cluster, ep.Address(), err)
 		if p.log.Enabled(context.Background(), slog.LevelDebug) {
 			p.log.Debug("endpoint dial failed", "cluster", stats.Cluster, "endpoint", ep.Address(),
@@ -149,8 +166,9 @@ type copyResult struct {
 }
 
 // forward copies between client and upstream until both directions are
-// done, the pair is cut, or it idles out, and closes both.
-func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats *ConnStats) {
+// done, the pair is cut, or it idles out, and closes both. It reports
+// whether the endpoint reset the connection before sending any byte.
+func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats *ConnStats) (resetBeforeAnswer bool) {
 	pr := &pair{
 		conns:   [2]net.Conn{client, upstream},
 		results: make(chan copyResult, 2),
@@ -182,6 +200,7 @@ func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats 
 				stats.BytesToUpstream = r.n
 			} else {
 				stats.BytesToClient = r.n
+				resetBeforeAnswer = r.n == 0 && stats.Outcome == "" && errors.Is(r.err, syscall.ECONNRESET)
 			}
 			if r.err != nil && stats.Outcome == "" {
 				stats.Outcome = OutcomeError
@@ -223,6 +242,7 @@ func (p *Proxy) forward(client, upstream net.Conn, ep *balancer.Endpoint, stats 
 	if stats.Outcome == "" {
 		stats.Outcome = OutcomeOK
 	}
+	return resetBeforeAnswer
 }
 
 // copy runs one direction and reports it on pr.results.

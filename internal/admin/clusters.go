@@ -63,6 +63,28 @@ type Endpoint struct {
 	LastLatencyMS *float64 `json:"last_latency_ms"`
 	// Inflight counts the connections and RPCs open to the endpoint.
 	Inflight int64 `json:"inflight"`
+	// Ejection is the endpoint's outlier ejection while it is ejected,
+	// null otherwise.
+	Ejection *Ejection `json:"ejection"`
+}
+
+// Ejection is an endpoint's outlier ejection in ClustersResponse.
+type Ejection struct {
+	// Since and Until bound it: it ends at Until (readmitted then if the
+	// active check passes).
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+	// Duration is Until - Since, as a Go duration.
+	Duration string `json:"duration"`
+	// Count is its number in a row (it lasts Count x base_ejection_time,
+	// capped by max_ejection_time).
+	Count int `json:"count"`
+	// Rule is consecutive_failures or failure_percentage; Reason the
+	// last failure's gRPC code name; Failures the failures that tripped
+	// the rule.
+	Rule     string `json:"rule"`
+	Reason   string `json:"reason"`
+	Failures int    `json:"failures"`
 }
 
 // snapshotClusters reads every cluster and endpoint from one consistent
@@ -115,6 +137,10 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 		}
 		if e.Status.Cause != checker.CauseNone {
 			ep.Cause = e.Status.Cause.String()
+		}
+		if ej := e.Ejection; ej.Active() {
+			ep.Ejection = &Ejection{Since: ej.Since.UTC(), Until: ej.Until.UTC(), Duration: ej.Duration().String(),
+				Count: ej.Count, Rule: ej.Rule, Reason: ej.Reason, Failures: ej.Failures}
 		}
 		if s.opts.Stats != nil {
 			if st, ok := s.opts.Stats(e.Cluster, e.Address); ok {

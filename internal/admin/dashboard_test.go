@@ -158,6 +158,8 @@ func exportedSeries(t *testing.T) map[string][]string {
 	for _, kind := range []event.Kind{event.EndpointAdmitted, event.EndpointEvicted, event.EndpointReadmitted, event.PickerBuilt} {
 		m.Handle([]event.Event{{Kind: kind, Cluster: "orders", Address: "127.0.0.1:50052", Status: checker.Status{Reason: "NOT_SERVING"}}})
 	}
+	m.Handle([]event.Event{{Kind: event.EndpointEvicted, Cluster: "orders", Address: "127.0.0.1:50051", Outlier: true,
+		Status: checker.Status{Reason: "UNAVAILABLE"}, Ejection: event.Ejection{Reason: "UNAVAILABLE"}}})
 	m.Reload(true)
 	g := m.GRPC("api")
 	g.ConnOpened()

@@ -4,9 +4,11 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -19,7 +21,8 @@ var (
 	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
-	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection"}
+	outlierKeys     = []string{"consecutive_failures", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "failure_percentage", "minimum_requests"}
 	endpointKeys    = []string{"address", "weight"}
 	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
 )
@@ -381,7 +384,76 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	if v := f.value("health_check"); v != nil {
 		w.decodeHealthCheck(v, join(path, "health_check"), &c.HealthCheck)
 	}
+	if v := f.value("outlier_detection"); v != nil {
+		c.Outlier = w.decodeOutlier(v, join(path, "outlier_detection"))
+	}
 	return c, nameNode
+}
+
+// decodeOutlier decodes outlier_detection over outlier.DefaultConfig,
+// then lets outlier.Config.Problems, the one set of rules, judge it; its
+// complaints are reported at the field they are about.
+func (w *walker) decodeOutlier(raw *yaml.Node, path string) *outlier.Config {
+	c := outlier.DefaultConfig()
+	f, node, ok := w.mapping(raw, path, outlierKeys)
+	if !ok {
+		return &c
+	}
+	at := map[string]*yaml.Node{}
+	field := func(key string) *yaml.Node {
+		v := f.value(key)
+		if v != nil {
+			at[key] = resolve(v)
+		}
+		return v
+	}
+	ints := []struct {
+		key    string
+		lo, hi int64
+		dst    *int
+	}{
+		{"consecutive_failures", 0, math.MaxInt32, &c.ConsecutiveFailures},
+		{"max_ejection_percent", 0, 100, &c.MaxEjectionPercent},
+		{"failure_percentage", 0, 100, &c.FailurePercentage},
+		{"minimum_requests", 1, math.MaxInt32, &c.MinimumRequests},
+	}
+	bad := false
+	for _, it := range ints {
+		if v := field(it.key); v != nil {
+			if n, ok := w.integer(v, join(path, it.key), it.lo, it.hi); ok {
+				*it.dst = int(n)
+			} else {
+				bad = true
+			}
+		}
+	}
+	durations := []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"interval", &c.Interval}, {"base_ejection_time", &c.BaseEjectionTime}, {"max_ejection_time", &c.MaxEjectionTime},
+	}
+	for _, it := range durations {
+		if v := field(it.key); v != nil {
+			if d, ok := w.duration(v, join(path, it.key), false); ok {
+				*it.dst = d
+			} else {
+				bad = true
+			}
+		}
+	}
+	// Values that did not parse are reported already; the rules judge
+	// the section only when every field it names was read.
+	if !bad {
+		for _, fe := range c.Problems() {
+			n := at[fe.Field]
+			if n == nil {
+				n = node
+			}
+			w.errs.at(n, join(path, fe.Field), "%v", fe.Err)
+		}
+	}
+	return &c
 }
 
 // decodeEndpoints reads a cluster's listed endpoints; the list may be empty

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/discovery"
 )
@@ -181,6 +182,8 @@ type Cluster struct {
 	// HealthCheck is decoded straight into the checker's own type, whose
 	// defaults and rules it takes.
 	HealthCheck checker.Config
+	// Outlier is the outlier_detection section (nil: off).
+	Outlier *outlier.Config
 
 	Pos Pos
 }

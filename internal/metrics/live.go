@@ -18,6 +18,8 @@ var (
 		"1 if the endpoint is healthy and takes traffic, 0 if it is pending, unhealthy or draining.", endpointLabels, nil)
 	descEndpointFailures = prometheus.NewDesc("vigil_endpoint_consecutive_failures",
 		"Consecutive failed health checks of the endpoint (capped once it is evicted).", endpointLabels, nil)
+	descEndpointEjected = prometheus.NewDesc("vigil_endpoint_ejected",
+		"1 while outlier detection has the endpoint ejected, else 0.", endpointLabels, nil)
 	descEndpointConns = prometheus.NewDesc("vigil_endpoint_active_connections",
 		"TCP connections open to the endpoint through tcp listeners.", endpointLabels, nil)
 	descEndpointStreams = prometheus.NewDesc("vigil_endpoint_active_streams",
@@ -52,7 +54,7 @@ type liveCollector struct{ m *Metrics }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descEndpointHealthy, descEndpointFailures, descEndpointConns, descEndpointStreams,
+		descEndpointHealthy, descEndpointFailures, descEndpointEjected, descEndpointConns, descEndpointStreams,
 		descClusterEndpoints, descClusterPanic, descClusterRoutable,
 		descListenerConns, descListenerStreams, descListenerAccepted, descListenerRejected,
 		descTCPClosed, descTCPBytes, descTLSHandshakes, descTLSExpiry,
@@ -107,6 +109,11 @@ func (c *liveCollector) collectClusters(ch chan<- prometheus.Metric, snap state.
 			}
 			ch <- gauge(descEndpointHealthy, healthy, e.Cluster, e.Address)
 			ch <- gauge(descEndpointFailures, float64(e.Status.Failures), e.Cluster, e.Address)
+			ejected := 0.0
+			if e.Ejection.Active() {
+				ejected = 1
+			}
+			ch <- gauge(descEndpointEjected, ejected, e.Cluster, e.Address)
 			var conns, streams int64
 			if v, ok := m.endpoints.Load(endpointKey{e.Cluster, e.Address}); ok {
 				es := v.(*endpointState)

@@ -55,6 +55,7 @@ type Metrics struct {
 	admissions          *prometheus.CounterVec   // cluster
 	evictions           *prometheus.CounterVec   // cluster, reason
 	readmissions        *prometheus.CounterVec   // cluster
+	outlierEjections    *prometheus.CounterVec   // cluster, reason
 	upstreamRq          *prometheus.CounterVec   // cluster, code
 	upstreamRqDuration  *prometheus.HistogramVec // cluster
 	upstreamConnectFail *prometheus.CounterVec   // cluster
@@ -103,6 +104,10 @@ func New(opts Options) *Metrics {
 		Name: "vigil_readmissions_total",
 		Help: "Evicted endpoints readmitted (unhealthy -> healthy).",
 	}, []string{"cluster"})
+	m.outlierEjections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vigil_outlier_ejections_total",
+		Help: "Endpoints ejected by outlier detection (each is also counted in vigil_evictions_total), by the last failure's gRPC code name.",
+	}, []string{"cluster", "reason"})
 	m.upstreamRq = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_upstream_rq_total",
 		Help: "RPCs forwarded by grpc listeners, by cluster and canonical gRPC status code name.",
@@ -123,7 +128,7 @@ func New(opts Options) *Metrics {
 	m.discovery = newDiscoveryMetrics()
 	m.clusterVecs = []*prometheus.MetricVec{
 		m.healthChecks.MetricVec, m.healthCheckFailures.MetricVec, m.healthCheckDuration.MetricVec,
-		m.admissions.MetricVec, m.evictions.MetricVec, m.readmissions.MetricVec,
+		m.admissions.MetricVec, m.evictions.MetricVec, m.readmissions.MetricVec, m.outlierEjections.MetricVec,
 		m.upstreamRq.MetricVec, m.upstreamRqDuration.MetricVec, m.upstreamConnectFail.MetricVec,
 		m.discovery.updates.MetricVec, m.discovery.endpoints.MetricVec,
 		m.upstreamReplayed.MetricVec,
@@ -161,7 +166,7 @@ func New(opts Options) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.healthChecks, m.healthCheckFailures, m.healthCheckDuration,
-		m.admissions, m.evictions, m.readmissions,
+		m.admissions, m.evictions, m.readmissions, m.outlierEjections,
 		m.upstreamRq, m.upstreamRqDuration, m.upstreamConnectFail, m.upstreamReplayed,
 		m.discovery.updates, m.discovery.endpoints,
 		m.reloads, m.lastReloadOK, m.lastReloadSuccessT, buildInfo,
@@ -216,7 +221,12 @@ func (m *Metrics) Handle(events []event.Event) {
 			m.withChild(cs, func() { m.admissions.WithLabelValues(ev.Cluster).Inc() })
 		case event.EndpointEvicted:
 			cs := m.cluster(ev.Cluster)
-			m.withChild(cs, func() { m.evictions.WithLabelValues(ev.Cluster, reasonLabel(ev.Status.Reason)).Inc() })
+			m.withChild(cs, func() {
+				m.evictions.WithLabelValues(ev.Cluster, reasonLabel(ev.Status.Reason)).Inc()
+				if ev.Outlier {
+					m.outlierEjections.WithLabelValues(ev.Cluster, reasonLabel(ev.Ejection.Reason)).Inc()
+				}
+			})
 		case event.EndpointReadmitted:
 			cs := m.cluster(ev.Cluster)
 			m.withChild(cs, func() { m.readmissions.WithLabelValues(ev.Cluster).Inc() })

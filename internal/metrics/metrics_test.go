@@ -228,6 +228,9 @@ func exercise(m *Metrics, s *testStore) {
 	handleChange(m, checker.Change{Cluster: "orders", Address: "127.0.0.1:2", Transition: checker.Evicted,
 		New: checker.Status{Health: checker.Unhealthy, Reason: "NOT_SERVING"}})
 	handleChange(m, checker.Change{Cluster: "orders", Address: "127.0.0.1:2", Transition: checker.Readmitted})
+	m.Handle([]event.Event{{Kind: event.EndpointEvicted, Cluster: "orders", Address: "127.0.0.1:1", Outlier: true,
+		Status:   checker.Status{Health: checker.Unhealthy, Reason: "UNAVAILABLE", Cause: checker.CauseTransport},
+		Ejection: event.Ejection{Since: time.Now(), Until: time.Now().Add(time.Second), Count: 1, Reason: "UNAVAILABLE"}}})
 	built(m, "orders", 0)
 	m.Reload(false)
 	g := m.GRPC("api")

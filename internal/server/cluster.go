@@ -52,6 +52,7 @@ func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
 		HealthCheck:    c.HealthCheck,
 		Endpoints:      eps,
 		DrainTimeout:   drainTimeout,
+		Outlier:        c.Outlier,
 	}
 }
 

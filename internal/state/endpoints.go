@@ -5,6 +5,7 @@ import (
 
 	memdb "github.com/hashicorp/go-memdb"
 
+	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -22,6 +23,9 @@ type Endpoint struct {
 	// Hint explains why an unhealthy endpoint is out, when the cause is
 	// usually a mistake on the backend.
 	Hint string
+	// Ejection is its outlier ejection while ejected (zero otherwise);
+	// Status then says unhealthy.
+	Ejection event.Ejection
 }
 
 func endpointsTable() *memdb.TableSchema {

@@ -101,7 +101,7 @@ func (w Writer) updateEndpoint(ev *event.Event) error {
 		return err
 	}
 	n := Endpoint{Cluster: ev.Cluster, Address: ev.Address, Weight: ev.Weight, Source: ev.Source,
-		Check: ev.Check, Status: ev.Status, Hint: ev.Hint}
+		Check: ev.Check, Status: ev.Status, Hint: ev.Hint, Ejection: ev.Ejection}
 	if n == *e {
 		return nil
 	}

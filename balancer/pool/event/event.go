@@ -39,9 +39,11 @@ const (
 	// EndpointAdmitted: pending -> healthy.
 	EndpointAdmitted
 	// EndpointEvicted: pending or healthy -> unhealthy (Status.Reason,
-	// Status.Cause, Status.Failures, Err, Hint).
+	// Status.Cause, Status.Failures, Err, Hint); with Outlier set, an
+	// outlier ejection (Ejection).
 	EndpointEvicted
-	// EndpointReadmitted: unhealthy -> healthy.
+	// EndpointReadmitted: unhealthy -> healthy; with Outlier set, at the
+	// end of an ejection, the active check passing.
 	EndpointReadmitted
 	// EndpointUpdated: the endpoint's status changed without a
 	// transition (its counters, or the reason it stays out).
@@ -112,6 +114,13 @@ type Event struct {
 	Startup bool
 	// DrainTimeout bounds a removed endpoint's drain.
 	DrainTimeout time.Duration
+	// Outlier marks a transition made by outlier detection (an ejection,
+	// or the readmission at its end) rather than by the active check.
+	Outlier bool
+	// Ejection is the endpoint's outlier ejection while it is ejected
+	// (zero otherwise); Status then says unhealthy, for a transport-like
+	// cause, whatever the active check says.
+	Ejection Ejection
 
 	// Healthy and Total count the cluster's endpoints (not draining) after
 	// the event; Routable counts the endpoints its picker chooses from.
@@ -123,6 +132,28 @@ type Event struct {
 	// Settings are the cluster's settings (ClusterConfigured).
 	Settings *Settings
 }
+
+// Ejection is an endpoint's outlier ejection.
+type Ejection struct {
+	// Since and Until bound it; Until is zero when not ejected.
+	Since, Until time.Time
+	// Count is the ejection's number in a row (its duration is Count x
+	// the base ejection time, capped).
+	Count int
+	// Rule is what ejected it: consecutive_failures or
+	// failure_percentage.
+	Rule string
+	// Reason is the last failure's gRPC code name; Failures counts the
+	// failures that tripped the rule.
+	Reason   string
+	Failures int
+}
+
+// Active reports whether e is an ejection in force.
+func (e Ejection) Active() bool { return !e.Until.IsZero() }
+
+// Duration is how long the ejection lasts.
+func (e Ejection) Duration() time.Duration { return e.Until.Sub(e.Since) }
 
 // Sink receives a pool's events. Handle is called with the events of one
 // change or one applied plan, in the order they happened, one call at a
