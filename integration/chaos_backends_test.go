@@ -134,10 +134,10 @@ func TestChaosBackendFaults(t *testing.T) {
 			heal:   func(c *chaosCluster) { c.bs[2].delay.Store(0) },
 		},
 		fault{
-			// 50 health changes a second, polled.
+			// A health status that changes between every two polls.
 			name: "flap-check", health: chaosHealthCheck, reasons: []string{"NOT_SERVING"}, failures: 1, flapping: true,
-			inject: func(c *chaosCluster) { c.bs[2].flap(10 * time.Millisecond) },
-			heal:   func(c *chaosCluster) { c.bs[2].flap(0) },
+			inject: func(c *chaosCluster) { c.bs[2].flapPolled(true) },
+			heal:   func(c *chaosCluster) { c.bs[2].flapPolled(false) },
 		},
 		fault{
 			// 50 health changes a second, pushed on a Watch stream.

@@ -49,6 +49,10 @@ type chaosBackend struct {
 
 	flapStop chan struct{}
 	flapDone chan struct{}
+	// flapChecks makes every health Check answer the opposite of the one
+	// before (see flapPolled).
+	flapChecks atomic.Bool
+	lastCheck  atomic.Bool // the last Check answered SERVING
 }
 
 func startChaosBackend(t testing.TB, id string) *chaosBackend {
@@ -145,6 +149,16 @@ func (b *chaosBackend) serving(ok bool) {
 	}
 }
 
+// flapPolled makes the health status, as a poller sees it, change at every
+// Check (on stops it and leaves it SERVING). A status that changes on a
+// clock cannot stand for this: a poller whose interval is a multiple of
+// the flapping period sees the same phase every time on a quiet machine,
+// so the transitions it sees depend on scheduling noise.
+func (b *chaosBackend) flapPolled(on bool) {
+	b.lastCheck.Store(false) // the first Check answers SERVING
+	b.flapChecks.Store(on)
+}
+
 // flap turns the health status over every period (0 stops flapping and
 // leaves it SERVING). The flapping goroutine is the backend's: stopped by
 // flap(0) and by the test's cleanup.
@@ -183,6 +197,14 @@ type chaosHealth struct {
 }
 
 func (h *chaosHealth) Check(ctx context.Context, req *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if h.b.flapChecks.Load() {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if !h.b.lastCheck.Load() {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		h.b.lastCheck.Store(st == healthpb.HealthCheckResponse_SERVING)
+		return &healthpb.HealthCheckResponse{Status: st}, nil
+	}
 	return h.b.health.Check(ctx, req)
 }
 
