@@ -64,3 +64,28 @@ func CheckServerPreface(hdr []byte, maxFrame uint32) error {
 	}
 	return nil
 }
+
+// FramerError is the ConnError of a connection error that x/net's
+// Framer.ReadFrame returned (an http2.ConnectionError, which carries only
+// a code), so that an engine can tell the peer why in its GOAWAY and its
+// callers what broke; typ is the type of the frame being read (from its
+// header, peeked before), detail the Framer's ErrorDetail. ok is false
+// for any other error.
+func FramerError(err error, typ http2.FrameType, detail error) (ce *ConnError, ok bool) {
+	var xe http2.ConnectionError
+	if !errors.As(err, &xe) {
+		return nil, false
+	}
+	code := http2.ErrCode(xe)
+	reason := fmt.Sprintf("invalid %v frame", typ)
+	switch {
+	case detail != nil:
+		reason += ": " + detail.Error()
+	case typ == http2.FrameSettings && code == http2.ErrCodeFlowControl:
+		// The one FLOW_CONTROL_ERROR a SETTINGS frame can hold (RFC
+		// 9113 6.5.2); x/net checks it while parsing, before a caller
+		// could run CheckSettings.
+		reason = "invalid SETTINGS value: SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1"
+	}
+	return &ConnError{code, reason}, true
+}

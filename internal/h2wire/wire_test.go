@@ -91,6 +91,25 @@ func TestGRPCMessageRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDecodeGRPCMessage: what a backend's grpc-message may hold, as the
+// probes and the proxy both read it.
+func TestDecodeGRPCMessage(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"plain", "plain"},
+		{"100%25 sure", "100% sure"},
+		{"caf%C3%A9", "café"},
+		{"bad %zz escape", "bad %zz escape"},
+		{"trailing %4", "trailing %4"},
+		{"%41", "A"},
+	}
+	for _, tt := range tests {
+		if got := DecodeGRPCMessage(tt.in); got != tt.want {
+			t.Errorf("DecodeGRPCMessage(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestParseGRPCStatus(t *testing.T) {
 	if c, ok := ParseGRPCStatus("14"); !ok || c != codes.Unavailable {
 		t.Errorf("ParseGRPCStatus(14) = %v, %v", c, ok)
@@ -102,5 +121,30 @@ func TestParseGRPCStatus(t *testing.T) {
 	}
 	if FormatGRPCStatus(codes.NotFound) != "5" {
 		t.Error("FormatGRPCStatus")
+	}
+}
+
+func TestFramerError(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		typ    http2.FrameType
+		detail error
+		want   *ConnError // nil: not a connection error
+	}{
+		{"window in SETTINGS", http2.ConnectionError(http2.ErrCodeFlowControl), http2.FrameSettings, nil,
+			&ConnError{http2.ErrCodeFlowControl, "invalid SETTINGS value: SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1"}},
+		{"with detail", http2.ConnectionError(http2.ErrCodeCompression), http2.FrameHeaders, errors.New("hpack: bad"),
+			&ConnError{http2.ErrCodeCompression, "invalid HEADERS frame: hpack: bad"}},
+		{"bare code", http2.ConnectionError(http2.ErrCodeFrameSize), http2.FramePing, nil,
+			&ConnError{http2.ErrCodeFrameSize, "invalid PING frame"}},
+		{"not a connection error", http2.ErrFrameTooLarge, http2.FrameData, nil, nil},
+		{"a stream error", http2.StreamError{StreamID: 1, Code: http2.ErrCodeProtocol}, http2.FrameData, nil, nil},
+	}
+	for _, tt := range tests {
+		got, ok := FramerError(tt.err, tt.typ, tt.detail)
+		if ok != (tt.want != nil) || (ok && *got != *tt.want) {
+			t.Errorf("%s: FramerError = %+v, %v; want %+v", tt.name, got, ok, tt.want)
+		}
 	}
 }

@@ -49,6 +49,8 @@ const (
 	defaultMaxRecvMessage = 4 << 20
 	defaultMaxHeaderList  = 64 << 10
 	minWindow             = 65535
+	// maxWindow is the largest flow-control window HTTP/2 allows.
+	maxWindow = 1<<31 - 1
 )
 
 // Conn is a lazily connected channel to one backend address. The first

@@ -521,22 +521,6 @@ func TestEncodeTimeout(t *testing.T) {
 	}
 }
 
-func TestDecodeGRPCMessage(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"", ""},
-		{"plain", "plain"},
-		{"100%25 sure", "100% sure"},
-		{"caf%C3%A9", "café"},
-		{"bad %zz escape", "bad %zz escape"},
-		{"trailing %4", "trailing %4"},
-	}
-	for _, tt := range tests {
-		if got := decodeGRPCMessage(tt.in); got != tt.want {
-			t.Errorf("decodeGRPCMessage(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
@@ -453,14 +454,14 @@ func trailerStatus(f *http2.MetaHeadersFrame) error {
 	if raw == "" {
 		return newError(KindMalformed, codes.Unknown, nil, "server closed the stream without a grpc-status")
 	}
-	code, err := strconv.ParseUint(raw, 10, 32)
-	if err != nil {
-		return newError(KindNotGRPC, codes.Internal, err, "transport: malformed grpc-status: %v", err)
+	code, ok := h2wire.ParseGRPCStatus(raw)
+	if !ok {
+		return newError(KindNotGRPC, code, nil, "transport: malformed grpc-status %q", raw)
 	}
-	if code == 0 {
+	if code == codes.OK {
 		return nil
 	}
-	return &Error{Kind: KindAnswered, Status: status.New(codes.Code(code), decodeGRPCMessage(headerValue(f, "grpc-message")))}
+	return &Error{Kind: KindAnswered, Status: status.New(code, h2wire.DecodeGRPCMessage(headerValue(f, "grpc-message")))}
 }
 
 func headerValue(f *http2.MetaHeadersFrame, name string) string {
@@ -478,25 +479,6 @@ func metadataOf(f *http2.MetaHeadersFrame) metadata.MD {
 		md[hf.Name] = append(md[hf.Name], hf.Value)
 	}
 	return md
-}
-
-// decodeGRPCMessage undoes the percent-encoding of grpc-message.
-func decodeGRPCMessage(msg string) string {
-	if !strings.Contains(msg, "%") {
-		return msg
-	}
-	var b strings.Builder
-	for i := 0; i < len(msg); i++ {
-		if msg[i] == '%' && i+2 < len(msg) {
-			if v, err := strconv.ParseUint(msg[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(msg[i])
-	}
-	return b.String()
 }
 
 // encodeTimeout writes d as grpc-timeout: at most 8 digits and a unit,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/internal/grpccode"
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
@@ -31,6 +32,7 @@ const minMaxFrameSize = 16384
 type transport struct {
 	conn *Conn
 	nc   net.Conn
+	br   *bufio.Reader // fr's, peeked at for the server's first frame header
 	fr   *http2.Framer
 
 	wmu  sync.Mutex // guards the writing half of fr, wbuf, henc, hbuf
@@ -63,7 +65,8 @@ func newTransport(c *Conn, nc net.Conn) *transport {
 		windowGrown: make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	t.fr = http2.NewFramer(&t.wbuf, bufio.NewReaderSize(nc, readBufferSize))
+	t.br = bufio.NewReaderSize(nc, readBufferSize)
+	t.fr = http2.NewFramer(&t.wbuf, t.br)
 	// Our SETTINGS leave SETTINGS_MAX_FRAME_SIZE at its minimum; a longer
 	// frame is not HTTP/2 from this server (a peer speaking something
 	// else tends to look like one), not a reason to read megabytes.
@@ -151,19 +154,31 @@ func (t *transport) readLoop() {
 	defer t.conn.exited(t)
 	defer close(t.done)
 	for first := true; ; first = false {
-		f, err := t.fr.ReadFrame()
+		// The next frame's header, peeked: the type of a frame the
+		// Framer rejects names it in the error. The server's first frame
+		// must be its preface, a SETTINGS frame (RFC 9113 3.4): its header
+		// alone tells a peer that does not speak HTTP/2 (an HTTP/1
+		// answer, TLS, garbage), judged as grpcproxy judges its backends,
+		// before waiting for a payload that may never come.
+		hdr, err := t.br.Peek(h2wire.FrameHeaderLen)
 		if err == nil && first {
-			// The server's preface is a SETTINGS frame; anything else is
-			// a peer that does not speak HTTP/2.
-			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
-				err = fmt.Errorf("server preface: got %v, want SETTINGS", f.Header().Type)
-			}
+			err = h2wire.CheckServerPreface(hdr, minMaxFrameSize)
 		}
+		if err != nil {
+			t.readFailed(err, first)
+			return
+		}
+		typ := http2.FrameType(hdr[3])
+		f, err := t.fr.ReadFrame()
 		if err != nil {
 			var se http2.StreamError
 			if !first && errors.As(err, &se) {
 				t.resetStream(se.StreamID, se.Code, newError(KindReset, codes.Internal, se, "transport: %v", se))
 				continue
+			}
+			if ce, ok := h2wire.FramerError(err, typ, t.fr.ErrorDetail()); ok {
+				t.protocolError(ce)
+				return
 			}
 			t.readFailed(err, first)
 			return
@@ -176,7 +191,10 @@ func (t *transport) readLoop() {
 		case *http2.RSTStreamFrame:
 			t.onReset(f)
 		case *http2.SettingsFrame:
-			t.onSettings(f)
+			if err := t.onSettings(f); err != nil {
+				t.protocolError(err)
+				return
+			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
 				data := f.Data
@@ -188,8 +206,8 @@ func (t *transport) readLoop() {
 			t.onWindowUpdate(f)
 		case *http2.PushPromiseFrame:
 			// Push is disabled in our SETTINGS: a server that pushes
-			// breaks the protocol.
-			t.readFailed(errors.New("server sent PUSH_PROMISE, which the client disabled"), false)
+			// breaks the protocol (RFC 9113 8.4).
+			t.protocolError(&h2wire.ConnError{Code: http2.ErrCodeProtocol, Reason: "server sent PUSH_PROMISE, which the client disabled"})
 			return
 		}
 	}
@@ -338,26 +356,50 @@ func (t *transport) writeReset(id uint32, code http2.ErrCode) {
 	_ = t.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, code) })
 }
 
-func (t *transport) onSettings(f *http2.SettingsFrame) {
+// onSettings validates the server's SETTINGS (RFC 9113 6.5.2) and, only
+// if every value is allowed, applies and acks them. An invalid frame is
+// an *h2wire.ConnError, which ends the connection: applied, a window over
+// 2^31-1 or a frame size out of range would make every later window and
+// frame computation wrong.
+func (t *transport) onSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
-		return
+		return nil
+	}
+	if err := h2wire.CheckSettings(f, true); err != nil {
+		return err
 	}
 	t.mu.Lock()
 	var tableSize uint32
 	haveTableSize := false
+	var windowDelta int64
+	haveWindow := false
 	_ = f.ForeachSetting(func(s http2.Setting) error {
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			delta := int64(s.Val) - t.peerWindow
-			t.peerWindow = int64(s.Val)
-			for _, st := range t.streams {
-				st.sendWindow += delta
-			}
+			// Several in one frame: the last one is the value, the delta
+			// is from the window before the frame.
+			windowDelta = int64(s.Val) - t.peerWindow
+			haveWindow = true
 		case http2.SettingHeaderTableSize:
 			tableSize, haveTableSize = s.Val, true
 		}
 		return nil
 	})
+	if haveWindow {
+		// The change applies to every open stream's window, which must
+		// stay within 2^31-1 (RFC 9113 6.9.2); h2wire leaves this to the
+		// engines, which hold the windows.
+		for _, st := range t.streams {
+			if st.sendWindow+windowDelta > maxWindow {
+				t.mu.Unlock()
+				return &h2wire.ConnError{Code: http2.ErrCodeFlowControl, Reason: "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window over 2^31-1"}
+			}
+		}
+		t.peerWindow += windowDelta
+		for _, st := range t.streams {
+			st.sendWindow += windowDelta
+		}
+	}
 	t.signalWindowLocked()
 	t.mu.Unlock()
 	_ = t.write(func(fr *http2.Framer) error {
@@ -366,6 +408,30 @@ func (t *transport) onSettings(f *http2.SettingsFrame) {
 		}
 		return fr.WriteSettingsAck()
 	})
+	return nil
+}
+
+// protocolError ends the transport because the server broke HTTP/2 (err
+// an *h2wire.ConnError): the calls on it fail as KindBroken, UNAVAILABLE,
+// wrapping err, and the server is told why in a GOAWAY with err's code
+// (RFC 9113 5.4.1), so that its logs name the fault too.
+func (t *transport) protocolError(err error) {
+	code := http2.ErrCodeProtocol
+	var ce *h2wire.ConnError
+	if errors.As(err, &ce) {
+		code = ce.Code
+	}
+	reason := newError(KindBroken, codes.Unavailable, err, "connection error: transport: the backend broke HTTP/2: %v", err)
+	t.conn.retire(t, connectivity.TransientFailure)
+	t.mu.Lock()
+	streams := t.fail(reason)
+	t.mu.Unlock()
+	// No server-initiated stream was ever processed: last stream ID 0.
+	_ = t.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, code, nil) })
+	for _, s := range streams {
+		s.wake()
+	}
+	_ = t.nc.Close()
 }
 
 func (t *transport) onWindowUpdate(f *http2.WindowUpdateFrame) {
