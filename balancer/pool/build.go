@@ -32,13 +32,14 @@ func (p *Pool) builder() {
 // would be the one in force. p.mu must be held.
 func (p *Pool) buildLocked() {
 	members := make([]balancer.Member, 0, p.total)
+	now := p.now()
 	for _, m := range p.members {
 		if m.draining {
 			continue
 		}
 		members = append(members, balancer.Member{
 			Endpoint:      m.ep,
-			Weight:        m.weight,
+			Weight:        p.pickerWeightLocked(m, now),
 			Healthy:       m.status.Health == checker.Healthy && !m.ej.Ejected,
 			PanicEligible: m.status.PanicEligible() || m.ej.Ejected,
 			Pending:       m.status.Health == checker.Pending,

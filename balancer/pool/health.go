@@ -30,10 +30,12 @@ func (p *Pool) changed(ch checker.Change) {
 		// is recorded, and decides then whether it is readmitted.
 	case ch.Transition == checker.Admitted:
 		kind = event.EndpointAdmitted
+		p.admittedLocked(m)
 	case ch.Transition == checker.Evicted:
 		kind = event.EndpointEvicted
 	case ch.Transition == checker.Readmitted:
 		kind = event.EndpointReadmitted
+		p.admittedLocked(m)
 	}
 	ev := p.endpointEvent(kind, m)
 	if kind == event.EndpointEvicted {
@@ -89,6 +91,9 @@ func (p *Pool) setStatusLocked(m *member, st checker.Status) {
 	p.judged += j1 - j0
 	p.unprobed += u1 - u0
 	m.status = st
+	if st.Health != checker.Healthy {
+		p.stopRampLocked(m)
+	}
 	p.excludeLocked(m)
 }
 
@@ -103,6 +108,7 @@ func (p *Pool) addLocked(m *member, now time.Time) {
 	m.check, m.hint = p.spec.HealthCheck.Mode, ""
 	m.status = checker.Status{Health: checker.Pending, Since: now}
 	m.ej = outlier.State{}
+	p.stopRampLocked(m)
 	m.ep.SetOutcomeWatch(p.watch)
 	p.total++
 	p.unprobed++
@@ -121,6 +127,7 @@ func (p *Pool) removeLocked(m *member, now time.Time) {
 		m.ej = m.ej.End()
 	}
 	m.ep.SetOutcomeWatch(nil)
+	p.stopRampLocked(m)
 	m.draining = true
 	m.status.Health, m.status.Since = checker.Draining, now
 	p.excludeLocked(m)

@@ -210,12 +210,11 @@ func (p *Pool) setEjectionLocked(m *member, st outlier.State) {
 		p.ejected--
 	}
 	m.ej = st
+	if st.Ejected {
+		p.stopRampLocked(m)
+	}
 	p.excludeLocked(m)
 }
-
-// admittedLocked notes that m became healthy and routable (admitted or
-// readmitted). p.mu must be held.
-func (p *Pool) admittedLocked(*member) {}
 
 // sortedMembersLocked returns the members in address order, so that
 // ejections under a share bound do not depend on map order. p.mu must be

@@ -45,6 +45,9 @@ type member struct {
 	// ej is m's outlier ejection state (outlier.go): while ej.Ejected, m
 	// counts as unhealthy for a transport-like cause whatever status says.
 	ej outlier.State
+	// rampSince is when m was last admitted or readmitted while slow
+	// start was on (slowstart.go); zero when it does not ramp.
+	rampSince time.Time
 }
 
 // Pool is one cluster. All methods are safe for concurrent use.
@@ -102,6 +105,14 @@ type Pool struct {
 	tripped     chan struct{}
 	outlierKick chan struct{}
 	nextReview  time.Time
+
+	// Slow start (slowstart.go): ramping counts the members with a ramp
+	// in progress; rampKick wakes the ramp goroutine when one starts or
+	// the settings change. now is the pool's clock for ramps, time.Now
+	// outside tests, so that tests step weights without sleeping.
+	ramping  int
+	rampKick chan struct{}
+	now      func() time.Time
 }
 
 // New returns an empty pool called name. Nothing is probed until Apply.
@@ -121,6 +132,8 @@ func newPool(name string, opts Options, builder bool) *Pool {
 		kick:        make(chan struct{}, 1),
 		tripped:     make(chan struct{}, 1),
 		outlierKick: make(chan struct{}, 1),
+		rampKick:    make(chan struct{}, 1),
+		now:         time.Now,
 		discovered:  map[Source][]Endpoint{},
 		members:     map[string]*member{},
 		ready:       make(chan struct{}),
@@ -134,9 +147,10 @@ func newPool(name string, opts Options, builder bool) *Pool {
 		OnProbe:  opts.OnProbe,
 	})
 	if builder {
-		p.wg.Add(2)
+		p.wg.Add(3)
 		go p.builder()
 		go p.outliers()
+		go p.ramps()
 	}
 	return p
 }
@@ -180,6 +194,10 @@ func (p *Pool) Apply(spec Spec) Plan {
 		plan.OutlierChanged = !first && !sameOutlier(old.Outlier, spec.Outlier)
 		if plan.OutlierChanged || first {
 			p.configureOutliersLocked(time.Now())
+		}
+		plan.SlowStartChanged = !first && !sameSlowStart(old.SlowStart, spec.SlowStart)
+		if plan.SlowStartChanged {
+			p.configureSlowStartLocked()
 		}
 		if first || plan.PolicyChanged || plan.HealthCheckChanged {
 			ev := p.clusterEvent(event.ClusterConfigured)
@@ -357,6 +375,9 @@ type EndpointState struct {
 	Routable bool
 	// Ejection is its outlier ejection, zero when not ejected.
 	Ejection event.Ejection
+	// EffectiveWeight is the weight traffic is spread by now: Weight,
+	// or less while slow start ramps it up.
+	EffectiveWeight float64
 }
 
 // Endpoints returns the pool's endpoints, draining ones included, sorted
@@ -365,10 +386,12 @@ func (p *Pool) Endpoints() []EndpointState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]EndpointState, 0, len(p.members))
+	now := p.now()
 	for _, m := range p.members {
 		out = append(out, EndpointState{
 			Address: m.address, Weight: m.weight, Source: m.source, Status: shownStatus(m),
 			Check: m.check, Hint: m.hint, Routable: p.routableLocked(m), Ejection: ejectionOf(m),
+			EffectiveWeight: p.effectiveWeightLocked(m, now),
 		})
 	}
 	slices.SortFunc(out, func(a, b EndpointState) int {

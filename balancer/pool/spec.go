@@ -8,6 +8,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/roundrobin"
+	"github.com/vigil-proxy/vigil/balancer/slowstart"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -50,6 +51,9 @@ type Spec struct {
 	// Outlier turns on passive outlier detection (nil: off): endpoints
 	// whose traffic fails are ejected for a while (see outlier.go).
 	Outlier *outlier.Config
+	// SlowStart ramps up the weight of an endpoint admitted or
+	// readmitted (nil: off; see slowstart.go).
+	SlowStart *slowstart.Config
 }
 
 func (s Spec) policy() balancer.Policy {
@@ -71,7 +75,12 @@ func (s Spec) drainTimeout() time.Duration {
 // comparison and nothing more.
 func (s Spec) same(o Spec) bool {
 	return s.policy() == o.policy() && s.PanicThreshold == o.PanicThreshold && s.HealthCheck == o.HealthCheck &&
-		s.drainTimeout() == o.drainTimeout() && slices.Equal(s.Endpoints, o.Endpoints) && sameOutlier(s.Outlier, o.Outlier)
+		s.drainTimeout() == o.drainTimeout() && slices.Equal(s.Endpoints, o.Endpoints) && sameOutlier(s.Outlier, o.Outlier) &&
+		sameSlowStart(s.SlowStart, o.SlowStart)
+}
+
+func sameSlowStart(a, b *slowstart.Config) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
 }
 
 func sameOutlier(a, b *outlier.Config) bool {
@@ -94,12 +103,15 @@ type Plan struct {
 	// OutlierChanged: outlier detection was turned on, off or changed;
 	// current ejections keep their end (unless it was turned off).
 	OutlierChanged bool
+	// SlowStartChanged: slow start was turned on, off or changed; ramps
+	// in progress keep their start (and end at once if it was turned off).
+	SlowStartChanged bool
 }
 
 // Empty reports whether the plan changed nothing.
 func (p Plan) Empty() bool {
 	return !p.New && len(p.Added) == 0 && len(p.Removed) == 0 && len(p.Changed) == 0 &&
-		!p.PolicyChanged && !p.HealthCheckChanged && !p.OutlierChanged
+		!p.PolicyChanged && !p.HealthCheckChanged && !p.OutlierChanged && !p.SlowStartChanged
 }
 
 // Attrs summarizes the plan for a log record.

@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -34,6 +35,10 @@ type Cluster struct {
 type Endpoint struct {
 	Address string `json:"address"`
 	Weight  uint32 `json:"weight"`
+	// EffectiveWeight is the weight traffic is spread by now: Weight,
+	// or less while slow start ramps the endpoint up after its admission
+	// or readmission.
+	EffectiveWeight float64 `json:"effective_weight"`
 	// Health is pending, healthy, unhealthy or draining.
 	Health string `json:"health"`
 	// Reason is what evicted the endpoint, or its latest failure while it
@@ -125,15 +130,16 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 			c.Total++
 		}
 		ep := Endpoint{
-			Address:  e.Address,
-			Weight:   e.Weight,
-			Health:   e.Status.Health.String(),
-			Reason:   e.Status.Reason,
-			Since:    e.Status.Since.UTC(),
-			Failures: e.Status.Failures,
-			Check:    string(e.Check),
-			Hint:     e.Hint,
-			Source:   e.Source,
+			Address:         e.Address,
+			Weight:          e.Weight,
+			EffectiveWeight: float64(e.Weight),
+			Health:          e.Status.Health.String(),
+			Reason:          e.Status.Reason,
+			Since:           e.Status.Since.UTC(),
+			Failures:        e.Status.Failures,
+			Check:           string(e.Check),
+			Hint:            e.Hint,
+			Source:          e.Source,
 		}
 		if e.Status.Cause != checker.CauseNone {
 			ep.Cause = e.Status.Cause.String()
@@ -155,6 +161,12 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 					ep.LastLatencyMS = &ms
 				}
 				ep.Inflight = st.Inflight
+				if st.HasEffectiveWeight {
+					// Hundredths: the pickers resolve no finer
+					// (slowstart.Scale), and a page need not redraw
+					// for less.
+					ep.EffectiveWeight = math.Round(st.EffectiveWeight*100) / 100
+				}
 			}
 		}
 		c.Endpoints = append(c.Endpoints, ep)

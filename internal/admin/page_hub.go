@@ -526,6 +526,9 @@ func (h *pageHub) applyEndpoint(now time.Time, he *hubEndpoint, e *Endpoint, ver
 	row := mustJSON(&pe)
 	stateOnly := pe
 	stateOnly.LastProbe, stateOnly.LastLatencyMS, stateOnly.Inflight = nil, nil, 0
+	// The effective weight moves while slow start ramps: a figure, like
+	// the in-flight count, not a change of state.
+	stateOnly.EffectiveWeight = float64(stateOnly.Weight)
 	st := mustJSON(&stateOnly)
 	changed := false
 	if !bytes.Equal(st, he.state) {

@@ -55,7 +55,7 @@ func TestClustersJSONShape(t *testing.T) {
 		t.Fatalf("%d clusters", len(clusters))
 	}
 	wantCluster := []string{"check", "endpoints", "healthy", "lb_policy", "name", "panic", "panic_threshold", "total"}
-	wantEndpoint := []string{"address", "cause", "check", "ejection", "failures", "health", "hint", "inflight", "last_latency_ms",
+	wantEndpoint := []string{"address", "cause", "check", "effective_weight", "ejection", "failures", "health", "hint", "inflight", "last_latency_ms",
 		"last_probe", "reason", "since", "source", "weight"}
 	for _, c := range clusters {
 		c := c.(map[string]any)

@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigil-proxy/vigil/balancer/outlier"
+	"github.com/vigil-proxy/vigil/balancer/slowstart"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -21,8 +22,9 @@ var (
 	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
-	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start"}
 	outlierKeys     = []string{"consecutive_failures", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "failure_percentage", "minimum_requests"}
+	slowStartKeys   = []string{"window", "aggression", "min_weight_percent"}
 	endpointKeys    = []string{"address", "weight"}
 	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
 )
@@ -387,7 +389,59 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	if v := f.value("outlier_detection"); v != nil {
 		c.Outlier = w.decodeOutlier(v, join(path, "outlier_detection"))
 	}
+	if v := f.value("slow_start"); v != nil {
+		c.SlowStart = w.decodeSlowStart(v, join(path, "slow_start"))
+	}
 	return c, nameNode
+}
+
+// decodeSlowStart decodes slow_start over slowstart.DefaultConfig, then
+// lets slowstart.Config.Problems, the one set of rules, judge it, at the
+// field each complaint is about.
+func (w *walker) decodeSlowStart(raw *yaml.Node, path string) *slowstart.Config {
+	c := slowstart.DefaultConfig()
+	f, node, ok := w.mapping(raw, path, slowStartKeys)
+	if !ok {
+		return &c
+	}
+	at := map[string]*yaml.Node{}
+	bad := false
+	if v := f.value("window"); v != nil {
+		at["window"] = resolve(v)
+		// A zero window is judged by the rules below, like the others.
+		if d, ok := w.duration(v, join(path, "window"), true); ok {
+			c.Window = d
+		} else {
+			bad = true
+		}
+	}
+	if v := f.value("aggression"); v != nil {
+		at["aggression"] = resolve(v)
+		if x, ok := w.number(v, join(path, "aggression")); ok {
+			c.Aggression = x
+		} else {
+			bad = true
+		}
+	}
+	if v := f.value("min_weight_percent"); v != nil {
+		at["min_weight_percent"] = resolve(v)
+		if n, ok := w.integer(v, join(path, "min_weight_percent"), math.MinInt32, math.MaxInt32); ok {
+			c.MinWeightPercent = int(n)
+		} else {
+			bad = true
+		}
+	}
+	// Values that did not parse are reported already.
+	if !bad {
+		for _, fe := range c.Problems() {
+			n := at[fe.Field]
+			if n == nil {
+				n = node
+			}
+			w.errs.at(n, join(path, fe.Field), "%v", fe.Err)
+		}
+	}
+	return &c
 }
 
 // decodeOutlier decodes outlier_detection over outlier.DefaultConfig,

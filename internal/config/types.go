@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer/outlier"
+	"github.com/vigil-proxy/vigil/balancer/slowstart"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/discovery"
 )
@@ -184,6 +185,8 @@ type Cluster struct {
 	HealthCheck checker.Config
 	// Outlier is the outlier_detection section (nil: off).
 	Outlier *outlier.Config
+	// SlowStart is the slow_start section (nil: off).
+	SlowStart *slowstart.Config
 
 	Pos Pos
 }

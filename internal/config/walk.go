@@ -362,6 +362,21 @@ func (w *walker) integer(raw *yaml.Node, path string, lo, hi int64) (int64, bool
 	return w.inRange(n, path, v, lo, hi)
 }
 
+// number reads a finite decimal number (an integer or a float, not .inf
+// or .nan); its range is the caller's to judge.
+func (w *walker) number(raw *yaml.Node, path string) (float64, bool) {
+	n, ok := w.scalar(raw, path, "a number")
+	if !ok {
+		return 0, false
+	}
+	var v float64
+	if (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&v) != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		w.errs.at(n, path, "must be a number, not %s", describe(n))
+		return 0, false
+	}
+	return v, true
+}
+
 func (w *walker) inRange(n *yaml.Node, path string, v, lo, hi int64) (int64, bool) {
 	if v < lo || v > hi {
 		if hi == math.MaxInt32 {

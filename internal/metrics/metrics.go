@@ -261,6 +261,11 @@ type EndpointStats struct {
 	// Inflight counts the TCP connections and gRPC streams open to the
 	// endpoint through the data paths.
 	Inflight int64
+	// EffectiveWeight is the weight traffic is spread by now (less than
+	// the configured weight while slow start ramps the endpoint up);
+	// HasEffectiveWeight says whether it is known.
+	EffectiveWeight    float64
+	HasEffectiveWeight bool
 }
 
 // Endpoint returns what the metrics know about one endpoint, and false if

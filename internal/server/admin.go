@@ -98,5 +98,8 @@ func (s *Server) endpointStats(cluster, address string) (admin.EndpointStats, bo
 	if n, found := rt.pool.Inflight(address); found {
 		st.Inflight, ok = n, true
 	}
+	if w, found := rt.pool.EffectiveWeight(address); found {
+		st.EffectiveWeight, st.HasEffectiveWeight, ok = w, true, true
+	}
 	return st, ok
 }

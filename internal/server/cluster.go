@@ -53,6 +53,7 @@ func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
 		Endpoints:      eps,
 		DrainTimeout:   drainTimeout,
 		Outlier:        c.Outlier,
+		SlowStart:      c.SlowStart,
 	}
 }
 
