@@ -92,7 +92,9 @@ func fixedStats(cluster, address string) (EndpointStats, bool) {
 	case "127.0.0.1:50051":
 		return EndpointStats{LastProbe: t0.Add(3*time.Minute + 10*time.Second), LastLatency: 1234 * time.Microsecond, Inflight: 3}, true
 	case "127.0.0.1:50052":
-		return EndpointStats{LastProbe: t0.Add(3*time.Minute + 9*time.Second), LastLatency: 420 * time.Microsecond}, true
+		// Ramping up under slow start: a third of its weight of 2.
+		return EndpointStats{LastProbe: t0.Add(3*time.Minute + 9*time.Second), LastLatency: 420 * time.Microsecond,
+			EffectiveWeight: 2.0 / 3, HasEffectiveWeight: true}, true
 	case "127.0.0.1:50053":
 		return EndpointStats{Inflight: 1}, true
 	case "127.0.0.1:50062": // a Watch endpoint: statuses pushed, never timed

@@ -74,10 +74,15 @@ func TestClustersJSONShape(t *testing.T) {
 		"address": "127.0.0.1:50052", "weight": 2.0, "health": "unhealthy", "reason": "NOT_SERVING",
 		"cause": "answer", "since": "2026-11-24T10:00:00Z", "failures": 1.0, "check": "check",
 		"last_probe": "2026-11-24T10:03:09Z", "last_latency_ms": 0.42, "inflight": 0.0,
+		"effective_weight": 0.67, // slow start's figure, in hundredths
 	} {
 		if ep[k] != want {
 			t.Errorf("endpoint %s = %#v; want %#v", k, ep[k], want)
 		}
+	}
+	// Without slow start's figure, the effective weight is the weight.
+	if first := orders["endpoints"].([]any)[0].(map[string]any); first["effective_weight"] != first["weight"] {
+		t.Errorf("effective_weight %v, weight %v; want them equal", first["effective_weight"], first["weight"])
 	}
 	// An endpoint never probed has null probe figures; one whose
 	// statuses are pushed has a time but no latency.

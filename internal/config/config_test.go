@@ -77,7 +77,7 @@ func TestExampleValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
+	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(data), k+":") {
 				t.Errorf("config.example.yaml lacks field %q", k)
