@@ -1,14 +1,20 @@
 package pool
 
 import (
+	"fmt"
 	"math"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
+	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/leastrequest"
+	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/balancer/random"
+	"github.com/vigil-proxy/vigil/balancer/roundrobin"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
 )
 
@@ -24,12 +30,12 @@ func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 // clock's start.
 type rampPool struct {
 	*Pool
-	t   *testing.T
+	t   testing.TB
 	clk *fakeClock
 	rec *recorder
 }
 
-func newRampPool(t *testing.T, spec Spec, addrs ...string) *rampPool {
+func newRampPool(t testing.TB, spec Spec, addrs ...string) *rampPool {
 	t.Helper()
 	rec := &recorder{}
 	p := newPool("c", Options{Sinks: []event.Sink{rec}}, false)
@@ -216,8 +222,7 @@ func TestSlowStartPolicies(t *testing.T) {
 			a, b := "10.0.0.1:1", "10.0.0.2:1"
 			r := newRampPool(t, spec, a, b)
 			r.clk.advance(time.Hour)
-			for r.step() != 0 {
-			}
+			r.step() // the ramps of the admission end
 			r.setHealth(b, refused)
 			r.setHealth(b, healthy)
 			r.build()
@@ -255,5 +260,137 @@ func TestSlowStartGoroutine(t *testing.T) {
 	}
 	if w, _ := p.EffectiveWeight(b); w != 1 {
 		t.Fatalf("effective weight %v after the ramp", w)
+	}
+}
+
+// rampingPool is a pool of n endpoints under policy, the first tenth of
+// them readmitted at the clock's present, so ramping.
+func rampingPool(t testing.TB, policy balancer.Policy, n int) (*rampPool, []string) {
+	cfg := slowstart.Config{Window: 10 * time.Second, Aggression: 1, MinWeightPercent: 10}
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.0.%d.%d:1", i/250, i%250)
+	}
+	r := newRampPool(t, Spec{Policy: policy, SlowStart: &cfg}, addrs...)
+	r.clk.advance(time.Hour)
+	r.step() // the ramps of the admission end
+	readmit := addrs[:max(n/10, 1)]
+	for _, a := range readmit {
+		r.setHealth(a, refused)
+		r.setHealth(a, healthy)
+	}
+	r.build()
+	return r, readmit
+}
+
+var policiesUnderTest = []balancer.Policy{roundrobin.Policy{}, leastrequest.Policy{}, random.Policy{}}
+
+// TestSlowStartPickAllocs: a pick between the ramp's rebuilds neither
+// allocates nor returns nil, at every step of the ramp.
+func TestSlowStartPickAllocs(t *testing.T) {
+	for _, policy := range policiesUnderTest {
+		t.Run(policy.Name(), func(t *testing.T) {
+			r, _ := rampingPool(t, policy, 1000)
+			for i := 0; ; i++ {
+				if allocs := testing.AllocsPerRun(1000, func() {
+					if r.Cluster().Pick() == nil {
+						t.Fatal("Pick returned nil")
+					}
+				}); allocs != 0 {
+					t.Fatalf("step %d: %v allocations per pick", i, allocs)
+				}
+				r.clk.advance(time.Second)
+				if r.step() == 0 {
+					break
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPickWhileRamping measures a pick while another goroutine
+// rebuilds the picker with ramped weights every millisecond (the pool
+// does so at most every 100ms): rebuilds/s and the picks' cost. Its
+// allocs/op include the rebuilds' own, spread over the picks;
+// TestSlowStartPickAllocs shows a pick itself makes none.
+func BenchmarkPickWhileRamping(b *testing.B) {
+	for _, policy := range policiesUnderTest {
+		for _, n := range []int{3, 1000} {
+			b.Run(fmt.Sprintf("%s/%d", policy.Name(), n), func(b *testing.B) {
+				r, readmit := rampingPool(b, policy, n)
+				stop, done := make(chan struct{}), make(chan struct{})
+				var rebuilds atomic.Int64
+				go func() {
+					defer close(done)
+					tick := time.NewTicker(time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-tick.C:
+						}
+						r.clk.advance(time.Second)
+						if r.step() == 0 {
+							// Ramp over: start it again.
+							for _, a := range readmit {
+								r.setHealth(a, refused)
+								r.setHealth(a, healthy)
+							}
+						}
+						rebuilds.Add(1)
+					}
+				}()
+				b.ReportAllocs()
+				var sink *balancer.Endpoint
+				for b.Loop() {
+					sink = r.Cluster().Pick()
+				}
+				b.StopTimer()
+				close(stop)
+				<-done
+				if sink == nil {
+					b.Fatal("Pick returned nil")
+				}
+				b.ReportMetric(float64(rebuilds.Load())/b.Elapsed().Seconds(), "rebuilds/s")
+			})
+		}
+	}
+}
+
+// TestSlowStartAfterEjection: the end of an outlier ejection is a
+// readmission, and ramps like one.
+func TestSlowStartAfterEjection(t *testing.T) {
+	cfg := slowstart.Config{Window: 10 * time.Second, Aggression: 1, MinWeightPercent: 10}
+	oc := outlier.DefaultConfig()
+	oc.ConsecutiveFailures, oc.BaseEjectionTime, oc.Interval, oc.MaxEjectionPercent = 3, time.Second, time.Hour, 50
+	a, b := "10.0.0.1:1", "10.0.0.2:1"
+	r := newRampPool(t, Spec{SlowStart: &cfg, Outlier: &oc}, a, b)
+	r.clk.advance(time.Hour)
+	r.step()
+	review := func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.reviewOutliersLocked(r.clk.now())
+	}
+	r.mu.Lock()
+	ep := r.members[b].ep
+	r.mu.Unlock()
+	for range 3 {
+		ep.Report(codes.Unavailable)
+	}
+	review()
+	r.build()
+	if w := r.weights(); len(w) != 1 {
+		t.Fatalf("not ejected: picker weights %v", w)
+	}
+	r.clk.advance(2 * time.Second)
+	review()
+	if got := r.effective(b); got != 0.1 {
+		t.Fatalf("readmitted at the end of its ejection: effective weight %v, want 0.1", got)
+	}
+	r.build()
+	if w := r.weights(); w[a] != 100 || w[b] != 10 {
+		t.Fatalf("picker weights %v, want 100 and 10", w)
 	}
 }
