@@ -43,6 +43,14 @@
 // the active check says healthy. The arithmetic is package outlier's pure
 // functions of the time.
 //
+// Slow start (Spec.SlowStart, slowstart.go): an endpoint admitted or
+// readmitted ramps from a share of its weight to all of it over a window.
+// Picks read integer weights fixed at build, so the ramp is a series of
+// builds at a bounded rate (every window/10, at least 100ms apart), made
+// only while some endpoint ramps; the weights are read on the pool's clock
+// (p.now, injectable for tests). A ramp changes how traffic is spread,
+// never whom it may reach. The arithmetic is package slowstart's.
+//
 // Events: each change is reported as typed events (package event) to the
 // sinks, in order: the eviction log (LogSink), and in vigil the state
 // store, the metrics and the proxy's own health service. Every transition
@@ -60,7 +68,8 @@
 // draining endpoint, which waits for its in-flight work to end, and one
 // outlier goroutine (outliers), which ejects tripped endpoints, ends
 // ejections when their time is over and reviews each interval; it sleeps
-// while outlier detection is off. Its
+// while outlier detection is off. One ramp goroutine (ramps) rebuilds the
+// picker while an endpoint ramps under slow start, and sleeps otherwise. Its
 // checker.Group runs one prober per endpoint. Close stops them all and
 // waits for them.
 //
