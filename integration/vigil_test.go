@@ -351,6 +351,7 @@ type yamlCluster struct {
 	Weights      []int
 	Health       string // the health_check block's lines, without indentation
 	Discovery    string // the discovery block's lines, without indentation; "" for none
+	Extra        string // more YAML lines for the cluster (sections such as slow_start), indented by the caller
 }
 
 func (c yamlConfig) String() string {
@@ -392,6 +393,11 @@ func (c yamlConfig) String() string {
 			b.WriteString("    discovery:\n")
 			for _, line := range strings.Split(strings.TrimSpace(cl.Discovery), "\n") {
 				fmt.Fprintf(&b, "      %s\n", strings.TrimRight(line, " "))
+			}
+		}
+		if cl.Extra != "" {
+			for _, line := range strings.Split(strings.Trim(cl.Extra, "\n"), "\n") {
+				fmt.Fprintf(&b, "    %s\n", strings.TrimRight(line, " "))
 			}
 		}
 		health := cl.Health
