@@ -7,15 +7,19 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 )
 
 // backend is a real gRPC server on loopback, in the test process: the
@@ -31,6 +35,41 @@ type backend struct {
 
 	// stall, when set, makes health Checks hang until their deadline.
 	stall atomic.Bool
+
+	// For outlier detection: calls counts every UnaryCall received, failed
+	// or not, and with track set times holds when each arrived (off by
+	// default: load and benchmark tests make millions); a non-zero
+	// failCode fails failPercent of them (spread evenly) with that code
+	// while the health service stays SERVING; hang makes them wait for
+	// their context to end (a client's deadline or cancellation), inflight
+	// counting those waiting.
+	calls                 atomic.Int64
+	failCode, failPercent atomic.Uint32
+	hang, track           atomic.Bool
+	inflight              atomic.Int64
+	mu                    sync.Mutex
+	times                 []time.Time
+}
+
+// callsIn counts the UnaryCalls the backend received in [from, to) and
+// returns the latest of them (zero if none).
+func (b *backend) callsIn(from, to time.Time) (n int, last time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, at := range b.times {
+		if !at.Before(from) && at.Before(to) {
+			n++
+			last = at
+		}
+	}
+	return n, last
+}
+
+// fail makes percent of the backend's UnaryCalls (100: every one) fail
+// with code; codes.OK stops it.
+func (b *backend) fail(code codes.Code, percent int) {
+	b.failPercent.Store(uint32(percent))
+	b.failCode.Store(uint32(code))
 }
 
 type backendOption func(*backendConfig)
@@ -117,6 +156,25 @@ type idServer struct {
 }
 
 func (s *idServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	n := s.b.calls.Add(1) - 1
+	if s.b.track.Load() {
+		s.b.mu.Lock()
+		s.b.times = append(s.b.times, time.Now())
+		s.b.mu.Unlock()
+	}
+	if c := codes.Code(s.b.failCode.Load()); c != codes.OK {
+		// The n-th call fails if it crosses a multiple of 100/percent:
+		// percent of every 100 in a row, spread over them.
+		if p := int64(s.b.failPercent.Load()); (n+1)*p/100 > n*p/100 {
+			return nil, status.Errorf(c, "backend %s told to fail", s.b.id)
+		}
+	}
+	if s.b.hang.Load() {
+		s.b.inflight.Add(1)
+		<-ctx.Done()
+		s.b.inflight.Add(-1)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	resp, err := s.TestServiceServer.UnaryCall(ctx, req)
 	if err != nil {
 		return nil, err
