@@ -1,9 +1,9 @@
 package checker
 
 import (
-	"errors"
-	"fmt"
 	"time"
+
+	"github.com/vigil-proxy/vigil/internal/fielderr"
 )
 
 // Mode is how endpoints are health-checked.
@@ -121,35 +121,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// FieldError is what is wrong with one field of a Config. Field is the
-// field's name in vigil's configuration file (timeout, jitter,
-// unhealthy_threshold, ...).
-type FieldError struct {
-	Field string
-	Err   error
-}
+// FieldError is what is wrong with one field of a Config (the one type
+// every section's validator reports in).
+type FieldError = fielderr.Error
 
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Validate reports what is wrong with c (Problems, joined with
-// errors.Join), or nil.
-func (c Config) Validate() error {
-	var errs []error
-	for _, fe := range c.Problems() {
-		errs = append(errs, fe)
-	}
-	return errors.Join(errs...)
-}
+// Validate reports what is wrong with c (Problems, joined), or nil.
+func (c Config) Validate() error { return fielderr.List(c.Problems()).Join() }
 
 // Problems lists what is wrong with c, a field at a time. A zero field is
 // fine: it takes its default.
 func (c Config) Problems() []*FieldError {
-	var errs []*FieldError
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
-	}
+	var errs fielderr.List
+	bad := errs.Add
 	switch c.Mode {
 	case "", ModeCheck, ModeWatch, ModeTCP, ModeNone:
 	default:

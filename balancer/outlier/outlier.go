@@ -11,9 +11,9 @@
 package outlier
 
 import (
-	"errors"
-	"fmt"
 	"time"
+
+	"github.com/vigil-proxy/vigil/internal/fielderr"
 )
 
 // Defaults of the outlier_detection section (DESIGN.md, "Traffic-aware
@@ -67,32 +67,17 @@ func DefaultConfig() Config {
 // MinInterval is the shortest interval (and base ejection time) taken.
 const MinInterval = 10 * time.Millisecond
 
-// FieldError is what is wrong with one field of a Config; Field is its
-// name in vigil's configuration file.
-type FieldError struct {
-	Field string
-	Err   error
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-
-func (e *FieldError) Unwrap() error { return e.Err }
+// FieldError is what is wrong with one field of a Config (the one type
+// every section's validator reports in).
+type FieldError = fielderr.Error
 
 // Validate reports what is wrong with c (Problems, joined), or nil.
-func (c Config) Validate() error {
-	var errs []error
-	for _, fe := range c.Problems() {
-		errs = append(errs, fe)
-	}
-	return errors.Join(errs...)
-}
+func (c Config) Validate() error { return fielderr.List(c.Problems()).Join() }
 
 // Problems lists what is wrong with c, a field at a time.
 func (c Config) Problems() []*FieldError {
-	var errs []*FieldError
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
-	}
+	var errs fielderr.List
+	bad := errs.Add
 	if c.ConsecutiveFailures < 0 {
 		bad("consecutive_failures", "must be 0 (off) or more, not %d", c.ConsecutiveFailures)
 	}

@@ -9,10 +9,10 @@
 package slowstart
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"time"
+
+	"github.com/vigil-proxy/vigil/internal/fielderr"
 )
 
 // Defaults of the slow_start section (DESIGN.md, "Traffic-aware health"),
@@ -46,32 +46,17 @@ func DefaultConfig() Config {
 	return Config{Window: DefaultWindow, Aggression: DefaultAggression, MinWeightPercent: DefaultMinWeightPercent}
 }
 
-// FieldError is what is wrong with one field of a Config; Field is its
-// name in vigil's configuration file.
-type FieldError struct {
-	Field string
-	Err   error
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
-
-func (e *FieldError) Unwrap() error { return e.Err }
+// FieldError is what is wrong with one field of a Config (the one type
+// every section's validator reports in).
+type FieldError = fielderr.Error
 
 // Validate reports what is wrong with c (Problems, joined), or nil.
-func (c Config) Validate() error {
-	var errs []error
-	for _, fe := range c.Problems() {
-		errs = append(errs, fe)
-	}
-	return errors.Join(errs...)
-}
+func (c Config) Validate() error { return fielderr.List(c.Problems()).Join() }
 
 // Problems lists what is wrong with c, a field at a time.
 func (c Config) Problems() []*FieldError {
-	var errs []*FieldError
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
-	}
+	var errs fielderr.List
+	bad := errs.Add
 	if c.Window <= 0 {
 		bad("window", "must be positive, not %v", c.Window)
 	}
