@@ -11,6 +11,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
 	"github.com/vigil-proxy/vigil/checker"
+	"github.com/vigil-proxy/vigil/internal/fielderr"
 )
 
 // The keys of each mapping of the schema.
@@ -433,13 +434,7 @@ func (w *walker) decodeSlowStart(raw *yaml.Node, path string) *slowstart.Config 
 	}
 	// Values that did not parse are reported already.
 	if !bad {
-		for _, fe := range c.Problems() {
-			n := at[fe.Field]
-			if n == nil {
-				n = node
-			}
-			w.errs.at(n, join(path, fe.Field), "%v", fe.Err)
-		}
+		w.fieldProblems(node, at, path, c.Problems())
 	}
 	return &c
 }
@@ -499,13 +494,7 @@ func (w *walker) decodeOutlier(raw *yaml.Node, path string) *outlier.Config {
 	// Values that did not parse are reported already; the rules judge
 	// the section only when every field it names was read.
 	if !bad {
-		for _, fe := range c.Problems() {
-			n := at[fe.Field]
-			if n == nil {
-				n = node
-			}
-			w.errs.at(n, join(path, fe.Field), "%v", fe.Err)
-		}
+		w.fieldProblems(node, at, path, c.Problems())
 	}
 	return &c
 }
@@ -629,7 +618,14 @@ func (w *walker) decodeHealthCheck(raw *yaml.Node, path string, hc *checker.Conf
 			hc.Liveness = checker.Liveness(s)
 		}
 	}
-	for _, fe := range hc.Problems() {
+	w.fieldProblems(node, at, path, hc.Problems())
+}
+
+// fieldProblems reports the problems a section's own validator found, each
+// at the node of its field (at, by field name), or at the section's node
+// for a field the file left out.
+func (w *walker) fieldProblems(node *yaml.Node, at map[string]*yaml.Node, path string, problems []*fielderr.Error) {
+	for _, fe := range problems {
 		n := at[fe.Field]
 		if n == nil {
 			n = node
