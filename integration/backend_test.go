@@ -42,11 +42,13 @@ type backend struct {
 	// failCode fails failPercent of them (spread evenly) with that code
 	// while the health service stays SERVING; hang makes them wait for
 	// their context to end (a client's deadline or cancellation), inflight
-	// counting those waiting.
+	// counting those waiting and holds every one that ever waited (a test
+	// that waits for "one more is held" needs the monotonic count: inflight
+	// can drop as the previous held RPC ends while the next one arrives).
 	calls                 atomic.Int64
 	failCode, failPercent atomic.Uint32
 	hang, track           atomic.Bool
-	inflight              atomic.Int64
+	inflight, holds       atomic.Int64
 	mu                    sync.Mutex
 	times                 []time.Time
 }
@@ -170,6 +172,7 @@ func (s *idServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*t
 		}
 	}
 	if s.b.hang.Load() {
+		s.b.holds.Add(1)
 		s.b.inflight.Add(1)
 		<-ctx.Done()
 		s.b.inflight.Add(-1)

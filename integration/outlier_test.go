@@ -249,7 +249,7 @@ func TestOutlierIgnoresClientCancellationsAndDeadlines(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		holding := held.inflight.Load()
+		holding := held.holds.Load()
 		go func() {
 			_, err := c.call(ctx)
 			done <- err
@@ -265,7 +265,7 @@ func TestOutlierIgnoresClientCancellationsAndDeadlines(t *testing.T) {
 				cancel()
 				t.Fatalf("RPC %d neither answered nor held by %s within 10s", i, held.id)
 			case <-time.After(time.Millisecond):
-				if held.inflight.Load() > holding {
+				if held.holds.Load() > holding {
 					cancel()
 					err = <-done
 					if status.Code(err) != codes.Canceled {
