@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 )
 
 // chaosHealthCheck is the health check of the backend fault tests: fast
@@ -12,6 +14,10 @@ import (
 // that a healthy endpoint is evicted on a loaded machine (three probes in a
 // row would have to go unanswered for 400ms).
 const chaosHealthCheck = "mode: check\ninterval: 400ms\ntimeout: 400ms\njitter: 0%\nunhealthy_threshold: 3\nhealthy_threshold: 1"
+
+// chaosOutlier is the outlier detection of the fault whose health stays
+// SERVING: five failed RPCs in a row eject, for 1s then 2s.
+const chaosOutlier = "outlier_detection:\n  consecutive_failures: 5\n  interval: 10s\n  base_ejection_time: 1s\n  max_ejection_time: 2s"
 
 // chaosCluster is three backends behind fault fronts, vigil in front of
 // them with a grpc listener "api" and a tcp listener "tcp", and the chaos
@@ -26,7 +32,8 @@ type chaosCluster struct {
 	admitted int
 }
 
-func newChaosCluster(t *testing.T, health string) *chaosCluster {
+// extra is more of the cluster's section (YAML at its indentation).
+func newChaosCluster(t *testing.T, health, extra string) *chaosCluster {
 	t.Helper()
 	c := &chaosCluster{}
 	var endpoints []string
@@ -39,7 +46,7 @@ func newChaosCluster(t *testing.T, health string) *chaosCluster {
 	}
 	c.v, c.admin = startChaosVigil(t, yamlConfig{
 		Listeners: []yamlListener{{Name: "api", Cluster: "demo"}, {Name: "tcp", Protocol: "tcp", Cluster: "demo"}},
-		Clusters:  []yamlCluster{{Name: "demo", Endpoints: endpoints, Health: health}},
+		Clusters:  []yamlCluster{{Name: "demo", Endpoints: endpoints, Health: health, Extra: extra}},
 	})
 	for _, f := range c.fronts {
 		c.v.wait(20*time.Second, 0, match("endpoint admitted", "endpoint", f.addr), "admitted "+f.addr)
@@ -88,8 +95,13 @@ func chaosOthersUntouched(t *testing.T, v *vigilProc, from int, faulty string) {
 func TestChaosBackendFaults(t *testing.T) {
 	t.Parallel()
 	type fault struct {
-		name    string
-		health  string
+		name   string
+		health string
+		// extra is more of the cluster's section; outlier says the
+		// eviction is outlier detection's (check=outlier, failures at
+		// least the count), not the active check's.
+		extra   string
+		outlier bool
 		reasons []string // acceptable eviction reasons
 		// failures is the failure count the eviction record carries:
 		// the unhealthy threshold for transport trouble, 1 for an answer.
@@ -146,11 +158,19 @@ func TestChaosBackendFaults(t *testing.T) {
 			inject: func(c *chaosCluster) { c.bs[2].flap(10 * time.Millisecond) },
 			heal:   func(c *chaosCluster) { c.bs[2].flap(0) },
 		},
+		fault{
+			// Health SERVING, every TestService RPC failing UNAVAILABLE:
+			// only the traffic says so.
+			name: "serving-failing", health: chaosHealthCheck, extra: chaosOutlier, outlier: true,
+			reasons: []string{"UNAVAILABLE"}, failures: 5,
+			inject: func(c *chaosCluster) { c.bs[2].failWith(codes.Unavailable) },
+			heal:   func(c *chaosCluster) { c.bs[2].failWith(codes.OK) },
+		},
 	)
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			c := newChaosCluster(t, f.health)
+			c := newChaosCluster(t, f.health, f.extra)
 			faulty := c.fronts[2].addr
 			baseline := c.warmUp(t)
 
@@ -160,7 +180,11 @@ func TestChaosBackendFaults(t *testing.T) {
 			f.inject(c)
 			r, _ := c.v.wait(20*time.Second, from, match("endpoint evicted", "endpoint", faulty), "the faulty endpoint evicted")
 			evictedSeen := time.Now()
-			if !slices.Contains(f.reasons, r.str("reason")) || r.num("failures") != f.failures || r.str("cluster") != "demo" {
+			if f.outlier {
+				if r.str("check") != "outlier" || !slices.Contains(f.reasons, r.str("reason")) || r.num("failures") < f.failures || r.str("cluster") != "demo" {
+					t.Errorf("evicted record = %v; want check=outlier, reason in %v after at least %d failures", r, f.reasons, f.failures)
+				}
+			} else if !slices.Contains(f.reasons, r.str("reason")) || r.num("failures") != f.failures || r.str("cluster") != "demo" {
 				t.Errorf("evicted record = %v; want reason in %v after %d failures", r, f.reasons, f.failures)
 			}
 			t.Logf("evicted: reason %s after %d failures, healthy %s/%s", r.str("reason"), r.num("failures"), r.str("healthy"), r.str("total"))
@@ -199,9 +223,58 @@ func TestChaosBackendFaults(t *testing.T) {
 			readmissions := len(c.v.logs.find(from, match("endpoint readmitted", "endpoint", faulty)))
 			t.Logf("%s: %d eviction and %d readmission records for the faulty endpoint; %d RPCs reached it",
 				f.name, evictions, readmissions, len(reached))
+			if f.outlier {
+				chaosNoFailureWhileEjected(t, c, from, faulty)
+			}
 			c.othersUntouched(t, c.admitted, faulty)
 			chaosRequireBaseline(t, c.v, c.admin, baseline, "after "+f.name)
 		})
+	}
+}
+
+// chaosNoFailureWhileEjected checks an endpoint ejected by outlier
+// detection from log record from on, its health SERVING throughout: every
+// eviction and readmission of it is outlier detection's, the last one a
+// readmission (it came back once healed), and no call of the load that
+// started while it was out failed, reached it or not. An RPC picked just
+// before a record may start just before it: grace on either side.
+func chaosNoFailureWhileEjected(t *testing.T, c *chaosCluster, from int, faulty string) {
+	t.Helper()
+	const grace = 200 * time.Millisecond
+	var rs []record
+	// The log is read as vigil writes it: the last readmission's record
+	// may come after /clusters says healthy.
+	eventually(t, 10*time.Second, func() bool {
+		rs = c.v.logs.find(from, func(r record) bool {
+			return (r.msg() == "endpoint evicted" || r.msg() == "endpoint readmitted") && r.str("endpoint") == faulty
+		})
+		return len(rs) > 0 && rs[len(rs)-1].msg() == "endpoint readmitted"
+	}, "the faulty endpoint's ejections, the last one ended by a readmission")
+	for _, r := range rs {
+		if r.str("check") != "outlier" {
+			t.Errorf("%s by the active check while the backend was SERVING: %v", r.msg(), r)
+		}
+	}
+	windows := 0
+	for i := 0; i+1 < len(rs); i++ {
+		if rs[i].msg() != "endpoint evicted" || rs[i+1].msg() != "endpoint readmitted" {
+			continue
+		}
+		out, in := recordTime(t, rs[i]), recordTime(t, rs[i+1])
+		failed := c.load.failuresIn(out.Add(grace), in.Add(-grace))
+		t.Logf("ejection %d (%s): out %v; calls started while out (less %v either side) that failed: %d",
+			rs[i].num("ejections"), rs[i].str("ejection"), in.Sub(out).Round(time.Millisecond), grace, len(failed))
+		for j, f := range failed {
+			if j == 10 {
+				t.Errorf("  ... and %d more", len(failed)-j)
+				break
+			}
+			t.Errorf("call failed while %s was ejected: %v (started %v after the ejection)", faulty, f, f.Start.Sub(out).Round(time.Millisecond))
+		}
+		windows++
+	}
+	if windows == 0 {
+		t.Errorf("no ejection followed by its readmission in %v", rs)
 	}
 }
 

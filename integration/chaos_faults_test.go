@@ -53,6 +53,20 @@ type chaosBackend struct {
 	// before (see flapPolled).
 	flapChecks atomic.Bool
 	lastCheck  atomic.Bool // the last Check answered SERVING
+	// failCode, unless OK, fails every TestService call with that code
+	// (after noting it) while health keeps its status.
+	failCode atomic.Uint32
+}
+
+// failWith makes every TestService call fail with code (codes.OK: none),
+// health untouched.
+func (b *chaosBackend) failWith(code codes.Code) { b.failCode.Store(uint32(code)) }
+
+func (b *chaosBackend) failed() error {
+	if c := codes.Code(b.failCode.Load()); c != codes.OK {
+		return status.Errorf(c, "backend %s told to fail", b.id)
+	}
+	return nil
 }
 
 func startChaosBackend(t testing.TB, id string) *chaosBackend {
@@ -122,6 +136,9 @@ func (b *chaosBackend) unary(ctx context.Context, req any, info *grpc.UnaryServe
 		b.note(ctx)
 		b.active.Add(1)
 		defer b.active.Add(-1)
+		if err := b.failed(); err != nil {
+			return nil, err
+		}
 	}
 	if err := b.wait(ctx); err != nil {
 		return nil, err
@@ -134,6 +151,9 @@ func (b *chaosBackend) stream(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 		b.note(ss.Context())
 		b.active.Add(1)
 		defer b.active.Add(-1)
+		if err := b.failed(); err != nil {
+			return err
+		}
 		if err := b.wait(ss.Context()); err != nil {
 			return err
 		}

@@ -147,6 +147,19 @@ func (l *chaosLoad) waitServed(t testing.TB, timeout time.Duration, id string, b
 	eventually(t, timeout, func() bool { return l.served()[id] > before }, "%s serves calls again (served so far: %v)", id, l.served())
 }
 
+// failuresIn returns the failed calls that started in [from, to).
+func (l *chaosLoad) failuresIn(from, to time.Time) []chaosFailure {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []chaosFailure
+	for _, f := range l.failures {
+		if !f.Start.Before(from) && f.Start.Before(to) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // chaosVerdict is the outcome of a load run under a fault.
 type chaosVerdict struct {
 	OK          map[string]int

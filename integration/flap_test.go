@@ -16,7 +16,7 @@ import (
 // evicted records add up to vigil_evictions_total.
 func TestFlapSettlesAndServes(t *testing.T) {
 	t.Parallel()
-	c := newChaosCluster(t, strings.Replace(chaosHealthCheck, "mode: check", "mode: watch", 1))
+	c := newChaosCluster(t, strings.Replace(chaosHealthCheck, "mode: check", "mode: watch", 1), "")
 	faulty := c.fronts[2].addr
 	b := c.bs[2]
 	c.warmUp(t)
