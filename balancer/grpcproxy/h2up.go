@@ -229,8 +229,12 @@ func (uc *upConn) openLocked(s *fstream) {
 	s.dc.w.mu.Lock()
 	s.resp.src, s.resp.srcID, s.resp.credited = uc.w, id, &s.respCredited
 	s.dc.w.mu.Unlock()
-	if m := s.p.metrics; m != nil && !s.opened.Swap(true) {
-		m.RPCStarted(s.cluster.Name(), uc.pl.ep.Address())
+	// opened also gates the outcome report (finish), so it is set with or
+	// without metrics.
+	if !s.opened.Swap(true) {
+		if m := s.p.metrics; m != nil {
+			m.RPCStarted(s.cluster.Name(), uc.pl.ep.Address())
+		}
 	}
 	endNow := s.req.end && len(s.req.buf) == 0
 	uc.w.writeHeadersLocked(id, s.headers, endNow)

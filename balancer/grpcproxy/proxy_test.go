@@ -957,3 +957,33 @@ func TestBackendGracefulStopUnderLoad(t *testing.T) {
 		t.Errorf("RPC failed during the graceful stop: %v", err)
 	}
 }
+
+// TestOutcomesReportedWithoutMetrics: a proxy without Metrics still
+// reports each RPC's outcome to its endpoint, for outlier detection.
+func TestOutcomesReportedWithoutMetrics(t *testing.T) {
+	be := startBackend(t, nil)
+	ep := endpointFor(t, be.addr)
+	ep.SetOutcomeWatch(&balancer.OutcomeWatch{Threshold: 5, Rates: true, Tripped: make(chan struct{}, 1)})
+	_, addr := startProxy(t, clusterOf(t, nil, ep), Options{})
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+	if _, err := tc.UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tc.UnaryCall(context.Background(), &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.Unavailable)}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("err = %v; want UNAVAILABLE", err)
+	}
+	var s, f uint64
+	deadline := time.Now().Add(5 * time.Second)
+	for s < 1 || f < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outcomes reported: %d successes, %d failures; want 1 and 1", s, f)
+		}
+		time.Sleep(time.Millisecond)
+		ds, df := ep.TakeOutcomes()
+		s, f = s+ds, f+df
+	}
+	if s != 1 || f != 1 {
+		t.Errorf("outcomes reported: %d successes, %d failures; want 1 and 1", s, f)
+	}
+}
