@@ -15,6 +15,7 @@ import (
 	grpcgzip "google.golang.org/grpc/encoding/gzip"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/internal/loadgen"
 )
 
@@ -78,6 +79,48 @@ func BenchmarkUnary1KiB(b *testing.B) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
+		})
+	}
+}
+
+// BenchmarkUnary1KiBOutlier is BenchmarkUnary1KiB's proxy RPC with the
+// endpoint's outcomes counted or not: "outlier=on" sets on it the watch a
+// pool with outlier_detection sets (failure_percentage on, so successes
+// are counted too: the dearer case), which is all outlier detection adds
+// to an RPC's path; the pool's review runs once an interval, off it.
+func BenchmarkUnary1KiBOutlier(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "outlier=off"
+		if on {
+			name = "outlier=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			be := startBackend(b, nil)
+			ep := endpointFor(b, be.addr)
+			if on {
+				ep.SetOutcomeWatch(&balancer.OutcomeWatch{Threshold: 5, Rates: true, Tripped: make(chan struct{}, 1)})
+			}
+			_, addr := startProxy(b, clusterOf(b, nil, ep), Options{})
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr))
+			ctx := context.Background()
+			if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			measureCPU(b, func() {
+				for range b.N {
+					if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.StopTimer()
+			if on {
+				if s, f := ep.TakeOutcomes(); s < uint64(b.N) || f != 0 {
+					b.Fatalf("outcomes counted: %d successes, %d failures; want at least %d successes", s, f, b.N)
+				}
+			}
 		})
 	}
 }
