@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -49,8 +50,11 @@ type backend struct {
 	failCode, failPercent atomic.Uint32
 	hang, track           atomic.Bool
 	inflight, holds       atomic.Int64
-	mu                    sync.Mutex
-	times                 []time.Time
+	// reset, on a backend served overNetHTTP, makes every UnaryCall end
+	// in an RST_STREAM(INTERNAL_ERROR) instead of an answer.
+	reset atomic.Bool
+	mu    sync.Mutex
+	times []time.Time
 }
 
 // callsIn counts the UnaryCalls the backend received in [from, to) and
@@ -77,9 +81,15 @@ func (b *backend) fail(code codes.Code, percent int) {
 type backendOption func(*backendConfig)
 
 type backendConfig struct {
-	noHealth bool
-	addr     string
+	noHealth, netHTTP bool
+	addr              string
 }
+
+// overNetHTTP serves the gRPC server through net/http's HTTP/2 server
+// (h2c, grpc.Server.ServeHTTP) rather than grpc-go's own transport, so
+// that the backend can reset streams (see backend.reset): grpc-go's
+// transport never resets a stream of its own accord.
+func overNetHTTP() backendOption { return func(c *backendConfig) { c.netHTTP = true } }
 
 // at makes the backend listen on addr (host:port) instead of a free port
 // of 127.0.0.1.
@@ -104,6 +114,21 @@ func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 	}
 	testpb.RegisterTestServiceServer(b.srv, &idServer{TestServiceServer: interop.NewTestServer(), b: b})
 	done := make(chan struct{})
+	if cfg.netHTTP {
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		hs := &http.Server{Handler: b, Protocols: &protocols}
+		go func() {
+			defer close(done)
+			_ = hs.Serve(ln)
+		}()
+		t.Cleanup(func() {
+			_ = hs.Close()
+			<-done
+			b.srv.Stop()
+		})
+		return b
+	}
 	go func() {
 		defer close(done)
 		_ = b.srv.Serve(ln)
@@ -113,6 +138,30 @@ func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 		<-done
 	})
 	return b
+}
+
+// ServeHTTP is the backend served overNetHTTP: with reset set, a
+// UnaryCall is counted as received and its stream reset (net/http
+// answers a handler's ErrAbortHandler panic with RST_STREAM
+// INTERNAL_ERROR, silently); everything else is the gRPC server's.
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.reset.Load() && r.URL.Path == "/grpc.testing.TestService/UnaryCall" {
+		b.arrived()
+		panic(http.ErrAbortHandler)
+	}
+	b.srv.ServeHTTP(w, r)
+}
+
+// arrived counts a UnaryCall received, and its time when tracked, and
+// returns how many came before it.
+func (b *backend) arrived() int64 {
+	n := b.calls.Add(1) - 1
+	if b.track.Load() {
+		b.mu.Lock()
+		b.times = append(b.times, time.Now())
+		b.mu.Unlock()
+	}
+	return n
 }
 
 // setStatus sets the whole-server health status ("") or a service's.
@@ -158,12 +207,7 @@ type idServer struct {
 }
 
 func (s *idServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	n := s.b.calls.Add(1) - 1
-	if s.b.track.Load() {
-		s.b.mu.Lock()
-		s.b.times = append(s.b.times, time.Now())
-		s.b.mu.Unlock()
-	}
+	n := s.b.arrived()
 	if c := codes.Code(s.b.failCode.Load()); c != codes.OK {
 		// The n-th call fails if it crosses a multiple of 100/percent:
 		// percent of every 100 in a row, spread over them.

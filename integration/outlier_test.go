@@ -198,6 +198,64 @@ func TestOutlierEjectsFailingBackend(t *testing.T) {
 	onlyOutlierEvictions(t, v)
 }
 
+// TestOutlierEjectsResettingBackend: a backend whose health stays SERVING
+// but which resets every RPC's stream (RST_STREAM INTERNAL_ERROR, as a
+// crashing handler or a proxy in front of it would) is ejected like one
+// that answers UNAVAILABLE: the reset is a failure (reason INTERNAL), it
+// gets no RPC while it is out, and it serves again after its readmission.
+func TestOutlierEjectsResettingBackend(t *testing.T) {
+	t.Parallel()
+	const (
+		consecutive = 5
+		base        = time.Second
+		grace       = 100 * time.Millisecond
+	)
+	bad := startBackend(t, "b1", overNetHTTP())
+	bs := []*backend{bad, startBackend(t, "b2"), startBackend(t, "b3")}
+	for _, b := range bs {
+		b.track.Store(true)
+	}
+	v := startVigil(t, yamlConfig{
+		Admin:     true,
+		Listeners: []yamlListener{{Name: "api", Cluster: "demo"}},
+		Clusters: []yamlCluster{{Name: "demo", Endpoints: addrs(bs), Extra: fmt.Sprintf(`outlier_detection:
+  consecutive_failures: %d
+  interval: 10s
+  base_ejection_time: %v`, consecutive, base)}},
+	}.String())
+	for _, b := range bs {
+		v.wait(15*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.id)
+	}
+	load := startPacedLoad(t, v.listener("api"), 500, 8)
+	eventually(t, 20*time.Second, func() bool {
+		return bs[0].hits.Load() >= 50 && bs[1].hits.Load() >= 50 && bs[2].hits.Load() >= 50
+	}, "every backend, b1 through net/http too, to serve 50 RPCs of the load")
+
+	from := v.mark()
+	resetStart := time.Now()
+	bad.reset.Store(true)
+	ev, at := v.wait(10*time.Second, from, match("endpoint evicted", "endpoint", bad.addr), "ejection of "+bad.id)
+	if ev.str("check") != "outlier" || ev.str("reason") != "INTERNAL" || ev.num("failures") < consecutive || ev.str("rule") != "consecutive_failures" {
+		t.Errorf("ejection record = %v; want check=outlier reason=INTERNAL failures>=%d rule=consecutive_failures", ev, consecutive)
+	}
+	bad.reset.Store(false)
+	rd, _ := v.wait(10*time.Second, at, match("endpoint readmitted", "endpoint", bad.addr), "readmission of "+bad.id)
+	if rd.str("check") != "outlier" {
+		t.Errorf("readmission record = %v; want check=outlier", rd)
+	}
+	ejectedAt, readmittedAt := recordTime(t, ev), recordTime(t, rd)
+	rpcs, last := bad.callsIn(resetStart, readmittedAt)
+	if last.After(ejectedAt.Add(grace)) {
+		t.Errorf("%s got an RPC %v after its ejection's record (want none after %v)", bad.id, last.Sub(ejectedAt), grace)
+	}
+	hits := bad.hits.Load()
+	eventually(t, 10*time.Second, func() bool { return bad.hits.Load() >= hits+25 }, "%s to serve RPCs again after its readmission", bad.id)
+	load.stop()
+	t.Logf("resetting backend: ejected %v after its first reset, after %d RPCs; out %v; client RPCs failed: %d of %d",
+		ejectedAt.Sub(resetStart).Round(100*time.Microsecond), rpcs, readmittedAt.Sub(ejectedAt).Round(time.Millisecond), load.failed.Load(), load.sent.Load())
+	onlyOutlierEvictions(t, v)
+}
+
 // TestOutlierIgnoresClientCancellationsAndDeadlines: RPCs that a client
 // cancels, or whose client deadline passes, while a backend holds them
 // say nothing about it: many in a row do not eject it, by either rule.
