@@ -309,53 +309,73 @@ func TestSlowStartPickAllocs(t *testing.T) {
 }
 
 // BenchmarkPickWhileRamping measures a pick while another goroutine
-// rebuilds the picker with ramped weights every millisecond (the pool
-// does so at most every 100ms): rebuilds/s and the picks' cost. Its
-// allocs/op include the rebuilds' own, spread over the picks;
-// TestSlowStartPickAllocs shows a pick itself makes none.
+// rebuilds the picker with ramped weights: every 100ms (the fastest the
+// pool rebuilds for a ramp), every millisecond (a hundred times that),
+// and never, on the same pool once its ramps are over (today's pick,
+// for comparison in one run). It reports rebuilds/s; its allocs/op
+// include the rebuilds' own, spread over the picks
+// (TestSlowStartPickAllocs shows a pick itself makes none).
 func BenchmarkPickWhileRamping(b *testing.B) {
 	for _, policy := range policiesUnderTest {
 		for _, n := range []int{3, 1000} {
-			b.Run(fmt.Sprintf("%s/%d", policy.Name(), n), func(b *testing.B) {
-				r, readmit := rampingPool(b, policy, n)
-				stop, done := make(chan struct{}), make(chan struct{})
-				var rebuilds atomic.Int64
-				go func() {
-					defer close(done)
-					tick := time.NewTicker(time.Millisecond)
-					defer tick.Stop()
-					for {
-						select {
-						case <-stop:
-							return
-						case <-tick.C:
-						}
-						r.clk.advance(time.Second)
-						if r.step() == 0 {
-							// Ramp over: start it again.
-							for _, a := range readmit {
-								r.setHealth(a, refused)
-								r.setHealth(a, healthy)
-							}
-						}
-						rebuilds.Add(1)
-					}
-				}()
-				b.ReportAllocs()
-				var sink *balancer.Endpoint
-				for b.Loop() {
-					sink = r.Cluster().Pick()
+			for _, every := range []time.Duration{0, 100 * time.Millisecond, time.Millisecond} {
+				name := fmt.Sprintf("%s/%d/rebuild=%v", policy.Name(), n, every)
+				if every == 0 {
+					name = fmt.Sprintf("%s/%d/rebuild=none", policy.Name(), n)
 				}
-				b.StopTimer()
-				close(stop)
-				<-done
-				if sink == nil {
-					b.Fatal("Pick returned nil")
-				}
-				b.ReportMetric(float64(rebuilds.Load())/b.Elapsed().Seconds(), "rebuilds/s")
-			})
+				b.Run(name, func(b *testing.B) {
+					benchPickWhileRamping(b, policy, n, every)
+				})
+			}
 		}
 	}
+}
+
+func benchPickWhileRamping(b *testing.B, policy balancer.Policy, n int, every time.Duration) {
+	r, readmit := rampingPool(b, policy, n)
+	stop, done := make(chan struct{}), make(chan struct{})
+	var rebuilds atomic.Int64
+	if every == 0 {
+		// Steady: the ramps end and nothing rebuilds.
+		r.clk.advance(time.Hour)
+		for r.step() != 0 {
+		}
+		close(done)
+	} else {
+		go func() {
+			defer close(done)
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				r.clk.advance(time.Second)
+				if r.step() == 0 {
+					// Ramp over: start it again.
+					for _, a := range readmit {
+						r.setHealth(a, refused)
+						r.setHealth(a, healthy)
+					}
+				}
+				rebuilds.Add(1)
+			}
+		}()
+	}
+	b.ReportAllocs()
+	var sink *balancer.Endpoint
+	for b.Loop() {
+		sink = r.Cluster().Pick()
+	}
+	b.StopTimer()
+	close(stop)
+	<-done
+	if sink == nil {
+		b.Fatal("Pick returned nil")
+	}
+	b.ReportMetric(float64(rebuilds.Load())/b.Elapsed().Seconds(), "rebuilds/s")
 }
 
 // TestSlowStartAfterEjection: the end of an outlier ejection is a
