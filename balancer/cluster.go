@@ -24,6 +24,12 @@ type Member struct {
 // Snapshot is an immutable view of a cluster for the data path.
 type Snapshot struct {
 	picker Picker
+	// hash is picker as a HashPicker when the policy hashes (see
+	// HashPolicy), else nil.
+	hash HashPicker
+	// HashHeader is the gRPC metadata key a hashing policy places RPCs
+	// by (HashPolicy.HashHeader); "" otherwise.
+	HashHeader string
 	// Routable are the endpoints the picker chooses from.
 	Routable []Weighted
 	// Healthy and Total count the cluster's members.
@@ -43,6 +49,11 @@ const excludedRetries = 3
 func (s *Snapshot) Pick() *Endpoint {
 	if s.picker == nil {
 		return nil
+	}
+	if s.hash != nil {
+		// A keyless pick: a random hash, whose walk skips excluded
+		// endpoints itself.
+		return s.hash.PickHash(RandomHash(), nil)
 	}
 	for range excludedRetries {
 		if e := s.picker.Pick(); !e.excluded.Load() {
@@ -124,7 +135,22 @@ func BuildSnapshot(policy Policy, panicThreshold int, members []Member) *Snapsho
 		}
 	}
 	s.Routable = routable
-	if len(routable) > 0 {
+	hp, hashing := policy.(HashPolicy)
+	if hashing {
+		s.HashHeader = hp.HashHeader()
+	}
+	switch {
+	case len(routable) == 0:
+	case hashing:
+		// Placed among every member, so that an endpoint that is not
+		// routable keeps its place for when it is again.
+		all := make([]Weighted, len(members))
+		for i, m := range members {
+			all[i] = Weighted{Endpoint: m.Endpoint, Weight: max(m.Weight, 1)}
+		}
+		s.hash = hp.BuildHash(routable, all)
+		s.picker = s.hash
+	default:
 		s.picker = policy.Build(routable)
 	}
 	return s

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/ringhash"
 )
 
 // member states, for readable tables.
@@ -19,7 +20,7 @@ const (
 	pendingHost = "pending"   // not yet probed: neither healthy nor eligible
 )
 
-var shippedPolicies = []string{"round_robin", "least_request", "random"}
+var shippedPolicies = []string{"round_robin", "least_request", "random", "ring_hash"}
 
 func members(states ...string) []balancer.Member {
 	ms := make([]balancer.Member, len(states))
@@ -160,6 +161,11 @@ func TestClusterConcurrentUpdateAndPick(t *testing.T) {
 	for _, policy := range shippedPolicies {
 		t.Run(policy, func(t *testing.T) {
 			p := mustPolicy(t, policy)
+			if policy == ringhash.Name {
+				// Thousands of rebuilds: a small ring (ringhash's
+				// BenchmarkBuild measures the default's).
+				p = ringhash.Policy{RingSize: 64}
+			}
 			sets := [][]balancer.Member{
 				members(healthy, healthy, healthy),
 				members(healthy, transport, answered),

@@ -42,6 +42,10 @@ type fstream struct {
 	tried    [maxRetries + 1]*balancer.Endpoint
 	attempts int
 	finished bool
+	// key is the hash the cluster's policy places the RPC by (see
+	// keyOf), the same for every attempt, so that a retry walks on from
+	// the endpoint the key belongs to.
+	key uint64
 
 	req  half // client -> backend (dst: uc.w)
 	resp half // backend -> client (dst: dc.w)
@@ -113,12 +117,32 @@ func (s *fstream) open(headers []hpack.HeaderField, endStream bool, fl *flusher)
 	s.headers = headers
 	s.hdrSize = headerListSize(headers)
 	s.carryEnd = endStream
+	if s.cluster != nil {
+		s.key = keyOf(s.cluster.Snapshot().HashHeader, headers)
+	}
 	s.mu.Unlock()
 	if s.cluster == nil {
 		s.fail(codes.Unavailable, "vigil: the listener has no cluster", fl)
 		return
 	}
 	s.place(nil, fl)
+}
+
+// keyOf is the hash an RPC with headers is placed by: that of the first
+// value of the metadata key header (a hashing policy's, see
+// balancer.HashPolicy), or a random one when the policy hashes no header
+// or the RPC lacks it. The policies that do not hash ignore it. It does
+// not allocate: hpack gave the names lower case, as gRPC metadata keys are
+// (the configuration's header is lower case too).
+func keyOf(header string, headers []hpack.HeaderField) uint64 {
+	if header != "" {
+		for i := range headers {
+			if headers[i].Name == header {
+				return balancer.HashString(headers[i].Value)
+			}
+		}
+	}
+	return balancer.RandomHash()
 }
 
 // place picks an endpoint that was not tried yet and queues the stream on
@@ -140,7 +164,7 @@ func (s *fstream) placeOther(lastErr error, fl *flusher) (bool, error) {
 	defer s.mu.Unlock()
 	cl := s.cluster
 	for picks := 0; !s.finished && s.attempts <= p.retries && picks < 2*(p.retries+2); picks++ {
-		ep := cl.Pick()
+		ep := cl.PickHash(s.key, s.tried[:s.attempts])
 		if ep == nil {
 			break
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -64,6 +63,9 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 	}
 	var triedBuf [4]*balancer.Endpoint
 	tried := triedBuf[:0]
+	// A hashing policy (ring_hash) places the connection by its client's
+	// IP address; the others ignore the key.
+	key := balancer.HashIP(client.RemoteAddr())
 	for range p.retries + 1 {
 		if p.cutCtx.Err() != nil {
 			stats.Outcome = OutcomeShutdown
@@ -71,7 +73,7 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 		}
 		// A fresh snapshot for every attempt: a retry after a slow failure
 		// should see the endpoints the checker evicted meanwhile.
-		ep := pickUntried(cluster.Snapshot(), tried)
+		ep := cluster.Snapshot().PickHash(key, tried)
 		if ep == nil {
 			break
 		}
@@ -109,28 +111,6 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 			"client", client.RemoteAddr().String(), "attempts", stats.Attempts)
 	}
 	return nil, nil
-}
-
-// pickUntried returns an endpoint of s not in tried, or nil. It asks the
-// policy first and, should the policy keep choosing endpoints already tried
-// (random may), falls back to the first untried routable endpoint so that a
-// retry is never lost to bad luck.
-func pickUntried(s *balancer.Snapshot, tried []*balancer.Endpoint) *balancer.Endpoint {
-	for range 3 {
-		ep := s.Pick()
-		if ep == nil {
-			return nil
-		}
-		if !slices.Contains(tried, ep) {
-			return ep
-		}
-	}
-	for _, w := range s.Routable {
-		if !slices.Contains(tried, w.Endpoint) {
-			return w.Endpoint
-		}
-	}
-	return nil
 }
 
 // Directions of a pair.

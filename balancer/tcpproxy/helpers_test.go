@@ -211,6 +211,20 @@ func dial(t testing.TB, addr string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
+// dialFrom dials addr from the loopback address 127.0.0.<host> (any
+// port): on Linux all of 127.0.0.0/8 is the loopback interface, so a test
+// can be many clients with distinct IP addresses.
+func dialFrom(t testing.TB, host byte, addr string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{Timeout: waitTimeout, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, host)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from 127.0.0.%d: %v", addr, host, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
 // readN reads exactly n bytes from c.
 func readN(t testing.TB, c net.Conn, n int) string {
 	t.Helper()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/ringhash"
 )
 
 func TestEcho(t *testing.T) {
@@ -290,7 +291,8 @@ func TestSpreadsConnectionsOverEndpoints(t *testing.T) {
 
 // TestEveryPolicy runs connections through each shipped policy: all of
 // them succeed and reach every endpoint, and least_request sees the open
-// connections through Acquire and Release.
+// connections through Acquire and Release. The connections come from 30
+// client addresses, which ring_hash spreads by.
 func TestEveryPolicy(t *testing.T) {
 	for _, name := range balancer.Policies() {
 		t.Run(name, func(t *testing.T) {
@@ -305,8 +307,8 @@ func TestEveryPolicy(t *testing.T) {
 
 			reached := map[string]int{}
 			var open []*net.TCPConn
-			for range 30 {
-				c := dial(t, addr)
+			for k := range 30 {
+				c := dialFrom(t, byte(2+k), addr)
 				reached[readN(t, c, 1)]++
 				open = append(open, c) // held open: least_request must spread them
 			}
@@ -326,6 +328,71 @@ func TestEveryPolicy(t *testing.T) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// TestRingHashByClientIP: with ring_hash, every connection from one client
+// IP address reaches the same endpoint, whatever its port; an evicted
+// endpoint's clients move to others and nobody else's do; readmitted, its
+// clients come back.
+func TestRingHashByClientIP(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	var eps []*balancer.Endpoint
+	for _, n := range names {
+		eps = append(eps, balancer.NewEndpoint(startBackend(t, named(n)).addr()))
+	}
+	cluster := balancer.NewCluster("sessions")
+	rh := ringhash.Policy{}
+	setHealthyWith(cluster, rh, eps...)
+	_, addr := startProxy(t, cluster, Options{})
+
+	const clients = 24
+	reach := func(host byte) string {
+		c := dialFrom(t, host, addr)
+		defer c.Close()
+		return readN(t, c, 1)
+	}
+	home := map[byte]string{}
+	used := map[string]int{}
+	for h := byte(2); h < 2+clients; h++ {
+		home[h] = reach(h)
+		used[home[h]]++
+		for range 3 {
+			if got := reach(h); got != home[h] {
+				t.Fatalf("127.0.0.%d reached %s, then %s", h, home[h], got)
+			}
+		}
+	}
+	if len(used) < 2 {
+		t.Fatalf("%d client addresses all reached %v", clients, used)
+	}
+
+	// Evict the endpoint with the most clients: the others stay members.
+	gone := 0
+	for i, n := range names {
+		if used[n] > used[names[gone]] {
+			gone = i
+		}
+	}
+	members := make([]balancer.Member, len(eps))
+	for i, ep := range eps {
+		members[i] = balancer.Member{Endpoint: ep, Weight: 1, Healthy: i != gone}
+	}
+	cluster.Update(rh, 0, members)
+	for h := byte(2); h < 2+clients; h++ {
+		got := reach(h)
+		switch {
+		case home[h] == names[gone] && got == names[gone]:
+			t.Errorf("127.0.0.%d still reached evicted %s", h, got)
+		case home[h] != names[gone] && got != home[h]:
+			t.Errorf("127.0.0.%d moved from %s to %s when %s was evicted", h, home[h], got, names[gone])
+		}
+	}
+	setHealthyWith(cluster, rh, eps...)
+	for h := byte(2); h < 2+clients; h++ {
+		if got := reach(h); got != home[h] {
+			t.Errorf("127.0.0.%d reached %s after the readmission, want %s again", h, got, home[h])
+		}
 	}
 }
 
@@ -1004,6 +1071,8 @@ func (f fixedPolicy) Build([]balancer.Weighted) balancer.Picker {
 	return &fixedPicker{seq: f.seq}
 }
 
+// TestPickUntried: the proxy's retries pick through Snapshot.PickHash,
+// which a policy that does not hash answers with an endpoint not tried.
 func TestPickUntried(t *testing.T) {
 	a, b, c := balancer.NewEndpoint("a"), balancer.NewEndpoint("b"), balancer.NewEndpoint("c")
 	members := func(eps ...*balancer.Endpoint) []balancer.Member {
@@ -1022,14 +1091,15 @@ func TestPickUntried(t *testing.T) {
 	}{
 		{"first pick", []*balancer.Endpoint{a}, members(a, b), nil, a},
 		{"skips tried", []*balancer.Endpoint{a, b}, members(a, b), []*balancer.Endpoint{a}, b},
-		{"policy stuck on a tried endpoint", []*balancer.Endpoint{a}, members(a, b, c), []*balancer.Endpoint{a}, b},
+		{"policy stuck on a tried endpoint", []*balancer.Endpoint{a}, members(a, b), []*balancer.Endpoint{a}, b},
+		{"policy stuck on tried endpoints", []*balancer.Endpoint{a, b}, members(a, b, c), []*balancer.Endpoint{a, b}, c},
 		{"all tried", []*balancer.Endpoint{a}, members(a, b), []*balancer.Endpoint{a, b}, nil},
 		{"nothing routable", nil, nil, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := balancer.BuildSnapshot(fixedPolicy{seq: tc.picks}, 0, tc.members)
-			if got := pickUntried(snap, tc.tried); got != tc.want {
-				t.Errorf("pickUntried = %v, want %v", addrOf(got), addrOf(tc.want))
+			if got := snap.PickHash(1, tc.tried); got != tc.want {
+				t.Errorf("PickHash = %v, want %v", addrOf(got), addrOf(tc.want))
 			}
 		})
 	}

@@ -77,7 +77,7 @@ func TestExampleValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
+	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(data), k+":") {
 				t.Errorf("config.example.yaml lacks field %q", k)
@@ -525,7 +525,7 @@ clusters:
 				`t.yaml:14:23: listeners[1].max_message_size: invalid size "4MB": unknown unit "MB" (use B, KiB, MiB or GiB)`,
 				`t.yaml:15:29: listeners[1].max_concurrent_streams: must be from 1 to 4294967295, not 4294967296`,
 				`t.yaml:16:61: listeners[2].max_message_size: must be from 1KiB to 1GiB, not 2GiB`,
-				`t.yaml:19:16: clusters[0].lb_policy: must be one of round_robin, least_request, random, not the string "weighted"`,
+				`t.yaml:19:16: clusters[0].lb_policy: must be one of round_robin, least_request, random, ring_hash, not the string "weighted"`,
 				`t.yaml:20:22: clusters[0].panic_threshold: must be from 0 to 100, not 101`,
 				`t.yaml:22:34: clusters[0].endpoints[0].weight: must be from 1 to 10000, not 0`,
 				`t.yaml:23:34: clusters[0].endpoints[1].weight: must be from 1 to 10000, not 10001`,

@@ -260,6 +260,10 @@ func (e *clusterEntry) at(off int) *clusterEntry {
 	}
 	m := *e
 	m.c.Endpoints = slices.Clone(e.c.Endpoints)
+	if e.c.Hash != nil {
+		h := *e.c.Hash
+		m.c.Hash = &h
+	}
 	m.move(off)
 	return &m
 }
@@ -273,6 +277,9 @@ func (e *clusterEntry) move(off int) {
 	e.name = e.name.shift(d)
 	for i := range e.c.Endpoints {
 		e.c.Endpoints[i].Pos = e.c.Endpoints[i].Pos.shift(d)
+	}
+	if e.c.Hash != nil {
+		e.c.Hash.Pos = e.c.Hash.Pos.shift(d)
 	}
 }
 

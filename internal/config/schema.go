@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vigil-proxy/vigil/balancer/outlier"
+	"github.com/vigil-proxy/vigil/balancer/ringhash"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/fielderr"
@@ -23,7 +24,8 @@ var (
 	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
-	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash"}
+	hashKeys        = []string{"header", "ring_size"}
 	outlierKeys     = []string{"consecutive_failures", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "failure_percentage", "minimum_requests"}
 	slowStartKeys   = []string{"window", "aggression", "min_weight_percent"}
 	endpointKeys    = []string{"address", "weight"}
@@ -393,7 +395,50 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	if v := f.value("slow_start"); v != nil {
 		c.SlowStart = w.decodeSlowStart(v, join(path, "slow_start"))
 	}
+	switch v := f.value("hash"); {
+	case c.LBPolicy == RingHash:
+		c.Hash = w.decodeHash(v, join(path, "hash"), resolve(f.value("lb_policy")))
+	case v != nil && f.has("lb_policy"):
+		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s, not %s", RingHash, c.LBPolicy)
+	case v != nil:
+		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s (the default is %s)", RingHash, DefaultLBPolicy)
+	}
 	return c, nameNode
+}
+
+// decodeHash decodes a ring_hash cluster's hash section (raw, nil when
+// absent) over its defaults. A missing header is judged across sections,
+// where the listeners are known (crossCheck); policy is the lb_policy
+// value, where it is reported when there is no section.
+func (w *walker) decodeHash(raw *yaml.Node, path string, policy *yaml.Node) *Hash {
+	h := &Hash{RingSize: ringhash.DefaultRingSize, Pos: nodePos(policy)}
+	if raw == nil {
+		return h
+	}
+	f, node, ok := w.mapping(raw, path, hashKeys)
+	if node != nil {
+		h.Pos = nodePos(node)
+	}
+	if !ok {
+		h.Pos = Pos{} // reported already
+		return h
+	}
+	if v := f.value("header"); v != nil {
+		h.Pos = Pos{} // there is one: only its value can be wrong
+		if s, n, ok := w.str(v, join(path, "header")); ok {
+			if err := checkMetadataKey(s); err != nil {
+				w.errs.at(n, join(path, "header"), "%v", err)
+			} else {
+				h.Header = strings.ToLower(s)
+			}
+		}
+	}
+	if v := f.value("ring_size"); v != nil {
+		if n, ok := w.integer(v, join(path, "ring_size"), 1, ringhash.MaxRingSize); ok {
+			h.RingSize = int(n)
+		}
+	}
+	return h
 }
 
 // decodeSlowStart decodes slow_start over slowstart.DefaultConfig, then
@@ -656,6 +701,8 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 		names = append(names, name)
 	}
 
+	w.checkHashHeaders(cfg, clusterNames)
+
 	listenerNames := make(map[string]int, len(cfg.Listeners))
 	suggestWork := 0
 	// Paths are built only for the messages: this runs on every reload.
@@ -699,6 +746,38 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 				}
 				w.errs.atPos(ls.cluster, join(path(), "cluster"), "unknown cluster %s%s", quote(l.Cluster), hint)
 			}
+		}
+	}
+}
+
+// checkHashHeaders reports each ring_hash cluster a grpc listener forwards
+// to without a hash.header: its RPCs would all be keyless, hence random,
+// which is surely not what ring_hash was chosen for. (tcp listeners hash
+// the client's IP address and need no header.)
+func (w *walker) checkHashHeaders(cfg *Config, clusterNames map[string]int) {
+	var needs map[string]string // cluster -> the first grpc listener using it
+	for _, l := range cfg.Listeners {
+		if l.Protocol != ProtocolGRPC {
+			continue
+		}
+		if _, ok := clusterNames[l.Cluster]; !ok {
+			continue
+		}
+		if needs == nil {
+			needs = map[string]string{}
+		}
+		if _, seen := needs[l.Cluster]; !seen {
+			needs[l.Cluster] = l.Name
+		}
+	}
+	for i := range cfg.Clusters {
+		c := &cfg.Clusters[i]
+		if c.Hash == nil || c.Hash.Header != "" || c.Hash.Pos == (Pos{}) {
+			continue
+		}
+		if l, ok := needs[c.Name]; ok {
+			w.errs.atPos(c.Hash.Pos, join(index("clusters", i), "hash.header"),
+				"required: grpc listener %s forwards to this ring_hash cluster, which places each RPC by the value of this gRPC metadata key", quote(l))
 		}
 	}
 }

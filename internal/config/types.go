@@ -168,6 +168,7 @@ const (
 	RoundRobin   LBPolicy = "round_robin"
 	LeastRequest LBPolicy = "least_request"
 	Random       LBPolicy = "random"
+	RingHash     LBPolicy = "ring_hash"
 )
 
 // Cluster is a pool of interchangeable endpoints.
@@ -187,7 +188,24 @@ type Cluster struct {
 	Outlier *outlier.Config
 	// SlowStart is the slow_start section (nil: off).
 	SlowStart *slowstart.Config
+	// Hash is the hash section of a ring_hash cluster, with its defaults
+	// when the section is absent; nil for the other policies.
+	Hash *Hash
 
+	Pos Pos
+}
+
+// Hash is how a ring_hash cluster hashes its requests.
+type Hash struct {
+	// Header is the gRPC metadata key grpc listeners hash, lower case; ""
+	// only for a cluster no grpc listener uses.
+	Header string
+	// RingSize is the number of points on the ring.
+	RingSize int
+
+	// Pos is where a missing header is reported: the hash section, or the
+	// lb_policy without one; the zero Pos when there is a header (valid or
+	// not) or the section was reported already.
 	Pos Pos
 }
 

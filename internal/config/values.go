@@ -57,7 +57,7 @@ var (
 	logFormats       = []string{string(LogText), string(LogJSON)}
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	protocols        = []string{string(ProtocolGRPC), string(ProtocolTCP)}
-	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random)}
+	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random), string(RingHash)}
 	checkModes       = names(checker.Modes)
 	onUnimplementeds = names(checker.OnUnimplementeds)
 	livenesses       = names(checker.Livenesses)
@@ -492,6 +492,33 @@ func checkPortName(s string) error {
 	}
 	if !letter {
 		return errors.New("needs a letter")
+	}
+	return nil
+}
+
+// MaxHeaderLen bounds hash.header: longer metadata keys are not a thing
+// anyone sends.
+const MaxHeaderLen = 256
+
+// checkMetadataKey checks a gRPC metadata key (the hash header): the
+// characters gRPC allows in one (letters, digits, '-', '_', '.'; upper case
+// is taken as lower case, as HTTP/2 carries it), and no pseudo-header
+// (":authority" and the like are not metadata).
+func checkMetadataKey(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case s[0] == ':':
+		return fmt.Errorf("%s is an HTTP/2 pseudo-header, not gRPC metadata", quote(s))
+	case len(s) > MaxHeaderLen:
+		return fmt.Errorf("longer than %d characters", MaxHeaderLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+		if !ok {
+			return fmt.Errorf("invalid gRPC metadata key %s: use letters, digits, '-', '_' and '.'", quote(s))
+		}
 	}
 	return nil
 }

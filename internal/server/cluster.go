@@ -7,6 +7,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/pool"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
+	"github.com/vigil-proxy/vigil/balancer/ringhash"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
 )
@@ -47,7 +48,7 @@ func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
 		eps[i] = pool.Endpoint{Address: e.Address, Weight: e.Weight}
 	}
 	return pool.Spec{
-		Policy:         policyFor(c.LBPolicy),
+		Policy:         policyFor(c),
 		PanicThreshold: c.PanicThreshold,
 		HealthCheck:    c.HealthCheck,
 		Endpoints:      eps,
@@ -57,8 +58,13 @@ func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
 	}
 }
 
-func policyFor(name config.LBPolicy) balancer.Policy {
-	if p, ok := balancer.PolicyByName(string(name)); ok {
+// policyFor is the policy of a cluster: the registered one of its name,
+// with the cluster's own settings for those that have some.
+func policyFor(c config.Cluster) balancer.Policy {
+	if c.LBPolicy == config.RingHash && c.Hash != nil {
+		return ringhash.Policy{Header: c.Hash.Header, RingSize: c.Hash.RingSize}
+	}
+	if p, ok := balancer.PolicyByName(string(c.LBPolicy)); ok {
 		return p
 	}
 	// The config package only lets registered names through.
