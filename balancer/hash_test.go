@@ -26,8 +26,11 @@ func TestHashIP(t *testing.T) {
 	}
 	// No IP: random hashes, not one fixed value every such client shares.
 	unix := &net.UnixAddr{Name: "/tmp/s", Net: "unix"}
-	if balancer.HashIP(unix) == balancer.HashIP(unix) && balancer.HashIP(nil) == balancer.HashIP(nil) {
-		t.Error("HashIP without an IP address returns a fixed hash")
+	for _, addr := range []net.Addr{unix, nil} {
+		a, b := balancer.HashIP(addr), balancer.HashIP(addr)
+		if a == b {
+			t.Errorf("HashIP(%v) twice = %#x: a fixed hash, want random ones", addr, a)
+		}
 	}
 	if n := testing.AllocsPerRun(100, func() { balancer.HashIP(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1)}) }); n > 0 {
 		t.Errorf("HashIP allocates %v times", n)
