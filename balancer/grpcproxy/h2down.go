@@ -352,7 +352,7 @@ func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) error {
 		s.startLocal(req.Path, f, f.StreamEnded())
 		return nil
 	}
-	s.open(requestHeaders(f.Fields), f.StreamEnded(), fl)
+	s.open(req.Path, req.Authority, requestHeaders(f.Fields), f.StreamEnded(), fl)
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/route"
 	"github.com/vigil-proxy/vigil/internal/grpccode"
 	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
@@ -31,7 +32,10 @@ type fstream struct {
 	downID uint32
 	start  time.Time
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// route is the RPC's route (the table's default included) and
+	// cluster its cluster: the RPC is picked and retried in it only.
+	route    *route.Entry
 	cluster  *balancer.Cluster
 	uc       *upConn
 	ep       *balancer.Endpoint
@@ -110,10 +114,15 @@ func (m *msgLimit) feed(data []byte, max uint32) uint32 {
 	return 0
 }
 
-// open places a new stream on an endpoint of the listener's cluster.
-func (s *fstream) open(headers []hpack.HeaderField, endStream bool, fl *flusher) {
+// open routes a new stream (its :path and :authority are path and
+// authority) and places it on an endpoint of its route's cluster.
+func (s *fstream) open(path, authority string, headers []hpack.HeaderField, endStream bool, fl *flusher) {
+	rt := s.p.routes.Load().GRPC(path, authority)
 	s.mu.Lock()
-	s.cluster = s.p.cluster.Load()
+	s.route = rt
+	if rt != nil {
+		s.cluster = rt.Cluster
+	}
 	s.headers = headers
 	s.hdrSize = headerListSize(headers)
 	s.carryEnd = endStream
@@ -121,8 +130,8 @@ func (s *fstream) open(headers []hpack.HeaderField, endStream bool, fl *flusher)
 		s.key = keyOf(s.cluster.Snapshot().HashHeader, headers)
 	}
 	s.mu.Unlock()
-	if s.cluster == nil {
-		s.fail(codes.Unavailable, "vigil: the listener has no cluster", fl)
+	if rt == nil || rt.Cluster == nil {
+		s.fail(codes.Unimplemented, "no route for "+path, fl)
 		return
 	}
 	s.place(nil, fl)

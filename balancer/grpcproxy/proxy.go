@@ -45,6 +45,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/route"
 )
 
 // Defaults for the zero values of Options.
@@ -97,7 +98,8 @@ type Options struct {
 
 // Proxy is one grpc listener.
 type Proxy struct {
-	cluster     atomic.Pointer[balancer.Cluster]
+	// routes is read once per RPC: the route table in force.
+	routes      atomic.Pointer[route.Table]
 	health      *health.Server
 	log         *slog.Logger
 	metrics     Metrics
@@ -138,6 +140,12 @@ type Proxy struct {
 
 // New returns a proxy for cluster. Serve starts it.
 func New(cluster *balancer.Cluster, opts Options) *Proxy {
+	return NewRouted(route.New(nil, cluster), opts)
+}
+
+// NewRouted returns a proxy that forwards each RPC to the cluster of its
+// route in routes. Serve starts it.
+func NewRouted(routes *route.Table, opts Options) *Proxy {
 	if opts.MaxConcurrentStreams == 0 {
 		opts.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
@@ -176,16 +184,29 @@ func New(cluster *balancer.Cluster, opts Options) *Proxy {
 		listeners:   map[net.Listener]struct{}{},
 	}
 	p.stopping, p.stop = context.WithCancel(context.Background())
-	p.cluster.Store(cluster)
+	p.routes.Store(routes)
 	return p
 }
 
-// SetCluster moves the listener to another cluster (a reload changed its
-// `cluster`). RPCs already forwarded finish where they are.
-func (p *Proxy) SetCluster(c *balancer.Cluster) { p.cluster.Store(c) }
+// SetCluster makes c the listener's only cluster: a table without routes
+// whose default is c. RPCs already forwarded finish where they are.
+func (p *Proxy) SetCluster(c *balancer.Cluster) { p.routes.Store(route.New(nil, c)) }
 
-// Cluster is the cluster RPCs are currently forwarded to.
-func (p *Proxy) Cluster() *balancer.Cluster { return p.cluster.Load() }
+// SetRoutes swaps in a new route table (a reload changed the routes or the
+// default cluster): new RPCs use it; RPCs already forwarded, and client
+// connections, are not touched.
+func (p *Proxy) SetRoutes(t *route.Table) { p.routes.Store(t) }
+
+// Routes is the route table in force.
+func (p *Proxy) Routes() *route.Table { return p.routes.Load() }
+
+// Cluster is the default cluster RPCs no route matches go to, or nil.
+func (p *Proxy) Cluster() *balancer.Cluster {
+	if d := p.routes.Load().Default(); d != nil {
+		return d.Cluster
+	}
+	return nil
+}
 
 // Serve accepts client connections on ln until Shutdown or Close, and then
 // returns nil. ln is closed when Serve returns.

@@ -21,6 +21,10 @@ func validateCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, strings.Join(config.ErrorLines(errs), "\n"))
 		return 1
 	}
+	// Warnings do not fail the check: the configuration serves as it is.
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, w.Error())
+	}
 	endpoints := 0
 	for _, c := range cfg.Clusters {
 		endpoints += len(c.Endpoints)

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func TestExampleValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
+	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, routeKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(data), k+":") {
 				t.Errorf("config.example.yaml lacks field %q", k)
@@ -131,7 +132,7 @@ func equalConfig(a, b *Config) bool {
 		return false
 	}
 	for i := range a.Listeners {
-		if a.Listeners[i] != b.Listeners[i] {
+		if !reflect.DeepEqual(a.Listeners[i], b.Listeners[i]) {
 			return false
 		}
 	}
@@ -368,7 +369,7 @@ admin:
 			want: []string{
 				`t.yaml:3:5: listeners[0].name: missing required field`,
 				`t.yaml:3:5: listeners[0].address: missing required field (host:port to listen on)`,
-				`t.yaml:3:5: listeners[0].cluster: missing required field (the cluster this listener forwards to)`,
+				`t.yaml:3:5: listeners[0].cluster: missing required field (the cluster this listener forwards to, or routes)`,
 				`t.yaml:4:11: listeners[1].name: must not be empty`,
 				`t.yaml:6:13: listeners[1].cluster: missing value: must be a string`,
 				`t.yaml:8:5: clusters[0].name: missing required field`,

@@ -25,6 +25,10 @@ type Error struct {
 	Msg  string
 	// Err is the underlying error, if any (for errors.Is, e.g. fs.ErrNotExist).
 	Err error
+	// Warning marks a problem that does not keep the configuration from
+	// being served (Config.Warnings): its text has "warning: " before the
+	// message.
+	Warning bool
 }
 
 func (e *Error) Error() string {
@@ -37,6 +41,9 @@ func (e *Error) Error() string {
 	if e.Path != "" {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
+	}
+	if e.Warning {
+		b.WriteString("warning: ")
 	}
 	b.WriteString(e.Msg)
 	return b.String()
@@ -81,10 +88,19 @@ func (l ErrorList) sort() {
 	})
 }
 
-// errorsAt collects the errors of one Parse.
+// errorsAt collects the errors and warnings of one Parse.
 type errorsAt struct {
-	file string
-	list ErrorList
+	file  string
+	list  ErrorList
+	warns ErrorList
+}
+
+// warnAtPos records a warning at a position.
+func (c *errorsAt) warnAtPos(pos Pos, path, format string, args ...any) {
+	c.warns = append(c.warns, &Error{
+		File: c.file, Line: max(pos.Line, 1), Col: max(pos.Col, 1),
+		Path: path, Msg: fmt.Sprintf(format, args...), Warning: true,
+	})
 }
 
 // at records a problem at node n (or 1:1 without a node).

@@ -72,6 +72,9 @@ func (p *Parser) Parse(file string, data []byte) (*Config, error) {
 	defer p.mu.Unlock()
 	if cfg := p.parseItems(data); cfg != nil {
 		cfg.File = file
+		for _, w := range cfg.Warnings {
+			w.File = file
+		}
 		return cfg, nil
 	}
 	// Too complex to split, or wrong: the full parse decides, and finds
@@ -180,6 +183,8 @@ func (p *Parser) parseItems(data []byte) *Config {
 	if len(errs.list) > 0 {
 		return nil
 	}
+	errs.warns.sort()
+	cfg.Warnings = errs.warns
 	p.listeners, p.clusters = listeners, clusters
 	return cfg
 }
@@ -249,6 +254,7 @@ func (e *listenerEntry) move(off int) {
 	e.off = off
 	e.l.Pos = e.l.Pos.shift(d)
 	e.l.TLS = e.l.TLS.shift(d)
+	e.l.Routes = shiftRoutes(e.l.Routes, d)
 	e.src = listenerSource{name: e.src.name.shift(d), address: e.src.address.shift(d), cluster: e.src.cluster.shift(d)}
 }
 

@@ -102,8 +102,24 @@ func checkInvariants(t testing.TB, cfg *Config) {
 		if err := checkAddress(l.Address, listenAddress); err != nil {
 			t.Errorf("listener %q: %v", l.Name, err)
 		}
-		if !clusters[l.Cluster] {
+		if !clusters[l.Cluster] && (l.Cluster != "" || len(l.Routes) == 0) {
 			t.Errorf("listener %q names missing cluster %q", l.Name, l.Cluster)
+		}
+		routeNames := map[string]bool{}
+		for j, r := range l.Routes {
+			if !clusters[r.Cluster] {
+				t.Errorf("listener %q route %d names missing cluster %q", l.Name, j, r.Cluster)
+			}
+			if r.Name != "" && (checkName(r.Name) != nil || routeNames[r.Name]) {
+				t.Errorf("listener %q route name %q invalid or duplicate", l.Name, r.Name)
+			}
+			routeNames[r.Name] = true
+			if err := r.Match.Check(); err != nil {
+				t.Errorf("listener %q route %d: %v", l.Name, j, err)
+			}
+			if r.Timeout < 0 || r.Pos.Line < 1 || r.Pos.Col < 1 || l.Protocol != ProtocolGRPC {
+				t.Errorf("listener %q route %d = %+v", l.Name, j, r)
+			}
 		}
 		if l.Protocol != ProtocolGRPC && l.Protocol != ProtocolTCP {
 			t.Errorf("listener %q protocol = %q", l.Name, l.Protocol)

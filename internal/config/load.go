@@ -65,6 +65,8 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, errs.list
 	}
 	cfg.File = file
+	errs.warns.sort()
+	cfg.Warnings = errs.warns
 	return cfg, nil
 }
 

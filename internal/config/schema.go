@@ -21,7 +21,7 @@ var (
 	adminKeys       = []string{"address"}
 	logKeys         = []string{"format", "level"}
 	shutdownKeys    = []string{"drain_delay", "timeout"}
-	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls"}
+	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls", "routes"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
 	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash"}
@@ -196,14 +196,20 @@ func (w *walker) decodeListener(raw *yaml.Node, path string) (Listener, listener
 			src.address = nodePos(n)
 		}
 	}
-	if w.require(&f, m, path, "cluster", " (the cluster this listener forwards to)") {
-		if l.Cluster, n, ok = w.name(f.value("cluster"), join(path, "cluster")); ok {
-			src.cluster = nodePos(n)
-		}
-	}
 	if v := f.value("protocol"); v != nil {
 		if s, ok := w.enum(v, join(path, "protocol"), protocols); ok {
 			l.Protocol = Protocol(s)
+		}
+	}
+	if v := f.value("routes"); v != nil {
+		l.Routes = w.decodeRoutes(v, join(path, "routes"), l.Protocol)
+	}
+	// With routes, the cluster is optional: what no route matches fails.
+	if len(l.Routes) > 0 && !f.has("cluster") || w.require(&f, m, path, "cluster", " (the cluster this listener forwards to, or routes)") {
+		if v := f.value("cluster"); v != nil {
+			if l.Cluster, n, ok = w.name(v, join(path, "cluster")); ok {
+				src.cluster = nodePos(n)
+			}
 		}
 	}
 	if v := f.value("max_concurrent_streams"); v != nil {
@@ -736,16 +742,21 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 				addresses[key] = bound{i, ls.address.Line}
 			}
 		}
+		// Suggestions compare with every cluster name: bound their total
+		// cost for files with huge numbers of both.
+		unknown := func(name string) string {
+			if suggestWork += len(names); suggestWork <= maxSuggestWork {
+				return didYouMean(name, names)
+			}
+			return ""
+		}
 		if ls.cluster != (Pos{}) {
 			if _, ok := clusterNames[l.Cluster]; !ok {
-				hint := ""
-				// Suggestions compare with every cluster name: bound their
-				// total cost for files with huge numbers of both.
-				if suggestWork += len(names); suggestWork <= maxSuggestWork {
-					hint = didYouMean(l.Cluster, names)
-				}
-				w.errs.atPos(ls.cluster, join(path(), "cluster"), "unknown cluster %s%s", quote(l.Cluster), hint)
+				w.errs.atPos(ls.cluster, join(path(), "cluster"), "unknown cluster %s%s", quote(l.Cluster), unknown(l.Cluster))
 			}
+		}
+		if len(l.Routes) > 0 {
+			w.checkRoutes(i, l, clusterNames, unknown)
 		}
 	}
 }

@@ -21,6 +21,11 @@ type Config struct {
 	Shutdown  Shutdown
 	Listeners []Listener
 	Clusters  []Cluster
+
+	// Warnings are problems that do not keep the configuration from being
+	// served (a route that can never match), sorted by position: `vigil
+	// validate` prints them, `vigil run` logs them.
+	Warnings ErrorList
 }
 
 // Admin configures the admin HTTP server.
@@ -62,12 +67,17 @@ const (
 	ProtocolTCP  Protocol = "tcp"
 )
 
-// Listener accepts client traffic for one cluster.
+// Listener accepts client traffic for its cluster, or for the clusters
+// its routes name.
 type Listener struct {
 	Name     string
 	Address  string
 	Protocol Protocol
-	Cluster  string
+	// Cluster takes the traffic no route matches; "" for none (only with
+	// routes).
+	Cluster string
+	// Routes are tried in order; the first that matches wins.
+	Routes []Route
 
 	// MaxConcurrentStreams caps the streams of one client HTTP/2 connection
 	// (grpc listeners).
@@ -240,8 +250,19 @@ func (c *Config) Attrs() []slog.Attr {
 // Same reports whether l and o are the same listener, wherever they are in
 // the file.
 func (l Listener) Same(o Listener) bool {
-	a, b := l.TLS, o.TLS
-	l.Pos, o.Pos = Pos{}, Pos{}
-	l.TLS, o.TLS = nil, nil
-	return l == o && a.Equal(b)
+	return l.Name == o.Name && l.Cluster == o.Cluster && l.SameSettings(o) &&
+		l.TLS.Equal(o.TLS) && sameRoutes(l.Routes, o.Routes)
 }
+
+// SameSettings reports whether l and o listen and serve alike: the same
+// address, protocol and limits; their names, clusters, routes and TLS
+// aside. (A test keeps it up to date with the fields of Listener.)
+func (l Listener) SameSettings(o Listener) bool {
+	return l.Address == o.Address && l.Protocol == o.Protocol &&
+		l.MaxConcurrentStreams == o.MaxConcurrentStreams && l.MaxMessageSize == o.MaxMessageSize &&
+		l.IdleTimeout == o.IdleTimeout && l.MaxConnections == o.MaxConnections
+}
+
+// SameRoutes reports whether l and o have the same routes, positions
+// aside.
+func (l Listener) SameRoutes(o Listener) bool { return sameRoutes(l.Routes, o.Routes) }

@@ -35,6 +35,9 @@ func malformed(format string, args ...any) error {
 type Request struct {
 	Method string
 	Path   string
+	// Authority is the :authority field, or the host field without one
+	// (RFC 9113 8.3.1); "" when neither is present.
+	Authority string
 	// ContentType is the content-type field, "" when absent.
 	ContentType string
 	// ContentLength is the content-length field, -1 when absent: the
@@ -78,7 +81,7 @@ func CheckRequest(fields []hpack.HeaderField) (Request, error) {
 			case ":path":
 				seen, r.Path = &sawPath, f.Value
 			case ":authority":
-				seen = &sawAuthority
+				seen, r.Authority = &sawAuthority, f.Value
 			default:
 				// :status belongs to responses; :protocol needs
 				// SETTINGS_ENABLE_CONNECT_PROTOCOL, which vigil does not
@@ -98,6 +101,10 @@ func CheckRequest(fields []hpack.HeaderField) (Request, error) {
 		switch f.Name {
 		case "content-type":
 			r.ContentType = f.Value
+		case "host":
+			if !sawAuthority {
+				r.Authority = f.Value
+			}
 		case "content-length":
 			n, ok := parseContentLength(f.Value)
 			if !ok || (r.ContentLength >= 0 && n != r.ContentLength) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
+	"github.com/vigil-proxy/vigil/balancer/route"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/tlsconf"
@@ -24,12 +25,18 @@ type proxy interface {
 // listenerRT runs one listener: a proxy serving the connections of an
 // acceptor.
 type listenerRT struct {
-	cfg    config.Listener
-	acc    *acceptor
-	vl     *virtualListener
-	tls    *listenerTLS // nil: plaintext
-	proxy  proxy
-	served chan struct{} // closed when the proxy's Serve returned
+	cfg config.Listener
+	// routes is the route table in force (the default cluster included)
+	// and routesGen counts the tables given to it, so that one waiting
+	// for its clusters to be warm knows when a later one superseded it.
+	// Both guarded by Server.mu.
+	routes    *route.Table
+	routesGen uint64
+	acc       *acceptor
+	vl        *virtualListener
+	tls       *listenerTLS // nil: plaintext
+	proxy     proxy
+	served    chan struct{} // closed when the proxy's Serve returned
 }
 
 // acceptorKey names a socket. Two listeners with the same address share
@@ -44,22 +51,23 @@ func acceptorKey(l config.Listener) string {
 }
 
 // sameProxy reports whether a listener's proxy can stay as it is when its
-// configuration changes from a to b: only the cluster and the tls section
-// may differ (TLS staying on or off), and those are swapped in place.
+// configuration changes from a to b: only the cluster, the routes and the
+// tls section may differ (TLS staying on or off), and those are swapped in
+// place.
 func sameProxy(a, b config.Listener) bool {
 	if (a.TLS == nil) != (b.TLS == nil) {
 		return false
 	}
-	a.Cluster, b.Cluster = "", ""
-	a.Name, b.Name = "", ""
-	a.Pos, b.Pos = config.Pos{}, config.Pos{}
-	a.TLS, b.TLS = nil, nil
-	return a == b
+	return a.SameSettings(b)
 }
 
-func (s *Server) newProxy(l config.Listener, c *balancer.Cluster) proxy {
+func (s *Server) newProxy(l config.Listener, routes *route.Table) proxy {
 	switch l.Protocol {
 	case config.ProtocolTCP:
+		var c *balancer.Cluster
+		if d := routes.Default(); d != nil {
+			c = d.Cluster
+		}
 		return tcpproxy.New(c, tcpproxy.Options{
 			IdleTimeout:    l.IdleTimeout,
 			MaxConnections: l.MaxConnections,
@@ -67,7 +75,7 @@ func (s *Server) newProxy(l config.Listener, c *balancer.Cluster) proxy {
 			Metrics:        s.metrics.tcp(l.Name),
 		})
 	default:
-		return grpcproxy.New(c, grpcproxy.Options{
+		return grpcproxy.NewRouted(routes, grpcproxy.Options{
 			MaxConcurrentStreams: l.MaxConcurrentStreams,
 			MaxMessageSize:       l.MaxMessageSize,
 			IdleTimeout:          l.IdleTimeout,
@@ -81,12 +89,13 @@ func (s *Server) newProxy(l config.Listener, c *balancer.Cluster) proxy {
 
 // startListener serves l on acc with a new proxy, terminating TLS with src
 // when l has a tls section.
-func (s *Server) startListener(l config.Listener, acc *acceptor, c *balancer.Cluster, src *tlsconf.Server) *listenerRT {
+func (s *Server) startListener(l config.Listener, acc *acceptor, routes *route.Table, src *tlsconf.Server) *listenerRT {
 	lr := &listenerRT{
 		cfg:    l,
 		acc:    acc,
+		routes: routes,
 		vl:     newVirtualListener(acc.Addr()),
-		proxy:  s.newProxy(l, c),
+		proxy:  s.newProxy(l, routes),
 		served: make(chan struct{}),
 	}
 	var ln net.Listener = lr.vl
@@ -102,7 +111,7 @@ func (s *Server) startListener(l config.Listener, acc *acceptor, c *balancer.Clu
 	}()
 	acc.serve(lr.vl)
 	s.log.Info("listening", "listener", l.Name, "address", acc.Addr().String(), "protocol", string(l.Protocol),
-		"cluster", l.Cluster, "tls", l.TLS != nil)
+		"cluster", l.Cluster, "routes", len(l.Routes), "tls", l.TLS != nil)
 	return lr
 }
 

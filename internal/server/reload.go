@@ -30,7 +30,16 @@ func (s *Server) ReloadFile(path string) error {
 	}
 	s.metrics.reload(true)
 	s.events.LogAttrs(s.ctx, slog.LevelInfo, "config reloaded", append([]slog.Attr{slog.String("file", path)}, plan.attrs()...)...)
+	s.logWarnings(cfg)
 	return nil
+}
+
+// logWarnings writes one `config warning` record per warning of cfg (a
+// route that can never match, say): the configuration serves as it is.
+func (s *Server) logWarnings(cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		s.log.Warn("config warning", "file", cfg.File, "warning", w.Error())
+	}
 }
 
 func (s *Server) reject(path string, err error) {
@@ -42,4 +51,5 @@ func (s *Server) reject(path string, err error) {
 // to the eviction log.
 func (s *Server) LogLoaded(cfg *config.Config) {
 	s.events.LogAttrs(s.ctx, slog.LevelInfo, "config loaded", cfg.Attrs()...)
+	s.logWarnings(cfg)
 }

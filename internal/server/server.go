@@ -81,6 +81,11 @@ type Server struct {
 	stopping bool
 	ready    bool
 	readyCh  chan struct{}
+	// serving is whether each cluster has a healthy endpoint, as its pool
+	// last said; services maps each routed gRPC service name to the
+	// cluster whose health it reports (routedServices).
+	serving  map[string]bool
+	services map[string]string
 
 	quit chan struct{}
 	// wg counts the goroutines the server owns: the readiness wait, the
@@ -115,6 +120,8 @@ func New(opts Options) *Server {
 		listeners:       map[string]*listenerRT{},
 		acceptors:       map[string]*acceptor{},
 		readyCh:         make(chan struct{}),
+		serving:         map[string]bool{},
+		services:        map[string]string{},
 		quit:            make(chan struct{}),
 		parser:          opts.Parser,
 	}
@@ -277,6 +284,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		s.log.Error("record listeners", "err", err)
 	}
 	s.applyListeners(cfg, bound, tlsSrcs, &plan)
+	s.setRoutedServices(routedServices(cfg))
 	s.applyAdmin(cfg, adminLn)
 	if s.logs != nil {
 		s.logs.Set(cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
@@ -350,7 +358,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 	for _, l := range cfg.Listeners {
 		acc := s.acceptorFor(l, bound)
 		keep[acceptorKey(l)] = true
-		bal := s.clusters[l.Cluster].pool.Cluster()
+		routes := s.routeTable(l)
 		old := s.listeners[l.Name]
 		src := tlsSrcs[l.Name]
 		switch {
@@ -360,9 +368,14 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 			plan.listenersChanged++
 		}
 		if old != nil && old.acc == acc && sameProxy(old.cfg, l) {
+			if old.cfg.Cluster != l.Cluster || !old.cfg.SameRoutes(l) {
+				s.setRoutes(old, routes)
+			}
 			if old.cfg.Cluster != l.Cluster {
-				old.proxy.SetCluster(bal)
 				s.log.Info("listener moved", "listener", l.Name, "cluster", l.Cluster, "from", old.cfg.Cluster)
+			}
+			if !old.cfg.SameRoutes(l) {
+				s.log.Info("listener routes changed", "listener", l.Name, "routes", len(l.Routes))
 			}
 			if src != nil {
 				old.tls.update(s, l, src)
@@ -379,7 +392,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 			src = old.tls.src
 			old.tls.src = nil
 		}
-		s.listeners[l.Name] = s.startListener(l, acc, bal, src)
+		s.listeners[l.Name] = s.startListener(l, acc, routes, src)
 		if l.TLS == nil {
 			s.metrics.m.TLSCertificates(l.Name, nil)
 		}
@@ -432,18 +445,51 @@ func (s *Server) markReady() {
 }
 
 // setClusterServing publishes whether a cluster has a healthy endpoint as
-// the proxy's own health service named after the cluster.
+// the proxy's own health service named after the cluster, and named after
+// every gRPC service routed to it.
 func (s *Server) setClusterServing(name string, serving bool) {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
+	s.serving[name] = serving
 	if s.stopping {
 		return
 	}
-	status := healthpb.HealthCheckResponse_NOT_SERVING
-	if serving {
-		status = healthpb.HealthCheckResponse_SERVING
+	s.health.SetServingStatus(name, servingStatus(serving))
+	for svc, cluster := range s.services {
+		if cluster == name {
+			s.health.SetServingStatus(svc, servingStatus(serving))
+		}
 	}
-	s.health.SetServingStatus(name, status)
+}
+
+// setRoutedServices makes the proxy's own health answer for each routed
+// service (name -> cluster) as its cluster does; a service no longer
+// routed turns NOT_SERVING (the health server cannot forget a name).
+func (s *Server) setRoutedServices(services map[string]string) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	old := s.services
+	s.services = services
+	if s.stopping {
+		return
+	}
+	for svc := range old {
+		if _, ok := services[svc]; !ok {
+			s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+		}
+	}
+	for svc, cluster := range services {
+		if c, ok := old[svc]; !ok || c != cluster {
+			s.health.SetServingStatus(svc, servingStatus(s.serving[cluster]))
+		}
+	}
+}
+
+func servingStatus(serving bool) healthpb.HealthCheckResponse_ServingStatus {
+	if serving {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
 }
 
 // Shutdown stops the proxy in the contract's order: its own health turns
