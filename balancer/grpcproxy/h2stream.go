@@ -37,6 +37,7 @@ type fstream struct {
 	// cluster its cluster: the RPC is picked and retried in it only.
 	route    *route.Entry
 	cluster  *balancer.Cluster
+	timer    *time.Timer // the route's timeout, nil without one
 	uc       *upConn
 	ep       *balancer.Endpoint
 	headers  []hpack.HeaderField // request headers, kept for a retry
@@ -122,6 +123,10 @@ func (s *fstream) open(path, authority string, headers []hpack.HeaderField, endS
 	s.route = rt
 	if rt != nil {
 		s.cluster = rt.Cluster
+		if rt.Timeout > 0 && rt.Cluster != nil {
+			headers = applyTimeout(headers, rt.Timeout)
+			s.startTimeoutLocked(rt.Timeout)
+		}
 	}
 	s.headers = headers
 	s.hdrSize = headerListSize(headers)
@@ -580,6 +585,9 @@ func (s *fstream) finish(code codes.Code) {
 	}
 	s.finished = true
 	s.dropReplayLocked()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	ep, cl := s.ep, s.cluster
 	s.mu.Unlock()
 	if ep != nil {

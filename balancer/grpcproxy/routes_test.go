@@ -1,9 +1,12 @@
 package grpcproxy
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -82,5 +85,99 @@ func TestRouteRetriesInItsCluster(t *testing.T) {
 	}
 	if n := good.calls.Load(); n != 1 {
 		t.Errorf("the default's backend had %d calls, want 1 (EmptyCall only)", n)
+	}
+}
+
+// hangingServer holds every UnaryCall until its context ends, and reports
+// the deadline the backend saw and that the call ended.
+type hangingServer struct {
+	testgrpc.UnimplementedTestServiceServer
+	deadlines chan time.Duration
+	ended     chan error
+}
+
+func (h *hangingServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	d, ok := ctx.Deadline()
+	left := time.Duration(-1)
+	if ok {
+		left = time.Until(d)
+	}
+	h.deadlines <- left
+	<-ctx.Done()
+	h.ended <- ctx.Err()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+// TestRouteTimeout: a route's timeout ends the RPC with DEADLINE_EXCEEDED
+// from vigil, the backend sees it as its deadline and sees the stream
+// end; a client deadline shorter than the route's is the one the backend
+// is told.
+func TestRouteTimeout(t *testing.T) {
+	h := &hangingServer{deadlines: make(chan time.Duration, 2), ended: make(chan error, 2)}
+	be := startBackend(t, h)
+	cl := namedCluster(t, "slow", endpointFor(t, be.addr))
+	p, addr := startProxy(t, nil, Options{})
+	const timeout = 300 * time.Millisecond
+	p.SetRoutes(route.New([]route.Route{{Match: route.Match{Service: "grpc.testing.TestService"}, Cluster: cl, Timeout: timeout}}, nil))
+	tc := testgrpc.NewTestServiceClient(dialClient(t, addr))
+
+	_, err := tc.UnaryCall(ctxFor(t), &testgrpc.SimpleRequest{}) // a 30s client deadline
+	if st := status.Convert(err); st.Code() != codes.DeadlineExceeded || !strings.Contains(st.Message(), "route timeout of 300ms") {
+		t.Fatalf("UnaryCall: %v, want DEADLINE_EXCEEDED from the route's timeout", err)
+	}
+	if left := <-h.deadlines; left <= 0 || left > timeout {
+		t.Errorf("the backend's deadline was %v away, want at most the route's %v", left, timeout)
+	}
+	select {
+	case err := <-h.ended:
+		if err == nil {
+			t.Error("the backend's call ended without error")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the backend never saw its call end")
+	}
+
+	// A client deadline shorter than the route's: the backend is told the
+	// client's.
+	p.SetRoutes(route.New([]route.Route{{Match: route.Match{Service: "grpc.testing.TestService"}, Cluster: cl, Timeout: time.Hour}}, nil))
+	ctx, cancel := context.WithTimeout(ctxFor(t), 20*time.Second)
+	defer cancel()
+	go func() { _, _ = tc.UnaryCall(ctx, &testgrpc.SimpleRequest{}) }()
+	if left := <-h.deadlines; left <= 0 || left > 20*time.Second {
+		t.Errorf("the backend's deadline was %v away, want the client's (at most 20s)", left)
+	}
+	cancel()
+	<-h.ended
+}
+
+func TestTimeoutEncoding(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		2 * time.Second: "2000000u", 300 * time.Millisecond: "300000u", time.Nanosecond: "1n",
+		99_999_999 * time.Nanosecond: "99999999n", 100 * time.Millisecond: "100000u",
+		time.Hour: "3600000m", 1000 * time.Hour: "3600000S", 1 << 62: "76861434M",
+	} {
+		got := formatTimeout(d)
+		if got != want {
+			t.Errorf("formatTimeout(%v) = %q, want %q", d, got, want)
+		}
+		if back, ok := parseTimeout(got); !ok || back < d {
+			t.Errorf("parseTimeout(%q) = %v, %v; want at least %v", got, back, ok, d)
+		}
+	}
+	for _, bad := range []string{"", "1", "S", "123456789S", "-1S", "+1S", "1x", "1.5S"} {
+		if _, ok := parseTimeout(bad); ok {
+			t.Errorf("parseTimeout(%q) accepted", bad)
+		}
+	}
+	h := applyTimeout([]hpack.HeaderField{{Name: ":path", Value: "/a.B/C"}, {Name: "grpc-timeout", Value: "1S"}}, 2*time.Second)
+	if h[1].Value != "1S" {
+		t.Errorf("a sooner client deadline was replaced: %v", h)
+	}
+	h = applyTimeout(h, 500*time.Millisecond)
+	if h[1].Value != "500000u" {
+		t.Errorf("a later client deadline was kept: %v", h)
+	}
+	if h = applyTimeout(h[:1], time.Second); len(h) != 2 || h[1].Value != "1000000u" {
+		t.Errorf("no grpc-timeout added: %v", h)
 	}
 }
