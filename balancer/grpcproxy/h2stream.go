@@ -437,6 +437,21 @@ func (s *fstream) backendEnded(code codes.Code, written bool) {
 
 // backendReset: the backend reset the stream; the client gets the same.
 func (s *fstream) backendReset(code http2.ErrCode, fl *flusher) {
+	if d := s.routeTimeoutPassed(); code == http2.ErrCodeCancel && d > 0 {
+		// The backend gave up at the deadline vigil told it (grpc-go
+		// resets with CANCEL then): the RPC ran out of its route's time.
+		s.mu.Lock()
+		uc := s.uc
+		s.mu.Unlock()
+		if uc != nil {
+			uc.w.mu.Lock()
+			s.req.done, s.req.closed = true, true
+			s.req.buf = nil
+			uc.w.mu.Unlock()
+		}
+		s.cut(codes.DeadlineExceeded, routeTimeoutMessage(d), fl)
+		return
+	}
 	w := s.dc.w
 	w.mu.Lock()
 	ended := s.resp.done

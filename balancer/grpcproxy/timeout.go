@@ -82,6 +82,22 @@ func applyTimeout(headers []hpack.HeaderField, d time.Duration) []hpack.HeaderFi
 // The caller holds s.mu.
 func (s *fstream) startTimeoutLocked(d time.Duration) {
 	s.timer = time.AfterFunc(d, func() {
-		s.cut(codes.DeadlineExceeded, "vigil: route timeout of "+d.String()+" exceeded", nil)
+		s.cut(codes.DeadlineExceeded, routeTimeoutMessage(d), nil)
 	})
+}
+
+func routeTimeoutMessage(d time.Duration) string {
+	return "vigil: route timeout of " + d.String() + " exceeded"
+}
+
+// routeTimeoutPassed returns the stream's route timeout once it has
+// passed, else 0.
+func (s *fstream) routeTimeoutPassed() time.Duration {
+	s.mu.Lock()
+	rt := s.route
+	s.mu.Unlock()
+	if rt == nil || rt.Timeout <= 0 || time.Since(s.start) < rt.Timeout {
+		return 0
+	}
+	return rt.Timeout
 }
