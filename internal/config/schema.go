@@ -771,14 +771,20 @@ func (w *walker) checkHashHeaders(cfg *Config, clusterNames map[string]int) {
 		if l.Protocol != ProtocolGRPC {
 			continue
 		}
-		if _, ok := clusterNames[l.Cluster]; !ok {
-			continue
+		use := func(cluster string) {
+			if _, ok := clusterNames[cluster]; !ok {
+				return
+			}
+			if needs == nil {
+				needs = map[string]string{}
+			}
+			if _, seen := needs[cluster]; !seen {
+				needs[cluster] = l.Name
+			}
 		}
-		if needs == nil {
-			needs = map[string]string{}
-		}
-		if _, seen := needs[l.Cluster]; !seen {
-			needs[l.Cluster] = l.Name
+		use(l.Cluster)
+		for _, r := range l.Routes {
+			use(r.Cluster) // a route forwards RPCs as the listener does
 		}
 	}
 	for i := range cfg.Clusters {
