@@ -6,10 +6,11 @@
 // whenever the endpoints or their health change and swaps it in.
 //
 // Load-balancing policies live in subpackages (roundrobin, leastrequest,
-// random, ringhash) and register themselves by name; import them for their
-// side effect, as with database/sql drivers. A hashing policy (HashPolicy,
-// ring_hash) places each connection or RPC by a hash of its key: the data
-// paths pick with PickHash, which the other policies answer as Pick.
+// random, ringhash, maglev) and register themselves by name; import them
+// for their side effect, as with database/sql drivers. A hashing policy
+// (HashPolicy: ring_hash, maglev) places each connection or RPC by a hash
+// of its key: the data paths pick with PickHash, which the other policies
+// answer as Pick.
 package balancer
 
 import (

@@ -56,7 +56,7 @@ func TestEndpointInflightConcurrent(t *testing.T) {
 }
 
 func TestShippedPoliciesRegistered(t *testing.T) {
-	want := []string{"least_request", "random", "ring_hash", "round_robin"}
+	want := []string{"least_request", "maglev", "random", "ring_hash", "round_robin"}
 	got := balancer.Policies()
 	for _, name := range want {
 		if !slices.Contains(got, name) {

@@ -69,21 +69,30 @@ func placeKeys(t *testing.T, c *client, keys []string) []string {
 	return got
 }
 
-// TestRingHashGRPC runs ring_hash through the real binary over five grpc-go
-// backends, hashing the metadata key x-session-id at the default ring size:
-// the same key reaches the same backend over 1,000 RPCs; 10,000 keys spread
-// within 15% of even; evicting a backend (its health NOT_SERVING) moves
-// its keys and no other; readmitting it brings every one of them back; RPCs
-// without the header spread over the backends.
+// TestRingHashGRPC runs ring_hash (at the default ring size) and maglev
+// through the real binary over five grpc-go backends, hashing the metadata
+// key x-session-id: the same key reaches the same backend over 1,000 RPCs;
+// 10,000 keys spread within 15% of even; evicting a backend (its health
+// NOT_SERVING) moves its keys and no other; readmitting it brings every
+// one of them back; RPCs without the header spread over the backends.
 func TestRingHashGRPC(t *testing.T) {
 	t.Parallel()
+	for _, policy := range []string{"ring_hash", "maglev"} {
+		t.Run(policy, func(t *testing.T) {
+			t.Parallel()
+			testHashPolicyGRPC(t, policy)
+		})
+	}
+}
+
+func testHashPolicyGRPC(t *testing.T, policy string) {
 	var bs []*backend
 	for i := range 5 {
 		bs = append(bs, startBackend(t, fmt.Sprintf("b%d", i+1)))
 	}
 	v := startVigil(t, yamlConfig{
 		Listeners: []yamlListener{{Name: "api", Cluster: "sessions"}},
-		Clusters: []yamlCluster{{Name: "sessions", Policy: "ring_hash", Endpoints: addrs(bs), Extra: `hash:
+		Clusters: []yamlCluster{{Name: "sessions", Policy: policy, Endpoints: addrs(bs), Extra: `hash:
   header: x-session-id`}},
 	}.String())
 	for _, b := range bs {

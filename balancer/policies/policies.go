@@ -1,5 +1,5 @@
 // Package policies registers every load-balancing policy vigil ships
-// (round_robin, least_request, random, ring_hash). Its only job is its side effect:
+// (round_robin, least_request, random, ring_hash, maglev). Its only job is its side effect:
 //
 //	import _ "github.com/vigil-proxy/vigil/balancer/policies"
 //
@@ -9,6 +9,7 @@ package policies
 import (
 	// Each registers itself with balancer.Register in init.
 	_ "github.com/vigil-proxy/vigil/balancer/leastrequest"
+	_ "github.com/vigil-proxy/vigil/balancer/maglev"
 	_ "github.com/vigil-proxy/vigil/balancer/random"
 	_ "github.com/vigil-proxy/vigil/balancer/ringhash"
 	_ "github.com/vigil-proxy/vigil/balancer/roundrobin"

@@ -22,6 +22,10 @@ clusters:
     endpoints: [{address: 127.0.0.1:2}]
   - name: plain
     endpoints: [{address: 127.0.0.1:3}]
+  - name: table
+    lb_policy: maglev
+    hash: {header: x-user}
+    endpoints: [{address: 127.0.0.1:4}]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +38,9 @@ clusters:
 	}
 	if h := cfg.Clusters[2].Hash; h != nil {
 		t.Errorf("round_robin cluster: hash %+v, want nil", h)
+	}
+	if h := cfg.Clusters[3].Hash; h == nil || h.Header != "x-user" || h.RingSize != 0 {
+		t.Errorf("maglev: hash %+v, want header x-user and no ring size", h)
 	}
 }
 
@@ -80,11 +87,17 @@ func TestParseHashErrors(t *testing.T) {
 		{"hash without ring_hash", `    lb_policy: random
     hash: {header: k}
 `, []string{
-			`9:11: clusters[0].hash: only for lb_policy ring_hash, not random`,
+			`9:11: clusters[0].hash: only for lb_policy ring_hash or maglev, not random`,
 		}},
 		{"hash with the default policy", `    hash: {header: k}
 `, []string{
-			`8:11: clusters[0].hash: only for lb_policy ring_hash (the default is round_robin)`,
+			`8:11: clusters[0].hash: only for lb_policy ring_hash or maglev (the default is round_robin)`,
+		}},
+		{"maglev: no ring_size, header required", `    lb_policy: maglev
+    hash: {ring_size: 64}
+`, []string{
+			`9:11: clusters[0].hash.header: required: grpc listener "l" forwards to this maglev cluster`,
+			`9:12: clusters[0].hash.ring_size: only for lb_policy ring_hash (maglev's table has 65537 entries)`,
 		}},
 		{"not a mapping", `    lb_policy: ring_hash
     hash: x-session-id

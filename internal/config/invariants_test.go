@@ -34,13 +34,13 @@ func checkInvariants(t testing.TB, cfg *Config) {
 			t.Errorf("cluster name %q invalid or duplicate", c.Name)
 		}
 		clusters[c.Name] = true
-		if c.LBPolicy != RoundRobin && c.LBPolicy != LeastRequest && c.LBPolicy != Random && c.LBPolicy != RingHash {
+		if c.LBPolicy != RoundRobin && c.LBPolicy != LeastRequest && c.LBPolicy != Random && c.LBPolicy != RingHash && c.LBPolicy != Maglev {
 			t.Errorf("cluster %q lb_policy = %q", c.Name, c.LBPolicy)
 		}
-		if (c.Hash != nil) != (c.LBPolicy == RingHash) {
+		if (c.Hash != nil) != c.LBPolicy.Hashes() {
 			t.Errorf("cluster %q: lb_policy %s with hash %+v", c.Name, c.LBPolicy, c.Hash)
 		}
-		if c.Hash != nil && (c.Hash.RingSize < 1 || c.Hash.RingSize > ringhash.MaxRingSize || c.Hash.Header != strings.ToLower(c.Hash.Header)) {
+		if c.Hash != nil && ((c.LBPolicy == RingHash) != (c.Hash.RingSize > 0) || c.Hash.RingSize > ringhash.MaxRingSize || c.Hash.Header != strings.ToLower(c.Hash.Header)) {
 			t.Errorf("cluster %q hash = %+v", c.Name, c.Hash)
 		}
 		if c.PanicThreshold < 0 || c.PanicThreshold > 100 {

@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/vigil-proxy/vigil/balancer/maglev"
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/ringhash"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
@@ -402,22 +403,25 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 		c.SlowStart = w.decodeSlowStart(v, join(path, "slow_start"))
 	}
 	switch v := f.value("hash"); {
-	case c.LBPolicy == RingHash:
-		c.Hash = w.decodeHash(v, join(path, "hash"), resolve(f.value("lb_policy")))
+	case c.LBPolicy.Hashes():
+		c.Hash = w.decodeHash(v, join(path, "hash"), resolve(f.value("lb_policy")), c.LBPolicy)
 	case v != nil && f.has("lb_policy"):
-		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s, not %s", RingHash, c.LBPolicy)
+		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s or %s, not %s", RingHash, Maglev, c.LBPolicy)
 	case v != nil:
-		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s (the default is %s)", RingHash, DefaultLBPolicy)
+		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s or %s (the default is %s)", RingHash, Maglev, DefaultLBPolicy)
 	}
 	return c, nameNode
 }
 
-// decodeHash decodes a ring_hash cluster's hash section (raw, nil when
-// absent) over its defaults. A missing header is judged across sections,
-// where the listeners are known (crossCheck); policy is the lb_policy
-// value, where it is reported when there is no section.
-func (w *walker) decodeHash(raw *yaml.Node, path string, policy *yaml.Node) *Hash {
-	h := &Hash{RingSize: ringhash.DefaultRingSize, Pos: nodePos(policy)}
+// decodeHash decodes the hash section (raw, nil when absent) of a cluster
+// whose lb_policy hashes over its defaults. A missing header is judged
+// across sections, where the listeners are known (crossCheck); policyNode
+// is the lb_policy value, where it is reported when there is no section.
+func (w *walker) decodeHash(raw *yaml.Node, path string, policyNode *yaml.Node, policy LBPolicy) *Hash {
+	h := &Hash{Pos: nodePos(policyNode)}
+	if policy == RingHash {
+		h.RingSize = ringhash.DefaultRingSize
+	}
 	if raw == nil {
 		return h
 	}
@@ -440,7 +444,9 @@ func (w *walker) decodeHash(raw *yaml.Node, path string, policy *yaml.Node) *Has
 		}
 	}
 	if v := f.value("ring_size"); v != nil {
-		if n, ok := w.integer(v, join(path, "ring_size"), 1, ringhash.MaxRingSize); ok {
+		if policy != RingHash {
+			w.errs.at(f.find("ring_size", 0).key, join(path, "ring_size"), "only for lb_policy %s (%s's table has %d entries)", RingHash, policy, maglev.TableSize)
+		} else if n, ok := w.integer(v, join(path, "ring_size"), 1, ringhash.MaxRingSize); ok {
 			h.RingSize = int(n)
 		}
 	}
@@ -761,9 +767,10 @@ func (w *walker) crossCheck(cfg *Config, src *sources) {
 	}
 }
 
-// checkHashHeaders reports each ring_hash cluster a grpc listener forwards
-// to without a hash.header: its RPCs would all be keyless, hence random,
-// which is surely not what ring_hash was chosen for. (tcp listeners hash
+// checkHashHeaders reports each ring_hash or maglev cluster a grpc
+// listener forwards to without a hash.header: its RPCs would all be
+// keyless, hence random, which is surely not what the policy was chosen
+// for. (tcp listeners hash
 // the client's IP address and need no header.)
 func (w *walker) checkHashHeaders(cfg *Config, clusterNames map[string]int) {
 	var needs map[string]string // cluster -> the first grpc listener using it
@@ -794,7 +801,7 @@ func (w *walker) checkHashHeaders(cfg *Config, clusterNames map[string]int) {
 		}
 		if l, ok := needs[c.Name]; ok {
 			w.errs.atPos(c.Hash.Pos, join(index("clusters", i), "hash.header"),
-				"required: grpc listener %s forwards to this ring_hash cluster, which places each RPC by the value of this gRPC metadata key", quote(l))
+				"required: grpc listener %s forwards to this %s cluster, which places each RPC by the value of this gRPC metadata key", quote(l), c.LBPolicy)
 		}
 	}
 }

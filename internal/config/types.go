@@ -179,7 +179,12 @@ const (
 	LeastRequest LBPolicy = "least_request"
 	Random       LBPolicy = "random"
 	RingHash     LBPolicy = "ring_hash"
+	Maglev       LBPolicy = "maglev"
 )
+
+// Hashes reports whether the policy places requests by a key's hash
+// (ring_hash, maglev), configured by the hash section.
+func (p LBPolicy) Hashes() bool { return p == RingHash || p == Maglev }
 
 // Cluster is a pool of interchangeable endpoints.
 type Cluster struct {
@@ -198,19 +203,20 @@ type Cluster struct {
 	Outlier *outlier.Config
 	// SlowStart is the slow_start section (nil: off).
 	SlowStart *slowstart.Config
-	// Hash is the hash section of a ring_hash cluster, with its defaults
-	// when the section is absent; nil for the other policies.
+	// Hash is the hash section of a ring_hash or maglev cluster, with its
+	// defaults when the section is absent; nil for the other policies.
 	Hash *Hash
 
 	Pos Pos
 }
 
-// Hash is how a ring_hash cluster hashes its requests.
+// Hash is how a ring_hash or maglev cluster hashes its requests.
 type Hash struct {
 	// Header is the gRPC metadata key grpc listeners hash, lower case; ""
 	// only for a cluster no grpc listener uses.
 	Header string
-	// RingSize is the number of points on the ring.
+	// RingSize is the number of points on the ring (ring_hash; 0 for
+	// maglev).
 	RingSize int
 
 	// Pos is where a missing header is reported: the hash section, or the

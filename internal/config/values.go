@@ -57,7 +57,7 @@ var (
 	logFormats       = []string{string(LogText), string(LogJSON)}
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	protocols        = []string{string(ProtocolGRPC), string(ProtocolTCP)}
-	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random), string(RingHash)}
+	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random), string(RingHash), string(Maglev)}
 	checkModes       = names(checker.Modes)
 	onUnimplementeds = names(checker.OnUnimplementeds)
 	livenesses       = names(checker.Livenesses)

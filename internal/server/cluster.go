@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/maglev"
 	"github.com/vigil-proxy/vigil/balancer/pool"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
 	"github.com/vigil-proxy/vigil/balancer/ringhash"
@@ -61,8 +62,12 @@ func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
 // policyFor is the policy of a cluster: the registered one of its name,
 // with the cluster's own settings for those that have some.
 func policyFor(c config.Cluster) balancer.Policy {
-	if c.LBPolicy == config.RingHash && c.Hash != nil {
+	switch {
+	case c.Hash == nil:
+	case c.LBPolicy == config.RingHash:
 		return ringhash.Policy{Header: c.Hash.Header, RingSize: c.Hash.RingSize}
+	case c.LBPolicy == config.Maglev:
+		return maglev.Policy{Header: c.Hash.Header}
 	}
 	if p, ok := balancer.PolicyByName(string(c.LBPolicy)); ok {
 		return p
