@@ -16,6 +16,13 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
+// steadyHealth is a health check that evicts a backend for what it answers
+// (NOT_SERVING, at once) and not for a probe that is slow because the
+// machine is loaded (CI runs every suite on 2 cores): a transient eviction
+// of another backend would move keys, as it should, and fail a test that
+// checks that only the one it evicts loses its keys.
+const steadyHealth = "mode: check\ninterval: 100ms\ntimeout: 5s\nunhealthy_threshold: 1000\nhealthy_threshold: 1"
+
 // keyedCall makes one UnaryCall with the metadata x-session-id: key ("" for
 // none) and returns the id of the backend that served it.
 func keyedCall(c *client, key string) (string, error) {
@@ -92,7 +99,7 @@ func testHashPolicyGRPC(t *testing.T, policy string) {
 	}
 	v := startVigil(t, yamlConfig{
 		Listeners: []yamlListener{{Name: "api", Cluster: "sessions"}},
-		Clusters: []yamlCluster{{Name: "sessions", Policy: policy, Endpoints: addrs(bs), Extra: `hash:
+		Clusters: []yamlCluster{{Name: "sessions", Policy: policy, Endpoints: addrs(bs), Health: steadyHealth, Extra: `hash:
   header: x-session-id`}},
 	}.String())
 	for _, b := range bs {
@@ -183,7 +190,7 @@ func TestRingHashTCPByClientIP(t *testing.T) {
 	bs := []*backend{startBackend(t, "b1"), startBackend(t, "b2"), startBackend(t, "b3")}
 	v := startVigil(t, yamlConfig{
 		Listeners: []yamlListener{{Name: "tcp", Protocol: "tcp", Cluster: "by-ip"}},
-		Clusters:  []yamlCluster{{Name: "by-ip", Policy: "ring_hash", Endpoints: addrs(bs)}},
+		Clusters:  []yamlCluster{{Name: "by-ip", Policy: "ring_hash", Endpoints: addrs(bs), Health: steadyHealth}},
 	}.String())
 	for _, b := range bs {
 		v.wait(15*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.id)
@@ -232,6 +239,8 @@ func TestReloadSwitchesToRingHash(t *testing.T) {
 	f := newReloadFixture(t)
 	f.cfg.Clusters[0].Policy = "ring_hash"
 	f.cfg.Clusters[0].Extra = "hash: {header: x-session-id, ring_size: 1024}"
+	// A transient eviction would move a key (see steadyHealth).
+	f.cfg.Clusters[0].Health = steadyHealth
 	if r := f.reload(t); r.num("clusters_changed") != 1 {
 		t.Errorf("reloaded record = %v", r)
 	}
