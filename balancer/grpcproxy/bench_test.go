@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 	"github.com/vigil-proxy/vigil/internal/loadgen"
 )
 
@@ -120,6 +123,59 @@ func BenchmarkUnary1KiBOutlier(b *testing.B) {
 				if s, f := ep.TakeOutcomes(); s < uint64(b.N) || f != 0 {
 					b.Fatalf("outcomes counted: %d successes, %d failures; want at least %d successes", s, f, b.N)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkUnary1KiBAccessLog is BenchmarkUnary1KiB's proxy RPC with the
+// access log off and on (JSON to a file in the test's directory): the
+// record's copy into the log's buffer on the data path, and its
+// formatting and write on the log's own goroutine, all in cpu-ns/op.
+func BenchmarkUnary1KiBAccessLog(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "accesslog=off"
+		if on {
+			name = "accesslog=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			be := startBackend(b, nil)
+			opts := Options{}
+			var sink *accesslog.Sink
+			var dropped atomic.Int64
+			if on {
+				var err error
+				sink, err = accesslog.Open(filepath.Join(b.TempDir(), "access.log"), accesslog.Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(sink.Close)
+				opts.AccessLog = sink.Logger("bench", accesslog.JSON, func() { dropped.Add(1) })
+			}
+			_, addr := startProxy(b, clusterOf(b, nil, endpointFor(b, be.addr)), opts)
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr))
+			ctx := context.Background()
+			if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			measureCPU(b, func() {
+				for range b.N {
+					if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if on {
+					// The writer's work is part of the cost: wait for it.
+					for sink.Written()+uint64(dropped.Load()) < uint64(b.N)+1 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			})
+			b.StopTimer()
+			if on {
+				b.ReportMetric(float64(dropped.Load())/float64(b.N), "dropped/op")
 			}
 		})
 	}

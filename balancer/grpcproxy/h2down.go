@@ -316,6 +316,9 @@ func (dc *downConn) onHeaders(f *http2.MetaHeadersFrame, fl *flusher) error {
 		return nil
 	}
 	s := &fstream{p: p, dc: dc, downID: id, start: time.Now(), reqEnded: f.StreamEnded(), reqLen: req.ContentLength}
+	if s.al = p.accessLog.Load(); s.al != nil {
+		s.method, s.authority, s.agent = logFields(f.Fields)
+	}
 	s.resp = half{dst: dc.w, id: id, win: dc.w.initWin, toPeer: true, counted: true, peerEnded: f.StreamEnded()}
 	dc.w.active++
 	dc.w.halves.add(&s.resp)
@@ -409,6 +412,28 @@ func requestHeaders(fields []hpack.HeaderField) []hpack.HeaderField {
 	return out
 }
 
+// logFields are the request's fields the access log shows: :path,
+// :authority (Host when it has none) and user-agent.
+func logFields(fields []hpack.HeaderField) (path, authority, agent string) {
+	host := ""
+	for _, f := range fields {
+		switch f.Name {
+		case ":path":
+			path = f.Value
+		case ":authority":
+			authority = f.Value
+		case "host":
+			host = f.Value
+		case "user-agent":
+			agent = f.Value
+		}
+	}
+	if authority == "" {
+		authority = host
+	}
+	return path, authority, agent
+}
+
 func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) error {
 	n := int64(f.Length)
 	id := f.StreamID
@@ -439,6 +464,9 @@ func (dc *downConn) onData(f *http2.DataFrame, fl *flusher) error {
 		return dc.resetStream(id, http2.ErrCodeStreamClosed, fl)
 	}
 	s.reqEnded = f.StreamEnded()
+	if s.al != nil {
+		s.reqBytes.Add(int64(len(f.Data())))
+	}
 	if s.reqRecvd += n; s.reqRecvd > s.reqCredited.Load()+streamWindow {
 		return dc.resetStream(id, http2.ErrCodeFlowControl, fl)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/route"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 	"github.com/vigil-proxy/vigil/internal/grpccode"
 	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
@@ -75,6 +76,13 @@ type fstream struct {
 	plainStatus string // the :status of a plain answer: 405 when ""
 
 	local *localCall
+
+	// The access log's, set only while one is on (al not nil): what the
+	// client asked for, and the DATA payload bytes each way (counted by
+	// the two sides' reader goroutines, read by whichever finishes).
+	al                       *accesslog.Logger
+	method, authority, agent string
+	reqBytes, respBytes      atomic.Int64
 
 	// What a transparent retry would replay (s.mu; see replay.go).
 	replay    []byte
@@ -401,6 +409,9 @@ func (s *fstream) backendData(data []byte, end bool, fl *flusher) {
 			return
 		}
 	}
+	if s.al != nil {
+		s.respBytes.Add(int64(len(data)))
+	}
 	w := s.dc.w
 	w.mu.Lock()
 	n := s.resp.sendLocked(data, end)
@@ -603,27 +614,60 @@ func (s *fstream) finish(code codes.Code) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	ep, cl := s.ep, s.cluster
+	ep, cl, attempts, rt := s.ep, s.cluster, s.attempts, s.route
 	s.mu.Unlock()
+	opened := s.opened.Load()
 	if ep != nil {
 		ep.Release()
-		if s.opened.Load() {
+		if opened {
 			// What the RPC says about its endpoint, for outlier detection:
 			// atomics only (balancer.Classify says which codes count).
 			ep.Report(code)
 		}
 	}
-	if m := s.p.metrics; m != nil && cl != nil {
+	if m, al := s.p.metrics, s.al; m != nil && cl != nil || al != nil {
+		elapsed := time.Since(s.start)
 		addr := ""
-		if ep != nil && s.opened.Load() {
+		if ep != nil && opened {
 			addr = ep.Address()
 		}
-		m.RPCFinished(cl.Name(), addr, grpccode.Name(code), time.Since(s.start))
+		if m != nil && cl != nil {
+			m.RPCFinished(cl.Name(), addr, grpccode.Name(code), elapsed)
+		}
+		if al != nil {
+			s.logAccess(al, rt, cl, addr, code, attempts, elapsed)
+		}
 	}
 	dc := s.dc
 	dc.w.mu.Lock()
 	dc.removeLocked(s)
 	dc.w.mu.Unlock()
+}
+
+// logAccess queues the stream's access log record: a copy into the log's
+// buffer, no allocation, never a wait.
+func (s *fstream) logAccess(al *accesslog.Logger, rt *route.Entry, cl *balancer.Cluster, endpoint string, code codes.Code, attempts int, elapsed time.Duration) {
+	r := accesslog.Record{
+		Kind:          accesslog.GRPC,
+		Start:         s.start,
+		Duration:      elapsed,
+		Endpoint:      endpoint,
+		Client:        s.dc.nc.RemoteAddr(),
+		Method:        s.method,
+		Authority:     s.authority,
+		UserAgent:     s.agent,
+		Status:        code,
+		RequestBytes:  s.reqBytes.Load(),
+		ResponseBytes: s.respBytes.Load(),
+		Attempts:      attempts,
+	}
+	if rt != nil {
+		r.Route = rt.Label // the name, else the index; "" for the default
+	}
+	if cl != nil {
+		r.Cluster = cl.Name()
+	}
+	al.Log(&r)
 }
 
 // flusher collects the connections a reader goroutine wrote to, to flush

@@ -46,6 +46,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/route"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 )
 
 // Defaults for the zero values of Options.
@@ -89,6 +90,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives per-RPC and per-connection hooks; nil disables them.
 	Metrics Metrics
+	// AccessLog, when not nil, gets one record per RPC as it ends
+	// (SetAccessLog changes it).
+	AccessLog *accesslog.Logger
 	// Retries is how many other endpoints an RPC tries when the picked one
 	// could not be reached before anything was sent (connection refused or
 	// reset on connect). 0 means DefaultRetries, negative means none; at
@@ -100,6 +104,7 @@ type Options struct {
 type Proxy struct {
 	// routes is read once per RPC: the route table in force.
 	routes      atomic.Pointer[route.Table]
+	accessLog   atomic.Pointer[accesslog.Logger]
 	health      *health.Server
 	log         *slog.Logger
 	metrics     Metrics
@@ -185,8 +190,13 @@ func NewRouted(routes *route.Table, opts Options) *Proxy {
 	}
 	p.stopping, p.stop = context.WithCancel(context.Background())
 	p.routes.Store(routes)
+	p.accessLog.Store(opts.AccessLog)
 	return p
 }
+
+// SetAccessLog replaces the access log (nil: off) for the RPCs that
+// begin from now on.
+func (p *Proxy) SetAccessLog(l *accesslog.Logger) { p.accessLog.Store(l) }
 
 // SetCluster makes c the listener's only cluster: a table without routes
 // whose default is c. RPCs already forwarded finish where they are.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 )
 
 // handle runs one client connection from accept to close.
@@ -44,11 +45,50 @@ func (p *Proxy) handle(client net.Conn, accepted time.Time) {
 	client.Close()
 	stats.Duration = time.Since(accepted)
 	p.metrics.ConnectionClosed(stats)
+	p.logAccess(client, accepted, &stats)
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.Debug("connection closed", "cluster", stats.Cluster, "endpoint", stats.Endpoint,
 			"client", client.RemoteAddr().String(), "outcome", string(stats.Outcome), "attempts", stats.Attempts,
 			"bytes_to_upstream", stats.BytesToUpstream, "bytes_to_client", stats.BytesToClient,
 			"duration", stats.Duration)
+	}
+}
+
+// logAccess queues the connection's access log record, if the log is on.
+func (p *Proxy) logAccess(client net.Conn, accepted time.Time, stats *ConnStats) {
+	al := p.accessLog.Load()
+	if al == nil {
+		return
+	}
+	al.Log(&accesslog.Record{
+		Kind:     accesslog.TCP,
+		Start:    accepted,
+		Duration: stats.Duration,
+		Cluster:  stats.Cluster,
+		Endpoint: stats.Endpoint,
+		Client:   client.RemoteAddr(),
+		BytesIn:  stats.BytesToUpstream,
+		BytesOut: stats.BytesToClient,
+		Result:   accessResult(stats.Outcome),
+	})
+}
+
+// accessResult is the access log's name for an outcome: the contract's
+// five. A reset either way and a rejection over max_connections are
+// "closed" (the metrics tell them apart); an endpoint removed and drained
+// and a shutdown are "drained".
+func accessResult(o Outcome) string {
+	switch o {
+	case OutcomeNoHealthyUpstream:
+		return accesslog.ResultNoEndpoint
+	case OutcomeConnectFailed:
+		return accesslog.ResultConnectFailed
+	case OutcomeIdleTimeout:
+		return accesslog.ResultIdleTimeout
+	case OutcomeEndpointClosed, OutcomeShutdown:
+		return accesslog.ResultDrained
+	default:
+		return accesslog.ResultClosed
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 )
 
 // Defaults for Options fields left zero.
@@ -54,12 +55,16 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives connection events; nil means none.
 	Metrics Metrics
+	// AccessLog, when not nil, gets one record per connection as it ends
+	// (SetAccessLog changes it).
+	AccessLog *accesslog.Logger
 }
 
 // Proxy accepts TCP connections and forwards each one to an endpoint of its
 // cluster. A Proxy may serve several listeners at once.
 type Proxy struct {
-	cluster atomic.Pointer[balancer.Cluster]
+	cluster   atomic.Pointer[balancer.Cluster]
+	accessLog atomic.Pointer[accesslog.Logger]
 
 	dialer      net.Dialer
 	retries     int
@@ -123,8 +128,13 @@ func New(cluster *balancer.Cluster, opts Options) *Proxy {
 	}
 	p.cutCtx, p.cut = context.WithCancel(context.Background())
 	p.cluster.Store(cluster)
+	p.accessLog.Store(opts.AccessLog)
 	return p
 }
+
+// SetAccessLog replaces the access log (nil: off) for the connections
+// that end from now on.
+func (p *Proxy) SetAccessLog(l *accesslog.Logger) { p.accessLog.Store(l) }
 
 // SetCluster makes new connections balance over c; connections already open
 // stay where they are. It is safe to call at any time, e.g. on a reload.
@@ -178,7 +188,7 @@ func (p *Proxy) accept(conn net.Conn) {
 	if p.maxConns > 0 && n > p.maxConns {
 		p.active.Add(-1)
 		conn.Close()
-		p.rejected(accepted)
+		p.rejected(conn, accepted)
 		return
 	}
 	// Serve holds its own count in conns, so this Add cannot race with a
@@ -188,12 +198,13 @@ func (p *Proxy) accept(conn net.Conn) {
 }
 
 // rejected accounts for a connection closed because of MaxConnections.
-func (p *Proxy) rejected(accepted time.Time) {
+func (p *Proxy) rejected(conn net.Conn, accepted time.Time) {
 	stats := ConnStats{Outcome: OutcomeOverLimit, Duration: time.Since(accepted)}
 	if c := p.cluster.Load(); c != nil {
 		stats.Cluster = c.Name()
 	}
 	p.metrics.ConnectionClosed(stats)
+	p.logAccess(conn, accepted, &stats)
 	// A flood of rejections is worth one warning every 10 seconds, not one
 	// record per connection.
 	last := p.lastLimitWarn.Load()

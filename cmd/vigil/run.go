@@ -42,7 +42,7 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	// Signals are caught before anything starts, so that a SIGTERM during
 	// start-up still means a clean stop.
 	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
 
 	srv := server.New(server.Options{Logs: logs, Logger: logger, Store: store, Version: version, Parser: parser})
@@ -84,6 +84,11 @@ func runCmd(args []string, _, stderr io.Writer) int {
 
 	var sig os.Signal
 	for sig = range signals {
+		if sig == syscall.SIGUSR1 {
+			// logrotate moved the access logs: reopen them by name.
+			srv.ReopenAccessLogs()
+			continue
+		}
 		if sig != syscall.SIGHUP {
 			break
 		}
@@ -100,11 +105,18 @@ func runCmd(args []string, _, stderr io.Writer) int {
 	hurry := make(chan struct{})
 	go func() {
 		defer close(hurry)
-		select {
-		case sig := <-signals:
-			logger.Warn("second signal: cutting work in flight", "signal", sig.String())
-			cancel()
-		case <-stopped:
+		for {
+			select {
+			case sig := <-signals:
+				if sig == syscall.SIGUSR1 {
+					srv.ReopenAccessLogs()
+					continue
+				}
+				logger.Warn("second signal: cutting work in flight", "signal", sig.String())
+				cancel()
+			case <-stopped:
+			}
+			return
 		}
 	}()
 	srv.Shutdown(ctx)

@@ -78,7 +78,7 @@ func TestExampleValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, routeKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
+	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, routeKeys, accessLogKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(data), k+":") {
 				t.Errorf("config.example.yaml lacks field %q", k)
@@ -109,7 +109,8 @@ clusters:
 		Listeners: []Listener{{
 			Name: "api", Address: "127.0.0.1:0", Protocol: ProtocolGRPC, Cluster: "orders",
 			MaxConcurrentStreams: 100, MaxMessageSize: 32 << 20, IdleTimeout: time.Hour, MaxConnections: 10000,
-			Pos: Pos{Line: 3, Col: 5},
+			AccessLog: AccessLog{Format: LogJSON, Buffer: 4096},
+			Pos:       Pos{Line: 3, Col: 5},
 		}},
 		Clusters: []Cluster{{
 			Name: "orders", LBPolicy: RoundRobin, PanicThreshold: 50,

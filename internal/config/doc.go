@@ -19,6 +19,7 @@
 //	max_message_size        bytes or 4MiB/512KiB/1GiB, 1KiB to 1GiB (default 32MiB)
 //	idle_timeout            positive duration (default 1h)
 //	max_connections         concurrent client connections, 0 = unlimited (default 10000)
+//	access_log.buffer       access log records waiting for the writer, 16 to 1048576 (default 4096)
 //
 // Details of the YAML accepted:
 //   - Exactly one document; an empty file (or only comments) is an error.

@@ -255,6 +255,7 @@ func (e *listenerEntry) move(off int) {
 	e.l.Pos = e.l.Pos.shift(d)
 	e.l.TLS = e.l.TLS.shift(d)
 	e.l.Routes = shiftRoutes(e.l.Routes, d)
+	e.l.AccessLog.PathPos = e.l.AccessLog.PathPos.shift(d)
 	e.src = listenerSource{name: e.src.name.shift(d), address: e.src.address.shift(d), cluster: e.src.cluster.shift(d)}
 }
 

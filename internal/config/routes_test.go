@@ -118,7 +118,8 @@ func TestListenerSameCoversEveryField(t *testing.T) {
 		"IdleTimeout":          func(l *Listener) { l.IdleTimeout = 2 },
 		"MaxConnections":       func(l *Listener) { l.MaxConnections = 2 },
 		"TLS":                  func(l *Listener) { l.TLS = &ListenerTLS{MinVersion: TLS13} },
-		"Pos":                  nil, // positions are never compared
+		"AccessLog":            func(l *Listener) { l.AccessLog.Path = "stdout" }, // swapped in place: not in SameSettings
+		"Pos":                  nil,                                               // positions are never compared
 	}
 	typ := reflect.TypeFor[Listener]()
 	for i := range typ.NumField() {
@@ -140,6 +141,7 @@ func TestListenerSameCoversEveryField(t *testing.T) {
 	l := base
 	l.Pos = Pos{Line: 9}
 	l.Routes = []Route{}
+	l.AccessLog.PathPos = Pos{Line: 3}
 	if !base.Same(l) || !base.SameSettings(l) {
 		t.Error("positions or an empty route list make listeners differ")
 	}

@@ -22,7 +22,8 @@ var (
 	adminKeys       = []string{"address"}
 	logKeys         = []string{"format", "level"}
 	shutdownKeys    = []string{"drain_delay", "timeout"}
-	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls", "routes"}
+	listenerKeys    = []string{"name", "address", "protocol", "cluster", "max_concurrent_streams", "max_message_size", "idle_timeout", "max_connections", "tls", "routes", "access_log"}
+	accessLogKeys   = []string{"path", "format", "buffer"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
 	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash"}
@@ -177,6 +178,7 @@ func (w *walker) decodeListener(raw *yaml.Node, path string) (Listener, listener
 		MaxMessageSize:       DefaultMaxMessageSize,
 		IdleTimeout:          DefaultIdleTimeout,
 		MaxConnections:       DefaultMaxConnections,
+		AccessLog:            AccessLog{Format: DefaultAccessLogFormat, Buffer: DefaultAccessLogBuffer},
 	}
 	var src listenerSource
 	f, m, ok := w.mapping(raw, path, listenerKeys)
@@ -236,7 +238,36 @@ func (w *walker) decodeListener(raw *yaml.Node, path string) (Listener, listener
 	if v := f.value("tls"); v != nil {
 		l.TLS = w.decodeListenerTLS(v, join(path, "tls"))
 	}
+	if v := f.value("access_log"); v != nil {
+		l.AccessLog = w.decodeAccessLog(v, join(path, "access_log"))
+	}
 	return l, src
+}
+
+// decodeAccessLog decodes a listener's access_log mapping; an empty one
+// (or path "") is off.
+func (w *walker) decodeAccessLog(raw *yaml.Node, path string) AccessLog {
+	a := AccessLog{Format: DefaultAccessLogFormat, Buffer: DefaultAccessLogBuffer}
+	f, _, ok := w.mapping(raw, path, accessLogKeys)
+	if !ok {
+		return a
+	}
+	if v := f.value("path"); v != nil {
+		if s, n, ok := w.filePath(v, join(path, "path"), true); ok {
+			a.Path, a.PathPos = s, nodePos(n)
+		}
+	}
+	if v := f.value("format"); v != nil {
+		if s, ok := w.enum(v, join(path, "format"), accessLogFormats); ok {
+			a.Format = LogFormat(s)
+		}
+	}
+	if v := f.value("buffer"); v != nil {
+		if n, ok := w.integer(v, join(path, "buffer"), MinAccessLogBuffer, MaxAccessLogBuffer); ok {
+			a.Buffer = int(n)
+		}
+	}
+	return a
 }
 
 // decodeListenerTLS decodes a listener's tls mapping: one certificate

@@ -94,8 +94,35 @@ type Listener struct {
 	// TLS terminates TLS on the listener; nil: plaintext (h2c for grpc).
 	TLS *ListenerTLS
 
+	// AccessLog is the listener's access log; Path "" is off.
+	AccessLog AccessLog
+
 	// Pos is where the listener is declared, for error messages.
 	Pos Pos
+}
+
+// AccessLog configures a listener's access log: one record per RPC (grpc)
+// or connection (tcp).
+type AccessLog struct {
+	// Path is "" (off), "stdout", "stderr" or a file path as written
+	// (Config.FilePath resolves it), reopened on SIGUSR1.
+	Path string
+	// Format is json or text (key=value).
+	Format LogFormat
+	// Buffer is how many records wait for the writer at most; more are
+	// dropped and counted.
+	Buffer int
+
+	// PathPos is where path's value is, for the errors of opening it.
+	PathPos Pos
+}
+
+// On reports whether the access log is on.
+func (a AccessLog) On() bool { return a.Path != "" }
+
+// Same reports whether a and o are the same settings, positions aside.
+func (a AccessLog) Same(o AccessLog) bool {
+	return a.Path == o.Path && a.Format == o.Format && a.Buffer == o.Buffer
 }
 
 // TLSVersion is a TLS protocol version as written in the configuration.
@@ -257,7 +284,7 @@ func (c *Config) Attrs() []slog.Attr {
 // the file.
 func (l Listener) Same(o Listener) bool {
 	return l.Name == o.Name && l.Cluster == o.Cluster && l.SameSettings(o) &&
-		l.TLS.Equal(o.TLS) && sameRoutes(l.Routes, o.Routes)
+		l.TLS.Equal(o.TLS) && sameRoutes(l.Routes, o.Routes) && l.AccessLog.Same(o.AccessLog)
 }
 
 // SameSettings reports whether l and o listen and serve alike: the same

@@ -32,6 +32,9 @@ const (
 
 	DefaultTLSMinVersion       = TLS12
 	DefaultTLSHandshakeTimeout = 10 * time.Second
+
+	DefaultAccessLogFormat = LogJSON
+	DefaultAccessLogBuffer = 4096
 )
 
 // Limits of the values vigil accepts.
@@ -50,11 +53,16 @@ const (
 	// MaxFileSize bounds the configuration file, so that a runaway file
 	// cannot stall a reload; a 1,000-cluster configuration is about 1 MiB.
 	MaxFileSize = 64 << 20
+	// MinAccessLogBuffer and MaxAccessLogBuffer bound access_log.buffer
+	// (records; one is about 250 bytes).
+	MinAccessLogBuffer = 16
+	MaxAccessLogBuffer = 1 << 20
 )
 
 // Allowed values of the enumerations, in the order error messages list them.
 var (
 	logFormats       = []string{string(LogText), string(LogJSON)}
+	accessLogFormats = []string{string(LogJSON), string(LogText)}
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	protocols        = []string{string(ProtocolGRPC), string(ProtocolTCP)}
 	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random), string(RingHash), string(Maglev)}

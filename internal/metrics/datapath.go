@@ -45,6 +45,8 @@ type listenerState struct {
 	// certificates served (nil: the listener is plaintext).
 	handshakes [numTLSResults]atomic.Uint64
 	tlsCerts   atomic.Pointer[[]tlsconf.Cert]
+	// accessLogDropped counts the access log records dropped.
+	accessLogDropped atomic.Uint64
 }
 
 // numTLSResults is len(tlsterm.Results); a test keeps them equal.
@@ -68,6 +70,14 @@ func (m *Metrics) TCP(listener string) tcpproxy.Metrics {
 // (grpcproxy.Options.Metrics).
 func (m *Metrics) GRPC(listener string) grpcproxy.Metrics {
 	return &grpcHooks{m: m, l: m.listener(listener)}
+}
+
+// AccessLogDropped returns what counts a listener's dropped access log
+// records in vigil_access_log_dropped_total: an atomic add, for the data
+// path.
+func (m *Metrics) AccessLogDropped(listener string) func() {
+	l := m.listener(listener)
+	return func() { l.accessLogDropped.Add(1) }
 }
 
 type tcpHooks struct {

@@ -42,6 +42,8 @@ var (
 		"Client connections closed at once because the listener was at max_connections.", []string{"listener"}, nil)
 	descTCPClosed = prometheus.NewDesc("vigil_tcp_connections_closed_total",
 		"Client connections of tcp listeners by how they ended.", []string{"listener", "outcome"}, nil)
+	descAccessLogDropped = prometheus.NewDesc("vigil_access_log_dropped_total",
+		"Access log records of the listener dropped because the log's buffer was full (its writer behind or blocked).", []string{"listener"}, nil)
 	descTCPBytes = prometheus.NewDesc("vigil_tcp_bytes_total",
 		"Bytes forwarded by tcp listeners, by direction: to_upstream or to_client.", []string{"listener", "direction"}, nil)
 )
@@ -57,7 +59,7 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 		descEndpointHealthy, descEndpointFailures, descEndpointEjected, descEndpointConns, descEndpointStreams,
 		descClusterEndpoints, descClusterPanic, descClusterRoutable,
 		descListenerConns, descListenerStreams, descListenerAccepted, descListenerRejected,
-		descTCPClosed, descTCPBytes, descTLSHandshakes, descTLSExpiry,
+		descTCPClosed, descTCPBytes, descTLSHandshakes, descTLSExpiry, descAccessLogDropped,
 	} {
 		ch <- d
 	}
@@ -83,7 +85,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		if !ok {
 			continue // its proxy has not been created yet
 		}
-		collectListener(ch, l.Name, l.Protocol, v.(*listenerState))
+		collectListener(ch, l.Name, l.Protocol, l.AccessLog.On(), v.(*listenerState))
 	}
 }
 
@@ -155,14 +157,18 @@ func (c *liveCollector) collectWithoutStore(ch chan<- prometheus.Metric) {
 		return true
 	})
 	c.m.listeners.Range(func(k, v any) bool {
-		collectListener(ch, k.(string), "", v.(*listenerState))
+		collectListener(ch, k.(string), "", true, v.(*listenerState))
 		return true
 	})
 }
 
 // collectListener exports a listener's series; protocol "" (unknown)
-// exports those of both protocols.
-func collectListener(ch chan<- prometheus.Metric, name string, protocol config.Protocol, l *listenerState) {
+// exports those of both protocols. The access log's drops are exported
+// while it is on, or once there were some.
+func collectListener(ch chan<- prometheus.Metric, name string, protocol config.Protocol, accessLog bool, l *listenerState) {
+	if dropped := l.accessLogDropped.Load(); accessLog || dropped > 0 {
+		ch <- counter(descAccessLogDropped, float64(dropped), name)
+	}
 	collectTLS(ch, name, l, time.Now())
 	ch <- gauge(descListenerConns, float64(l.conns.Load()), name)
 	ch <- counter(descListenerAccepted, float64(l.accepted.Load()), name)

@@ -246,6 +246,26 @@ func exercise(m *Metrics, s *testStore) {
 	m.TLSHandshake("api")(tlsterm.ResultOK, nil)
 	m.DiscoveryStarted("orders", "dns")
 	m.DiscoveryUpdate("orders", "dns", DiscoveryChanged, 2)
+	m.AccessLogDropped("api")()
+}
+
+// The access log's drops are exported per listener while its log is on,
+// or once some were counted.
+func TestAccessLogDropped(t *testing.T) {
+	s := newTestStore(t)
+	m := New(Options{Store: s.Store})
+	s.addListener("api", config.ProtocolGRPC, "orders")
+	m.GRPC("api")
+	if _, ok := scrape(t, m)["vigil_access_log_dropped_total"]; ok {
+		t.Fatal("dropped exported for a listener without access log or drops")
+	}
+	drop := m.AccessLogDropped("api")
+	drop()
+	drop()
+	f, ok := scrape(t, m)["vigil_access_log_dropped_total"]
+	if !ok || len(f.Metric) != 1 || f.Metric[0].GetCounter().GetValue() != 2 || f.Metric[0].Label[0].GetValue() != "api" {
+		t.Fatalf("vigil_access_log_dropped_total = %v", f)
+	}
 }
 
 func TestNamesListEveryFamily(t *testing.T) {

@@ -5,6 +5,7 @@ import "slices"
 // names are the families vigil exports besides go_* and process_*. A test
 // keeps the list equal to what a fully exercised Metrics gathers.
 var names = []string{
+	"vigil_access_log_dropped_total",
 	"vigil_admissions_total",
 	"vigil_build_info",
 	"vigil_cluster_endpoints",

@@ -10,6 +10,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer/grpcproxy"
 	"github.com/vigil-proxy/vigil/balancer/route"
 	"github.com/vigil-proxy/vigil/balancer/tcpproxy"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
@@ -20,6 +21,7 @@ type proxy interface {
 	Shutdown(ctx context.Context) error
 	Close() error
 	SetCluster(c *balancer.Cluster)
+	SetAccessLog(l *accesslog.Logger)
 }
 
 // listenerRT runs one listener: a proxy serving the connections of an
@@ -51,9 +53,9 @@ func acceptorKey(l config.Listener) string {
 }
 
 // sameProxy reports whether a listener's proxy can stay as it is when its
-// configuration changes from a to b: only the cluster, the routes and the
-// tls section may differ (TLS staying on or off), and those are swapped in
-// place.
+// configuration changes from a to b: only the cluster, the routes, the
+// tls section (TLS staying on or off) and the access log may differ, and
+// those are swapped in place.
 func sameProxy(a, b config.Listener) bool {
 	if (a.TLS == nil) != (b.TLS == nil) {
 		return false
@@ -61,7 +63,7 @@ func sameProxy(a, b config.Listener) bool {
 	return a.SameSettings(b)
 }
 
-func (s *Server) newProxy(l config.Listener, routes *route.Table) proxy {
+func (s *Server) newProxy(l config.Listener, routes *route.Table, al *accesslog.Logger) proxy {
 	switch l.Protocol {
 	case config.ProtocolTCP:
 		var c *balancer.Cluster
@@ -73,6 +75,7 @@ func (s *Server) newProxy(l config.Listener, routes *route.Table) proxy {
 			MaxConnections: l.MaxConnections,
 			Logger:         s.log.With("listener", l.Name),
 			Metrics:        s.metrics.tcp(l.Name),
+			AccessLog:      al,
 		})
 	default:
 		return grpcproxy.NewRouted(routes, grpcproxy.Options{
@@ -83,19 +86,20 @@ func (s *Server) newProxy(l config.Listener, routes *route.Table) proxy {
 			Health:               s.health,
 			Logger:               s.log.With("listener", l.Name),
 			Metrics:              s.metrics.grpc(l.Name),
+			AccessLog:            al,
 		})
 	}
 }
 
 // startListener serves l on acc with a new proxy, terminating TLS with src
 // when l has a tls section.
-func (s *Server) startListener(l config.Listener, acc *acceptor, routes *route.Table, src *tlsconf.Server) *listenerRT {
+func (s *Server) startListener(l config.Listener, acc *acceptor, routes *route.Table, src *tlsconf.Server, al *accesslog.Logger) *listenerRT {
 	lr := &listenerRT{
 		cfg:    l,
 		acc:    acc,
 		routes: routes,
 		vl:     newVirtualListener(acc.Addr()),
-		proxy:  s.newProxy(l, routes),
+		proxy:  s.newProxy(l, routes, al),
 		served: make(chan struct{}),
 	}
 	var ln net.Listener = lr.vl

@@ -16,6 +16,7 @@ import (
 	_ "github.com/vigil-proxy/vigil/balancer/policies"
 	"github.com/vigil-proxy/vigil/balancer/pool"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
+	"github.com/vigil-proxy/vigil/internal/accesslog"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/logging"
 	"github.com/vigil-proxy/vigil/internal/metrics"
@@ -74,6 +75,8 @@ type Server struct {
 	acceptors map[string]*acceptor
 	admin     *adminRT
 	stopped   bool
+	// accessLogs are the open access log sinks by path.
+	accessLogs map[string]*accesslog.Sink
 
 	// healthMu orders the proxy's own health changes with the start of
 	// shutdown, after which nothing may turn SERVING again.
@@ -221,8 +224,13 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 	if err := s.checkTLSFiles(cfg); err != nil {
 		return reloadPlan{}, err
 	}
+	sinks, err := s.openAccessLogs(cfg)
+	if err != nil {
+		return reloadPlan{}, err
+	}
 	bound, err := s.bind(cfg)
 	if err != nil {
+		s.closeNewAccessLogs(sinks)
 		return reloadPlan{}, err
 	}
 	tlsSrcs, err := s.prepareTLS(cfg)
@@ -230,6 +238,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		for _, a := range bound {
 			a.close()
 		}
+		s.closeNewAccessLogs(sinks)
 		return reloadPlan{}, err
 	}
 	adminLn, err := s.bindAdmin(cfg)
@@ -240,6 +249,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		for _, src := range tlsSrcs {
 			src.Close()
 		}
+		s.closeNewAccessLogs(sinks)
 		return reloadPlan{}, config.ErrorList{err.(*config.Error)}
 	}
 
@@ -283,7 +293,8 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		// The store refuses only what the schema cannot hold: a bug.
 		s.log.Error("record listeners", "err", err)
 	}
-	s.applyListeners(cfg, bound, tlsSrcs, &plan)
+	s.applyListeners(cfg, bound, tlsSrcs, sinks, &plan)
+	s.swapAccessLogs(sinks, cfg.Shutdown.Timeout)
 	s.setRoutedServices(routedServices(cfg))
 	s.applyAdmin(cfg, adminLn)
 	if s.logs != nil {
@@ -350,7 +361,8 @@ func (s *Server) writeListeners(w state.Writer, cfg *config.Config, bound map[st
 // applyListeners starts, swaps and retires listeners, and records what
 // changed in plan; tlsSrcs are the new TLS configurations of listeners
 // whose tls section is new or changed. The caller holds mu.
-func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, tlsSrcs map[string]*tlsconf.Server, plan *reloadPlan) {
+func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, tlsSrcs map[string]*tlsconf.Server,
+	sinks map[string]*accesslog.Sink, plan *reloadPlan) {
 	for k, a := range bound {
 		s.acceptors[k] = a
 	}
@@ -361,6 +373,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 		routes := s.routeTable(l)
 		old := s.listeners[l.Name]
 		src := tlsSrcs[l.Name]
+		al := s.accessLogger(cfg, l, sinks)
 		switch {
 		case old == nil:
 			plan.listenersAdded++
@@ -373,6 +386,10 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 			}
 			if old.cfg.Cluster != l.Cluster {
 				s.log.Info("listener moved", "listener", l.Name, "cluster", l.Cluster, "from", old.cfg.Cluster)
+			}
+			old.proxy.SetAccessLog(al)
+			if !old.cfg.AccessLog.Same(l.AccessLog) {
+				s.log.Info("listener access log changed", "listener", l.Name, "path", l.AccessLog.Path, "format", string(l.AccessLog.Format))
 			}
 			if !old.cfg.SameRoutes(l) {
 				s.log.Info("listener routes changed", "listener", l.Name, "routes", len(l.Routes))
@@ -392,7 +409,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 			src = old.tls.src
 			old.tls.src = nil
 		}
-		s.listeners[l.Name] = s.startListener(l, acc, routes, src)
+		s.listeners[l.Name] = s.startListener(l, acc, routes, src, al)
 		if l.TLS == nil {
 			s.metrics.m.TLSCertificates(l.Name, nil)
 		}
@@ -542,6 +559,14 @@ func (s *Server) Shutdown(ctx context.Context) {
 		a.close()
 	}
 	wg.Wait()
+	// The listeners' last records are in: write them out.
+	s.mu.Lock()
+	sinks := s.accessLogs
+	s.accessLogs = nil
+	s.mu.Unlock()
+	for _, sink := range sinks {
+		sink.Close()
+	}
 
 	// The admin server goes last, so that /ready answers 503 for as long
 	// as the proxy drains.
