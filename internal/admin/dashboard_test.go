@@ -174,6 +174,7 @@ func exportedSeries(t *testing.T) map[string][]string {
 	m.TLSHandshake("api")(tlsterm.ResultOK, nil)
 	m.DiscoveryStarted("orders", "dns")
 	m.DiscoveryUpdate("orders", "dns", metrics.DiscoveryChanged, 2)
+	m.AccessLogDropped("api")()
 
 	mfs, err := m.Gather()
 	if err != nil {
