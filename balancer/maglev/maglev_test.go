@@ -29,13 +29,14 @@ func TestRegistered(t *testing.T) {
 }
 
 func addrs(n int, weights ...uint32) []balancer.Weighted {
+	// 10.0.x.y: distinct for up to 65,536 endpoints.
 	eps := make([]balancer.Weighted, n)
 	for i := range eps {
 		w := uint32(1)
 		if i < len(weights) {
 			w = weights[i]
 		}
-		eps[i] = balancer.Weighted{Endpoint: balancer.NewEndpoint(fmt.Sprintf("10.0.0.%d:50051", i+1)), Weight: w}
+		eps[i] = balancer.Weighted{Endpoint: balancer.NewEndpoint(fmt.Sprintf("10.0.%d.%d:50051", (i+1)/256, (i+1)%256)), Weight: w}
 	}
 	return eps
 }
@@ -256,6 +257,13 @@ func BenchmarkBuild(b *testing.B) {
 			Policy{}.Build(eps)
 		}
 	})
+	skewed, _ := picktest.Endpoints(append([]uint32{10000}, picktest.Equal(10000)...)...)
+	b.Run("10001/one-weight-10000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			Policy{}.Build(skewed)
+		}
+	})
 	b.Run("1000/one-evicted", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -308,4 +316,62 @@ func TestConcurrentBuildAndPick(t *testing.T) {
 	}
 	stop.Store(true)
 	wg.Wait()
+}
+
+// TestPopulateHeapMatchesRounds: the heap takes the very turns the rounds
+// do, so the two fills give the same table.
+func TestPopulateHeapMatchesRounds(t *testing.T) {
+	fill := func(ws []balancer.Weighted, byHeap bool) []uint32 {
+		entries := make([]uint32, TableSize)
+		for i := range entries {
+			entries[i] = ^uint32(0)
+		}
+		perms := make([]perm, len(ws))
+		var maxWeight uint64
+		for i, w := range ws {
+			perms[i] = perm{next: uint64(i*7919) % TableSize, skip: uint64(i%1000)*13 + 1, weight: uint64(max(w.Weight, 1))}
+			maxWeight = max(maxWeight, perms[i].weight)
+		}
+		claim := func(i int) {
+			p := &perms[i]
+			for entries[p.next] != ^uint32(0) {
+				p.next = (p.next + p.skip) % TableSize
+			}
+			entries[p.next] = uint32(i)
+			p.next = (p.next + p.skip) % TableSize
+		}
+		if byHeap {
+			populateByHeap(perms, maxWeight, claim)
+		} else {
+			populateByRounds(perms, maxWeight, claim)
+		}
+		return entries
+	}
+	for _, weights := range [][]uint32{{1, 1}, {1, 2, 3}, {10000, 1, 1, 1}, picktest.Mixed(50), {7, 7, 3, 1, 9999}} {
+		ws := addrs(len(weights), weights...)
+		if !slices.Equal(fill(ws, true), fill(ws, false)) {
+			t.Errorf("weights %v: the heap's table differs from the rounds'", weights)
+		}
+	}
+}
+
+// TestSkewedWeightsBuildFast: one heavy endpoint among many light ones
+// fills by the heap; each light one still holds its share of the table to
+// within one entry (its turns are whole: 5 of its 5.46), the heavy one the
+// rest.
+func TestSkewedWeightsBuildFast(t *testing.T) {
+	weights := append([]uint32{10000}, picktest.Equal(2000)...)
+	eps := addrs(len(weights), weights...)
+	tb := Policy{}.Build(eps).(*table)
+	counts := map[*balancer.Endpoint]int{}
+	for _, i := range tb.entries {
+		counts[tb.endpoints[i]]++
+	}
+	share := float64(TableSize) / 12000
+	for _, w := range eps[1:] {
+		if c := float64(counts[w.Endpoint]); math.Abs(c-share) > 1 {
+			t.Fatalf("a weight-1 endpoint holds %v entries, want %.2f ± 1", c, share)
+		}
+	}
+	t.Logf("weight 10,000 of 12,000 holds %d entries (%.1f%%)", counts[eps[0].Endpoint], 100*float64(counts[eps[0].Endpoint])/TableSize)
 }
