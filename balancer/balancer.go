@@ -14,6 +14,7 @@
 package balancer
 
 import (
+	"crypto/tls"
 	"fmt"
 	"sort"
 	"sync"
@@ -35,7 +36,23 @@ type Endpoint struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	// tls is how new connections to the endpoint are secured; nil box or
+	// nil TLS: plaintext.
+	tls atomic.Pointer[tlsBox]
 }
+
+// TLS gives the data paths' connections to endpoints their TLS
+// configuration: vigil's is internal/tlsconf's Client, whose files reload
+// as they change. It has checker.TLS's method, so one value serves both.
+type TLS interface {
+	// ClientConfig is the configuration of a new connection to address;
+	// h2 asks for ALPN h2. It is called at every dial, and its result is
+	// not modified.
+	ClientConfig(address string, h2 bool) *tls.Config
+}
+
+type tlsBox struct{ t TLS }
 
 // NewEndpoint returns an endpoint for address. The data paths keep their
 // own connections to it, and close them when the endpoint is closed.
@@ -62,6 +79,27 @@ func (e *Endpoint) Address() string { return e.address }
 // new connection or RPC goes to an unfit e even through a picker built
 // before. An Endpoint belongs to one Cluster.
 func (e *Endpoint) SetExcluded(excluded bool) { e.excluded.Store(excluded) }
+
+// SetTLS makes new connections to e use t (nil: plaintext). Connections
+// already open keep the transport they were made with.
+func (e *Endpoint) SetTLS(t TLS) {
+	if t == nil {
+		e.tls.Store(nil)
+		return
+	}
+	e.tls.Store(&tlsBox{t: t})
+}
+
+// TLSConfig is the TLS configuration of a new connection to e, with ALPN
+// h2 if h2 is set; nil means plaintext. The result is shared: never
+// modify it.
+func (e *Endpoint) TLSConfig(h2 bool) *tls.Config {
+	b := e.tls.Load()
+	if b == nil {
+		return nil
+	}
+	return b.t.ClientConfig(e.address, h2)
+}
 
 // Excluded reports whether e may not be picked now.
 func (e *Endpoint) Excluded() bool { return e.excluded.Load() }

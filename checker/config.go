@@ -1,6 +1,7 @@
 package checker
 
 import (
+	"crypto/tls"
 	"time"
 
 	"github.com/vigil-proxy/vigil/internal/fielderr"
@@ -106,6 +107,23 @@ type Config struct {
 	// timeout, which costs the process nothing but cannot see past a
 	// userspace proxy that keeps the TCP connection up (see watch.go).
 	Liveness Liveness
+	// TLS, when not nil, makes every probe reach its endpoint over TLS
+	// (Envoy's rule: probes use the cluster's transport): Check and Watch
+	// over HTTP/2 with ALPN h2, and a tcp probe is a TCP connect and a
+	// completed handshake. It is not in vigil's health_check section:
+	// vigil sets it from the cluster's tls. A change of it replaces the
+	// probe connections.
+	TLS TLS
+}
+
+// TLS gives probe connections their TLS configuration. vigil's is
+// internal/tlsconf's Client, whose files reload as they change; its
+// dynamic type must be comparable (a pointer), as Configs are compared.
+type TLS interface {
+	// ClientConfig is the configuration of a new connection to address;
+	// h2 asks for ALPN h2. It is called at every dial, and its result is
+	// not modified.
+	ClientConfig(address string, h2 bool) *tls.Config
 }
 
 // DefaultConfig returns the default health-check configuration.

@@ -293,7 +293,7 @@ func (g *Group) Remove(address string) (Status, bool) {
 // at each endpoint's next result, with no prober restarted and no probe
 // connection or Watch stream touched. Any other change restarts every
 // prober with cfg, keeping each endpoint's Status and, unless the new mode
-// needs none, its probe connection; each restarted prober probes at once
+// needs none or the TLS changed, its probe connection; each restarted prober probes at once
 // (paced as in Add). Switching to mode none admits or readmits every
 // endpoint at once.
 func (g *Group) Reconfigure(cfg Config) {
@@ -305,6 +305,8 @@ func (g *Group) Reconfigure(cfg Config) {
 	cfg = g.checkConfig(cfg)
 	g.mu.Lock()
 	restart := probersDiffer(g.cfg, cfg)
+	// A connection made with the other transport cannot be kept.
+	transport := g.cfg.TLS != cfg.TLS
 	g.cfg = cfg
 	g.thresholds.Store(&cfg.Thresholds)
 	eps := g.listLocked()
@@ -314,7 +316,7 @@ func (g *Group) Reconfigure(cfg Config) {
 	}
 
 	stopAll(eps)
-	if cfg.Mode == ModeTCP || cfg.Mode == ModeNone {
+	if cfg.Mode == ModeTCP || cfg.Mode == ModeNone || transport {
 		closeConns(eps)
 	}
 	for _, ep := range eps {

@@ -19,6 +19,9 @@ const hintUnimplemented = "no grpc.health.v1 service is registered on the backen
 // cfg; "" when there is nothing to add. vigil's eviction log adds it as
 // the hint key.
 func Hint(st Status, r Result, cfg Config) string {
+	if st.Cause == CauseTransport {
+		return tlsHint(r.Err)
+	}
 	if st.Cause != CauseAnswer {
 		return ""
 	}

@@ -2,6 +2,7 @@ package checker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"syscall"
@@ -55,9 +56,29 @@ func probeDialer(cfg Config) func(ctx context.Context, addr string) (net.Conn, e
 			return setUserTimeout(c, cfg.Interval+cfg.Timeout)
 		},
 	}
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", addr)
+	if cfg.TLS == nil {
+		return func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}
 	}
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		nc, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return handshake(ctx, nc, cfg.TLS.ClientConfig(addr, true))
+	}
+}
+
+// handshake completes a TLS client handshake on nc within ctx, or closes
+// nc. Its error is a *TLSError (tlserr.go).
+func handshake(ctx context.Context, nc net.Conn, cfg *tls.Config) (net.Conn, error) {
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		return nil, newTLSError(err, cfg)
+	}
+	return tc, nil
 }
 
 // diedOfKeepalive reports whether err, an RPC's error, says that the

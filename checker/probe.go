@@ -252,12 +252,28 @@ func contextResult(err error) Result {
 // with reason DEADLINE_EXCEEDED. If ctx ends first the result carries
 // ctx's error: a caller that cancelled ctx to stop must discard it.
 func TCPOnce(ctx context.Context, address string, timeout time.Duration) Result {
+	return tcpOnce(ctx, address, timeout, nil)
+}
+
+// tcpOnce is TCPOnce, and with t also a TLS handshake: a success needs
+// the endpoint's certificate verified.
+func tcpOnce(ctx context.Context, address string, timeout time.Duration, t TLS) Result {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
 	d := net.Dialer{Timeout: timeout}
 	start := time.Now()
 	conn, err := d.DialContext(ctx, "tcp", address)
+	if err == nil && t != nil {
+		hctx, cancel := context.WithTimeout(ctx, timeout-time.Since(start))
+		conn, err = handshake(hctx, conn, t.ClientConfig(address, false))
+		cancel()
+		var te *TLSError
+		if errors.As(err, &te) && ctx.Err() == nil {
+			return Result{Reason: reasonUnavailable, Cause: CauseTransport, Latency: time.Since(start),
+				Err: &ProbeError{Kind: KindRefused, Status: status.Newf(codes.Unavailable, "connect %s: %v", address, err), Err: err}}
+		}
+	}
 	latency := time.Since(start)
 	if err == nil {
 		// A plain close (FIN) rather than a reset: backends should not log

@@ -80,7 +80,7 @@ func jittered(d time.Duration, j float64) time.Duration {
 // probe runs one probe in the mode in use.
 func (p *prober) probe(ctx context.Context) Result {
 	if p.mode == ModeTCP {
-		return TCPOnce(ctx, p.ep.address, p.cfg.Timeout)
+		return tcpOnce(ctx, p.ep.address, p.cfg.Timeout, p.cfg.TLS)
 	}
 	return p.check(ctx)
 }
@@ -189,6 +189,7 @@ const (
 func probeOptions(cfg Config) probeconn.Options {
 	return probeconn.Options{
 		Dial:           probeDialer(cfg),
+		TLS:            cfg.TLS != nil,
 		UserAgent:      "vigil-checker",
 		MaxRecvMessage: probeMaxMessage,
 		MaxHeaderList:  probeMaxHeaderList,

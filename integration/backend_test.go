@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -83,6 +85,7 @@ type backendOption func(*backendConfig)
 type backendConfig struct {
 	noHealth, netHTTP bool
 	addr              string
+	tls               *tls.Config
 }
 
 // overNetHTTP serves the gRPC server through net/http's HTTP/2 server
@@ -90,6 +93,10 @@ type backendConfig struct {
 // that the backend can reset streams (see backend.reset): grpc-go's
 // transport never resets a stream of its own accord.
 func overNetHTTP() backendOption { return func(c *backendConfig) { c.netHTTP = true } }
+
+// withTLS makes the backend serve gRPC over TLS with cfg (ALPN h2 is
+// grpc-go's business).
+func withTLS(cfg *tls.Config) backendOption { return func(c *backendConfig) { c.tls = cfg } }
 
 // at makes the backend listen on addr (host:port) instead of a free port
 // of 127.0.0.1.
@@ -108,7 +115,11 @@ func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 	if err != nil {
 		t.Fatalf("backend %s: %v", id, err)
 	}
-	b := &backend{id: id, addr: ln.Addr().String(), srv: grpc.NewServer(), health: health.NewServer()}
+	var sopts []grpc.ServerOption
+	if cfg.tls != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(cfg.tls)))
+	}
+	b := &backend{id: id, addr: ln.Addr().String(), srv: grpc.NewServer(sopts...), health: health.NewServer()}
 	if !cfg.noHealth {
 		healthpb.RegisterHealthServer(b.srv, &countingHealth{b: b})
 	}

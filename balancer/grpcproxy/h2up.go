@@ -3,6 +3,7 @@ package grpcproxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -328,11 +329,15 @@ func (uc *upConn) run() {
 	p := uc.pl.p
 	defer p.wg.Done()
 	addr := uc.pl.ep.Address()
-	ctx, cancel := context.WithTimeout(p.stopping, dialTimeout)
+	// ctx is what watchConnect cancels when the endpoint is no longer
+	// wanted; the dial and the TLS handshake each have their own bound.
+	ctx, cancel := context.WithCancel(p.stopping)
 	stopWatch := uc.watchConnect(cancel)
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-	cancel()
+	dialCtx, cancelDial := context.WithTimeout(ctx, dialTimeout)
+	nc, err := (&net.Dialer{}).DialContext(dialCtx, "tcp", addr)
+	cancelDial()
 	if err != nil {
+		cancel()
 		stopWatch()
 		if uerr := uc.unfit(); uerr != nil {
 			uc.failConnect(uerr, false)
@@ -341,6 +346,20 @@ func (uc *upConn) run() {
 		uc.failConnect(fmt.Errorf("dial %s: %w", addr, err), true)
 		return
 	}
+	if cfg := uc.pl.ep.TLSConfig(true); cfg != nil {
+		nc, err = tlsHandshake(ctx, nc, cfg)
+		if err != nil {
+			cancel()
+			stopWatch()
+			if uerr := uc.unfit(); uerr != nil {
+				uc.failConnect(uerr, false)
+				return
+			}
+			uc.failConnect(fmt.Errorf("tls handshake with %s: %w", addr, err), true)
+			return
+		}
+	}
+	cancel()
 	uc.w.mu.Lock()
 	uc.nc = nc
 	uc.w.setConnLocked(nc)
@@ -489,6 +508,25 @@ func (uc *upConn) watchConnect(cancelDial context.CancelFunc) (stop func()) {
 		stopped.Store(true)
 		timer.Load().Stop()
 	}
+}
+
+// tlsHandshake secures nc with cfg within upHandshakeTimeout (a TLS
+// server answers a ClientHello as fast as an HTTP/2 one sends SETTINGS),
+// or until ctx ends; on failure nc is closed. The data path's reads and
+// writes then go through crypto/tls, not rawIO's system calls.
+func tlsHandshake(ctx context.Context, nc net.Conn, cfg *tls.Config) (net.Conn, error) {
+	hctx, cancel := context.WithTimeout(ctx, upHandshakeTimeout)
+	defer cancel()
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "h2" {
+		_ = nc.Close()
+		return nil, fmt.Errorf("the backend chose ALPN %q, not h2", p)
+	}
+	return tc, nil
 }
 
 // frameHeaderLen is the size of an HTTP/2 frame header.

@@ -181,6 +181,7 @@ func (p *Pool) Empty() <-chan struct{} {
 // returns once the picker no longer routes to a removed endpoint and the
 // new endpoints are being probed.
 func (p *Pool) Apply(spec Spec) Plan {
+	spec.HealthCheck.TLS = spec.TLS
 	return p.update(func(plan *Plan) bool {
 		if p.applied && spec.same(p.spec) {
 			p.spec = spec
@@ -191,6 +192,11 @@ func (p *Pool) Apply(spec Spec) Plan {
 		plan.New = first
 		plan.PolicyChanged = !first && (old.policy() != spec.policy() || old.PanicThreshold != spec.PanicThreshold)
 		plan.HealthCheckChanged = !first && old.HealthCheck != spec.HealthCheck
+		if !first && old.TLS != spec.TLS {
+			for _, m := range p.members {
+				m.ep.SetTLS(spec.TLS)
+			}
+		}
 		plan.OutlierChanged = !first && !sameOutlier(old.Outlier, spec.Outlier)
 		if plan.OutlierChanged || first {
 			p.configureOutliersLocked(time.Now())
@@ -274,6 +280,7 @@ func (p *Pool) reconcileLocked(plan *Plan, startup bool) work {
 		switch {
 		case m == nil:
 			m = &member{address: addr, ep: balancer.NewEndpoint(addr), weight: wt.weight, source: wt.source}
+			m.ep.SetTLS(p.spec.TLS)
 			p.addLocked(m, now)
 		case m.draining:
 			// Back before its drain ended: probed afresh.

@@ -54,6 +54,11 @@ type Spec struct {
 	// SlowStart ramps up the weight of an endpoint admitted or
 	// readmitted (nil: off; see slowstart.go).
 	SlowStart *slowstart.Config
+	// TLS, when not nil, secures every connection to the endpoints, for
+	// traffic and for health checks alike (Apply sets HealthCheck.TLS to
+	// it). A change reaches new connections; probe connections are
+	// replaced, and the data paths' open connections keep theirs.
+	TLS checker.TLS
 }
 
 func (s Spec) policy() balancer.Policy {

@@ -2,7 +2,9 @@ package tcpproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -122,7 +124,7 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 		// Count the connection on the endpoint while it is being dialled,
 		// so least_request sees connections that are still being set up.
 		ep.Acquire()
-		conn, err := p.dialer.DialContext(p.cutCtx, "tcp", ep.Address())
+		conn, err := p.dial(ep, client)
 		if err == nil {
 			return conn, ep
 		}
@@ -151,6 +153,34 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 			"client", client.RemoteAddr().String(), "attempts", stats.Attempts)
 	}
 	return nil, nil
+}
+
+// dial connects to ep, over TLS when its cluster has tls: the handshake
+// is bounded by the dial timeout too, and a failed one counts as a failed
+// dial (the next endpoint is tried). A client that negotiated ALPN h2
+// with a TLS listener gets h2 offered to the backend (a gRPC server over
+// TLS requires it); otherwise no ALPN is offered.
+func (p *Proxy) dial(ep *balancer.Endpoint, client net.Conn) (net.Conn, error) {
+	conn, err := p.dialer.DialContext(p.cutCtx, "tcp", ep.Address())
+	if err != nil {
+		return nil, err
+	}
+	h2 := false
+	if tc, ok := client.(*tls.Conn); ok {
+		h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
+	}
+	cfg := ep.TLSConfig(h2)
+	if cfg == nil {
+		return conn, nil
+	}
+	ctx, cancel := context.WithTimeout(p.cutCtx, p.dialer.Timeout)
+	defer cancel()
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", ep.Address(), err)
+	}
+	return tc, nil
 }
 
 // Directions of a pair.

@@ -17,7 +17,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	// The files the configuration names must serve too: missing, not PEM,
 	// a key that is not its certificate's, or an expired certificate.
-	if errs := cfg.CheckFiles(time.Now(), nil); len(errs) > 0 {
+	if errs := cfg.CheckFiles(time.Now(), nil, nil); len(errs) > 0 {
 		fmt.Fprintln(stderr, strings.Join(config.ErrorLines(errs), "\n"))
 		return 1
 	}

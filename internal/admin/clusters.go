@@ -25,10 +25,13 @@ type Cluster struct {
 	Total   int  `json:"total"`
 	Panic   bool `json:"panic"`
 	// LBPolicy, PanicThreshold and Check are the cluster's settings.
-	LBPolicy       string     `json:"lb_policy"`
-	PanicThreshold int        `json:"panic_threshold"`
-	Check          string     `json:"check"`
-	Endpoints      []Endpoint `json:"endpoints"`
+	LBPolicy       string `json:"lb_policy"`
+	PanicThreshold int    `json:"panic_threshold"`
+	Check          string `json:"check"`
+	// TLS is true when the cluster reaches its endpoints over TLS, for
+	// traffic and health checks alike.
+	TLS       bool       `json:"tls"`
+	Endpoints []Endpoint `json:"endpoints"`
 }
 
 // Endpoint is one endpoint in ClustersResponse.
@@ -118,6 +121,7 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 		LBPolicy:       string(row.LBPolicy),
 		PanicThreshold: row.PanicThreshold,
 		Check:          string(row.HealthCheck.Mode),
+		TLS:            row.HealthCheck.TLS != nil,
 		Endpoints:      make([]Endpoint, 0, len(eps)),
 	}
 	for _, e := range eps {

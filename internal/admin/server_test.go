@@ -54,7 +54,7 @@ func TestClustersJSONShape(t *testing.T) {
 	if len(clusters) != 2 {
 		t.Fatalf("%d clusters", len(clusters))
 	}
-	wantCluster := []string{"check", "endpoints", "healthy", "lb_policy", "name", "panic", "panic_threshold", "total"}
+	wantCluster := []string{"check", "endpoints", "healthy", "lb_policy", "name", "panic", "panic_threshold", "tls", "total"}
 	wantEndpoint := []string{"address", "cause", "check", "effective_weight", "ejection", "failures", "health", "hint", "inflight", "last_latency_ms",
 		"last_probe", "reason", "since", "source", "weight"}
 	for _, c := range clusters {

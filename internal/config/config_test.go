@@ -78,7 +78,7 @@ func TestExampleValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, routeKeys, accessLogKeys, listenerTLSKeys, certPairKeys, clusterKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
+	for _, keys := range [][]string{topKeys, adminKeys, logKeys, shutdownKeys, listenerKeys, routeKeys, accessLogKeys, listenerTLSKeys, certPairKeys, clusterKeys, clusterTLSKeys, outlierKeys, slowStartKeys, hashKeys, endpointKeys, discoveryKeys, kubernetesKeys, healthCheckKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(data), k+":") {
 				t.Errorf("config.example.yaml lacks field %q", k)

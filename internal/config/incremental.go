@@ -281,6 +281,7 @@ func (e *clusterEntry) move(off int) {
 	d := off - e.off
 	e.off = off
 	e.c.Pos = e.c.Pos.shift(d)
+	e.c.TLS = e.c.TLS.shift(d)
 	e.name = e.name.shift(d)
 	for i := range e.c.Endpoints {
 		e.c.Endpoints[i].Pos = e.c.Endpoints[i].Pos.shift(d)

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"math"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -26,8 +28,9 @@ var (
 	accessLogKeys   = []string{"path", "format", "buffer"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
-	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash", "tls"}
 	hashKeys        = []string{"header", "ring_size"}
+	clusterTLSKeys  = []string{"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"}
 	outlierKeys     = []string{"consecutive_failures", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "failure_percentage", "minimum_requests"}
 	slowStartKeys   = []string{"window", "aggression", "min_weight_percent"}
 	endpointKeys    = []string{"address", "weight"}
@@ -441,6 +444,9 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	case v != nil:
 		w.errs.at(resolve(v), join(path, "hash"), "only for lb_policy %s or %s (the default is %s)", RingHash, Maglev, DefaultLBPolicy)
 	}
+	if v := f.value("tls"); v != nil {
+		c.TLS = w.decodeClusterTLS(v, join(path, "tls"))
+	}
 	return c, nameNode
 }
 
@@ -482,6 +488,77 @@ func (w *walker) decodeHash(raw *yaml.Node, path string, policyNode *yaml.Node, 
 		}
 	}
 	return h
+}
+
+// decodeClusterTLS decodes a cluster's tls mapping. Every field is
+// optional: `tls: {}` is TLS verified against the system roots, with each
+// endpoint's host as the server name.
+func (w *walker) decodeClusterTLS(raw *yaml.Node, path string) *ClusterTLS {
+	t := &ClusterTLS{}
+	if n := resolve(raw); n != nil && isNull(n) {
+		w.errs.at(n, path, "missing value: a mapping (tls: {} for TLS verified against the system roots)")
+		return t
+	}
+	f, m, ok := w.mapping(raw, path, clusterTLSKeys)
+	if m != nil {
+		t.Pos = nodePos(m)
+	}
+	if !ok {
+		return t
+	}
+	file := func(key string, s *string, pos *Pos) {
+		if v := f.value(key); v != nil {
+			if p, n, ok := w.filePath(v, join(path, key), true); ok {
+				*s, *pos = p, nodePos(n)
+			}
+		}
+	}
+	file("ca_file", &t.CAFile, &t.CAPos)
+	file("cert_file", &t.CertFile, &t.CertPos)
+	file("key_file", &t.KeyFile, &t.KeyPos)
+	switch {
+	case t.CertFile != "" && t.KeyFile == "" && f.has("cert_file"):
+		w.errs.at(f.find("cert_file", 0).key, join(path, "key_file"), "missing: cert_file needs key_file (the PEM private key of the client certificate)")
+	case t.KeyFile != "" && t.CertFile == "" && f.has("key_file"):
+		w.errs.at(f.find("key_file", 0).key, join(path, "cert_file"), "missing: key_file needs cert_file (the PEM client certificate chain)")
+	}
+	if v := f.value("server_name"); v != nil {
+		if s, n, ok := w.str(v, join(path, "server_name")); ok {
+			if err := checkServerName(s); err != nil {
+				w.errs.at(n, join(path, "server_name"), "%v", err)
+			} else {
+				t.ServerName = s
+			}
+		}
+	}
+	if v := f.value("insecure_skip_verify"); v != nil {
+		if b, ok := w.boolean(v, join(path, "insecure_skip_verify")); ok {
+			t.InsecureSkipVerify = b
+		}
+	}
+	return t
+}
+
+// checkServerName accepts a DNS name or an IP address: what a certificate
+// can be verified against.
+func checkServerName(s string) error {
+	if s == "" || net.ParseIP(s) != nil {
+		return nil
+	}
+	if len(s) > 253 {
+		return fmt.Errorf("must be a host name or an IP address, not %d characters long", len(s))
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("must be a host name or an IP address, not %q (empty or over-long label)", s)
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return fmt.Errorf("must be a host name or an IP address, not %q (no port, scheme or path: only the name)", s)
+			}
+		}
+	}
+	return nil
 }
 
 // decodeSlowStart decodes slow_start over slowstart.DefaultConfig, then

@@ -233,6 +233,9 @@ type Cluster struct {
 	// Hash is the hash section of a ring_hash or maglev cluster, with its
 	// defaults when the section is absent; nil for the other policies.
 	Hash *Hash
+	// TLS makes traffic and health checks reach the endpoints over TLS
+	// (nil: plaintext, h2c for gRPC).
+	TLS *ClusterTLS
 
 	Pos Pos
 }
@@ -250,6 +253,47 @@ type Hash struct {
 	// lb_policy without one; the zero Pos when there is a header (valid or
 	// not) or the section was reported already.
 	Pos Pos
+}
+
+// ClusterTLS configures the TLS vigil speaks to a cluster's endpoints, for
+// traffic and health checks alike. File paths are as written;
+// Config.FilePath resolves them.
+type ClusterTLS struct {
+	// CAFile verifies the endpoints' certificates; "" is the system roots.
+	CAFile string
+	// CertFile and KeyFile, both or neither, are the client certificate
+	// presented to endpoints that ask for one (mTLS).
+	CertFile, KeyFile string
+	// ServerName is sent as SNI and verified against the endpoint's
+	// certificate; "" is each endpoint's own host (an IP address is
+	// verified as an IP SAN, and sent as no SNI).
+	ServerName string
+	// InsecureSkipVerify accepts any certificate: encryption without
+	// authentication.
+	InsecureSkipVerify bool
+
+	// Pos is where the tls mapping is; the others where each file's value is.
+	Pos, CAPos, CertPos, KeyPos Pos
+}
+
+// Equal reports whether two cluster TLS settings are the same, positions
+// aside. Either may be nil (plaintext).
+func (t *ClusterTLS) Equal(o *ClusterTLS) bool {
+	if t == nil || o == nil {
+		return t == o
+	}
+	return t.CAFile == o.CAFile && t.CertFile == o.CertFile && t.KeyFile == o.KeyFile &&
+		t.ServerName == o.ServerName && t.InsecureSkipVerify == o.InsecureSkipVerify
+}
+
+// shift moves every position by d lines (see Parser).
+func (t *ClusterTLS) shift(d int) *ClusterTLS {
+	if t == nil {
+		return nil
+	}
+	m := *t
+	m.Pos, m.CAPos, m.CertPos, m.KeyPos = t.Pos.shift(d), t.CAPos.shift(d), t.CertPos.shift(d), t.KeyPos.shift(d)
+	return &m
 }
 
 // Endpoint is one backend address in a cluster.

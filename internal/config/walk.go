@@ -330,6 +330,19 @@ func (w *walker) str(raw *yaml.Node, path string) (string, *yaml.Node, bool) {
 	return n.Value, n, true
 }
 
+// boolean reads true or false.
+func (w *walker) boolean(raw *yaml.Node, path string) (bool, bool) {
+	n, ok := w.scalar(raw, path, "true or false")
+	if !ok {
+		return false, false
+	}
+	if n.ShortTag() != "!!bool" {
+		w.errs.at(n, path, "must be true or false, not %s", describe(n))
+		return false, false
+	}
+	return n.Value == "true" || n.Value == "True" || n.Value == "TRUE", true
+}
+
 // enum reads one of the allowed strings.
 func (w *walker) enum(raw *yaml.Node, path string, allowed []string) (string, bool) {
 	what := "one of " + strings.Join(allowed, ", ")

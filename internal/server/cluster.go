@@ -11,6 +11,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer/ringhash"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/config"
+	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
 
 // clusterRT is one cluster the server runs: its pool, which owns the
@@ -27,6 +28,25 @@ type clusterRT struct {
 	stopRetire context.CancelFunc
 	// disc is the cluster's discovery, nil without one.
 	disc *clusterDiscovery
+	// tls secures the connections to the endpoints, nil without tls.
+	tls *tlsconf.Client
+}
+
+// setTLS makes c the cluster's TLS (nil: plaintext), closing the one it
+// replaces; a nil c with tls still configured keeps it (unchanged).
+func (rt *clusterRT) setTLS(c *tlsconf.Client, on bool) {
+	switch {
+	case !on:
+		if rt.tls != nil {
+			rt.tls.Close()
+		}
+		rt.tls = nil
+	case c != nil:
+		if rt.tls != nil {
+			rt.tls.Close()
+		}
+		rt.tls = c
+	}
 }
 
 // newCluster starts the pool of a cluster. Its events go to the state
@@ -43,7 +63,7 @@ func (s *Server) newCluster(name string, startup bool) *clusterRT {
 }
 
 // specOf is what a cluster of the configuration asks of its pool.
-func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
+func specOf(c config.Cluster, drainTimeout time.Duration, t *tlsconf.Client) pool.Spec {
 	eps := make([]pool.Endpoint, len(c.Endpoints))
 	for i, e := range c.Endpoints {
 		eps[i] = pool.Endpoint{Address: e.Address, Weight: e.Weight}
@@ -56,7 +76,16 @@ func specOf(c config.Cluster, drainTimeout time.Duration) pool.Spec {
 		DrainTimeout:   drainTimeout,
 		Outlier:        c.Outlier,
 		SlowStart:      c.SlowStart,
+		TLS:            clusterTLS(t),
 	}
+}
+
+// clusterTLS is t as the pool's interface: nil stays a nil interface.
+func clusterTLS(t *tlsconf.Client) checker.TLS {
+	if t == nil {
+		return nil
+	}
+	return t
 }
 
 // policyFor is the policy of a cluster: the registered one of its name,
@@ -116,6 +145,9 @@ func (s *Server) retireWhenDrained(rt *clusterRT) {
 		delete(s.clusters, rt.name)
 		s.mu.Unlock()
 		rt.pool.Close()
+		if rt.tls != nil {
+			rt.tls.Close()
+		}
 		s.log.Debug("cluster retired", "cluster", rt.name)
 	}()
 }

@@ -241,6 +241,17 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		s.closeNewAccessLogs(sinks)
 		return reloadPlan{}, err
 	}
+	clusterTLS, err := s.prepareClusterTLS(cfg)
+	if err != nil {
+		for _, a := range bound {
+			a.close()
+		}
+		for _, src := range tlsSrcs {
+			src.Close()
+		}
+		s.closeNewAccessLogs(sinks)
+		return reloadPlan{}, err
+	}
 	adminLn, err := s.bindAdmin(cfg)
 	if err != nil {
 		for _, a := range bound {
@@ -250,6 +261,9 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 			src.Close()
 		}
 		s.closeNewAccessLogs(sinks)
+		for _, c := range clusterTLS {
+			c.Close()
+		}
 		return reloadPlan{}, config.ErrorList{err.(*config.Error)}
 	}
 
@@ -272,7 +286,8 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 			rt.stopRetire()
 		}
 		rt.cfg = c
-		plan.cluster(added, rt.pool.Apply(specOf(c, cfg.Shutdown.Timeout)))
+		rt.setTLS(clusterTLS[c.Name], c.TLS != nil)
+		plan.cluster(added, rt.pool.Apply(specOf(c, cfg.Shutdown.Timeout, rt.tls)))
 		s.syncDiscovery(rt, c.Discovery)
 	}
 	for name, rt := range s.clusters {
@@ -283,7 +298,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		s.stopDiscovery(rt)
 		left := rt.cfg
 		left.Endpoints = nil
-		rt.pool.Apply(specOf(left, cfg.Shutdown.Timeout))
+		rt.pool.Apply(specOf(left, cfg.Shutdown.Timeout, rt.tls))
 		rt.removed = true
 		plan.clustersRemoved++
 		s.retireWhenDrained(rt)

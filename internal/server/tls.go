@@ -28,6 +28,9 @@ func (s *Server) checkTLSFiles(cfg *config.Config) error {
 	errs := cfg.CheckFiles(time.Now(), func(l *config.Listener) bool {
 		old := s.listeners[l.Name]
 		return old == nil || !old.cfg.TLS.Equal(l.TLS)
+	}, func(c *config.Cluster) bool {
+		old := s.clusters[c.Name]
+		return old == nil || old.tls == nil || !old.cfg.TLS.Equal(c.TLS)
 	})
 	if fatal := errs.Fatal(); len(fatal) > 0 {
 		return fatal
@@ -73,6 +76,32 @@ func (s *Server) prepareTLS(cfg *config.Config) (map[string]*tlsconf.Server, err
 		srcs[l.Name] = src
 	}
 	return srcs, nil
+}
+
+// prepareClusterTLS loads the TLS configuration of every cluster of cfg
+// whose tls section is new or changed, as prepareTLS does for listeners;
+// unchanged ones keep theirs.
+func (s *Server) prepareClusterTLS(cfg *config.Config) (map[string]*tlsconf.Client, error) {
+	clients := map[string]*tlsconf.Client{}
+	for i, c := range cfg.Clusters {
+		if c.TLS == nil {
+			continue
+		}
+		if old := s.clusters[c.Name]; old != nil && old.tls != nil && old.cfg.TLS.Equal(c.TLS) {
+			continue
+		}
+		spec := *c.TLS
+		spec.CAFile, spec.CertFile, spec.KeyFile = cfg.FilePath(spec.CAFile), cfg.FilePath(spec.CertFile), cfg.FilePath(spec.KeyFile)
+		cl, err := s.tls.Client(spec, tlsconf.ClientOptions{Cluster: c.Name})
+		if err != nil {
+			for _, o := range clients {
+				o.Close()
+			}
+			return nil, config.ErrorList{cfg.Errorf(c.TLS.Pos, fmt.Sprintf("clusters[%d].tls", i), "%w", err)}
+		}
+		clients[c.Name] = cl
+	}
+	return clients, nil
 }
 
 // alpn is the application protocol a listener requires of TLS clients.

@@ -8,7 +8,10 @@
 // handshake, and connections already established are left alone.
 //
 // What uses a configuration reads it with one atomic load per handshake
-// (Server.Config); the *tls.Config it gets is never modified.
+// (Server.Config, Client.ClientConfig); the *tls.Config it gets is never
+// modified. A Server is a listener's (the certificates it serves, the CA
+// it verifies clients with); a Client a cluster's (the CA it verifies
+// endpoints with, the certificate it presents to them).
 //
 // Goroutines: Store.Start starts one that watches and reloads, which its
 // stop function ends and waits for; the Store's owner (the server) calls
@@ -50,8 +53,8 @@ type Store struct {
 	sources map[source]struct{}
 }
 
-// source is a Server (or, later, a client configuration): something built
-// from files that reloads.
+// source is a Server or a Client: something built from files that
+// reloads.
 type source interface {
 	files() []string
 	reload(changed []string)

@@ -12,8 +12,9 @@
 // goroutine, and a stream's context is watched with context.AfterFunc,
 // which costs no goroutine until it fires.
 //
-// What it does not do, because health probes never need it: TLS, client
-// streaming, compression, retries and name resolution. A request message
+// What it does not do, because health probes never need it: client
+// streaming, compression, retries and name resolution. TLS is the
+// dialer's (Options.Dial). A request message
 // is sent whole, in one write with its HEADERS.
 package probeconn
 
@@ -30,9 +31,12 @@ import (
 
 // Options configure a Conn.
 type Options struct {
-	// Dial opens the TCP connection to address (keepalive and socket
-	// options are the dialer's business). Required.
+	// Dial opens the connection to address (keepalive, socket options and
+	// a TLS handshake are the dialer's business). Required.
 	Dial func(ctx context.Context, address string) (net.Conn, error)
+	// TLS says that Dial's connections are TLS: requests say :scheme
+	// https.
+	TLS bool
 	// UserAgent is sent as user-agent.
 	UserAgent string
 	// MaxRecvMessage caps one received message, in bytes (default 4 MiB).

@@ -232,7 +232,11 @@ func (s *stream) startOn(endStream bool) error {
 func (s *stream) encodeHeaders(enc *hpack.Encoder) {
 	field := func(name, value string) { _ = enc.WriteField(hpack.HeaderField{Name: name, Value: value}) }
 	field(":method", "POST")
-	field(":scheme", "http")
+	if s.conn.opts.TLS {
+		field(":scheme", "https")
+	} else {
+		field(":scheme", "http")
+	}
 	field(":path", s.method)
 	field(":authority", s.conn.address)
 	field("content-type", "application/grpc")
