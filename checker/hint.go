@@ -1,9 +1,13 @@
 package checker
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/vigil-proxy/vigil/checker/internal/probeconn"
+	"github.com/vigil-proxy/vigil/internal/h2wire"
 )
 
 // Warnings the group logs once per endpoint.
@@ -20,7 +24,7 @@ const hintUnimplemented = "no grpc.health.v1 service is registered on the backen
 // the hint key.
 func Hint(st Status, r Result, cfg Config) string {
 	if st.Cause == CauseTransport {
-		return tlsHint(r.Err)
+		return transportHint(r.Err, cfg)
 	}
 	if st.Cause != CauseAnswer {
 		return ""
@@ -30,6 +34,25 @@ func Hint(st Status, r Result, cfg Config) string {
 		return hintUnimplemented
 	case reasonNotFound, reasonServiceUnknown:
 		return fmt.Sprintf("the backend has no health status for service %q: names match exactly, and \"\" is the whole server", cfg.Service)
+	}
+	return ""
+}
+
+// transportHint explains a transport failure that is usually a mistake
+// in the cluster's tls section: a TLS handshake that failed (tlserr.go),
+// or a TLS server reached in plaintext.
+func transportHint(err error, cfg Config) string {
+	if h := tlsHint(err); h != "" {
+		return h
+	}
+	if cfg.TLS != nil {
+		return ""
+	}
+	switch {
+	case errors.Is(err, h2wire.ErrTLSServer):
+		return "the endpoint answered with TLS while the cluster speaks plaintext (h2c): give the cluster a tls section"
+	case errors.Is(err, probeconn.ErrNoPreface):
+		return "the endpoint closed the connection without a byte of HTTP/2, as a TLS server does to a plaintext client: if it serves TLS, give the cluster a tls section"
 	}
 	return ""
 }

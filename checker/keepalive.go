@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -66,19 +67,69 @@ func probeDialer(cfg Config) func(ctx context.Context, addr string) (net.Conn, e
 		if err != nil {
 			return nil, err
 		}
-		return handshake(ctx, nc, cfg.TLS.ClientConfig(addr, true))
+		return handshake(ctx, nc, cfg.TLS.ClientConfig(addr, true), true)
 	}
 }
 
 // handshake completes a TLS client handshake on nc within ctx, or closes
-// nc. Its error is a *TLSError (tlserr.go).
-func handshake(ctx context.Context, nc net.Conn, cfg *tls.Config) (net.Conn, error) {
-	tc := tls.Client(nc, cfg)
+// nc. Its error is a *TLSError (tlserr.go), or a context's or socket's.
+func handshake(ctx context.Context, nc net.Conn, cfg *tls.Config, h2 bool) (net.Conn, error) {
+	// Under TLS 1.3 the client's handshake is done before the server has
+	// judged the client's certificate (or its absence): a refusal comes
+	// as an alert after it, and the first write would only see a broken
+	// pipe. So when the server asks for a certificate, wait for its first
+	// bytes (an HTTP/2 server sends SETTINGS at once; h2 says it is one):
+	// an alert then fails the handshake with its reason.
+	var asked atomic.Bool
+	c := cfg.Clone()
+	certs := cfg.Certificates
+	c.Certificates = nil
+	c.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked.Store(true)
+		for i := range certs {
+			if cri.SupportsCertificate(&certs[i]) == nil {
+				return &certs[i], nil
+			}
+		}
+		return &tls.Certificate{}, nil // none acceptable: send none, as crypto/tls does
+	}
+	tc := tls.Client(nc, c)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = nc.Close()
 		return nil, newTLSError(err, cfg)
 	}
-	return tc, nil
+	if !h2 || !asked.Load() || tc.ConnectionState().Version != tls.VersionTLS13 {
+		return tc, nil
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = tc.SetReadDeadline(deadline)
+	}
+	buf := make([]byte, 512)
+	n, err := tc.Read(buf)
+	_ = tc.SetReadDeadline(time.Time{})
+	if n == 0 && err != nil {
+		_ = nc.Close()
+		if isRemoteAlert(err) {
+			return nil, newTLSError(err, cfg)
+		}
+		return nil, err
+	}
+	return &prefixConn{Conn: tc, prefix: buf[:n]}, nil
+}
+
+// prefixConn is a connection whose first bytes were read already.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // diedOfKeepalive reports whether err, an RPC's error, says that the

@@ -266,7 +266,7 @@ func tcpOnce(ctx context.Context, address string, timeout time.Duration, t TLS) 
 	conn, err := d.DialContext(ctx, "tcp", address)
 	if err == nil && t != nil {
 		hctx, cancel := context.WithTimeout(ctx, timeout-time.Since(start))
-		conn, err = handshake(hctx, conn, t.ClientConfig(address, false))
+		conn, err = handshake(hctx, conn, t.ClientConfig(address, false), false)
 		cancel()
 		var te *TLSError
 		if errors.As(err, &te) && ctx.Err() == nil {

@@ -120,7 +120,7 @@ func newTLSError(err error, cfg *tls.Config) error {
 		te.Leaf = invalid.Cert
 	case errors.As(err, &header):
 		te.Problem = TLSNotTLS
-	case errors.As(err, &alert):
+	case errors.As(err, &alert) || isRemoteAlert(err):
 		te.Problem = TLSAlert
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err):
 		te.Problem = TLSClosed
@@ -147,6 +147,13 @@ func certNames(c *x509.Certificate) string {
 func tlsHint(err error) string {
 	var te *TLSError
 	if !errors.As(err, &te) {
+		// Under TLS 1.3 the client's handshake is done before the server
+		// has judged its certificate: a refusal comes as an alert on the
+		// first read.
+		var alert tls.AlertError
+		if errors.As(err, &alert) || isRemoteAlert(err) {
+			return "the endpoint refused the TLS connection: if it requires client certificates, set the cluster's tls.cert_file and key_file to one its CA signed"
+		}
 		return ""
 	}
 	switch te.Problem {
@@ -182,4 +189,12 @@ func tlsHint(err error) string {
 
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// isRemoteAlert reports whether err is a TLS alert the peer sent:
+// crypto/tls reports one as a *net.OpError with Op "remote error" around
+// its unexported alert type (tls.AlertError is QUIC's).
+func isRemoteAlert(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
 }

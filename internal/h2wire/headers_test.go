@@ -212,3 +212,26 @@ func FuzzHeaderReader(f *testing.F) {
 		}
 	})
 }
+
+// TestServerPrefaceTLS: a server's first bytes that are a TLS record (an
+// alert, a ServerHello) are told apart from a bad HTTP/2 preface.
+func TestServerPrefaceTLS(t *testing.T) {
+	for _, tt := range []struct {
+		hdr []byte
+		tls bool
+	}{
+		{[]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46, 0, 0}, true}, // alert
+		{[]byte{0x16, 0x03, 0x01, 0x00, 0x7a, 0x02, 0, 0, 0x76}, true}, // ServerHello
+		{[]byte{0, 0, 0, 4, 0, 0, 0, 0, 0}, false},                     // SETTINGS
+		{[]byte("HTTP/1.1 "), false},
+		{[]byte{0x16, 0x02, 0x01, 0, 0, 0, 0, 0, 0}, false},
+	} {
+		if got := IsTLSRecord(tt.hdr); got != tt.tls {
+			t.Errorf("IsTLSRecord(%x) = %v", tt.hdr, got)
+		}
+		err := CheckServerPreface(tt.hdr, 16384)
+		if got := errors.Is(err, ErrTLSServer); got != tt.tls {
+			t.Errorf("CheckServerPreface(%x) = %v", tt.hdr, err)
+		}
+	}
+}

@@ -53,6 +53,9 @@ func CheckServerPreface(hdr []byte, maxFrame uint32) error {
 		return fmt.Errorf("not HTTP/2: the backend's first bytes %q are not a frame header", hdr)
 	}
 	hdr = hdr[:FrameHeaderLen]
+	if IsTLSRecord(hdr) {
+		return fmt.Errorf("%w: the backend's first bytes %q are a TLS record, not HTTP/2 (h2c)", ErrTLSServer, hdr)
+	}
 	if bytes.HasPrefix(hdr, []byte("HTTP/")) {
 		return fmt.Errorf("the backend answered %q: an HTTP/1 server, not HTTP/2 (h2c)", hdr)
 	}
@@ -63,6 +66,17 @@ func CheckServerPreface(hdr []byte, maxFrame uint32) error {
 		return fmt.Errorf("not HTTP/2: the backend's first bytes %q are not a SETTINGS frame", hdr)
 	}
 	return nil
+}
+
+// ErrTLSServer is wrapped by CheckServerPreface's error when the server's
+// first bytes are a TLS record: it serves TLS to a plaintext client.
+var ErrTLSServer = errors.New("the backend speaks TLS")
+
+// IsTLSRecord reports whether hdr starts like a TLS record of a server
+// (an alert or a handshake message, version 3.x). No valid server preface
+// does: as a frame header, those bytes give a length over 1 MiB.
+func IsTLSRecord(hdr []byte) bool {
+	return len(hdr) >= 3 && (hdr[0] == 0x15 || hdr[0] == 0x16) && hdr[1] == 0x03 && hdr[2] <= 0x04
 }
 
 // FramerError is the ConnError of a connection error that x/net's

@@ -105,6 +105,12 @@ func connectionError(err error) *Error {
 	return newError(KindBroken, codes.Unavailable, err, "connection error: transport: %v", err)
 }
 
+// ErrNoPreface is wrapped by the error of a call whose connection the
+// server closed (or reset) before sending a single byte: no HTTP/2
+// server does that, a TLS server reading a plaintext client's preface
+// does.
+var ErrNoPreface = errors.New("the endpoint closed the connection before sending any HTTP/2 frame")
+
 // errDrained fails a call that a draining connection never sent.
 var errDrained = &Error{Kind: KindDrained, Status: status.New(codes.Unavailable, "the connection is draining")}
 

@@ -165,6 +165,9 @@ func (t *transport) readLoop() {
 			err = h2wire.CheckServerPreface(hdr, minMaxFrameSize)
 		}
 		if err != nil {
+			if first && len(hdr) == 0 && (errors.Is(err, io.EOF) || isSocketError(err)) {
+				err = fmt.Errorf("%w: %w", ErrNoPreface, err)
+			}
 			t.readFailed(err, first)
 			return
 		}
@@ -230,6 +233,8 @@ func (t *transport) readFailed(err error, first bool) {
 			kind = KindGoAway
 		}
 		reason = newError(kind, codes.Unavailable, err, "closing transport due to: %v, received prior goaway: code: %v", err, t.goAwayCode)
+	case first && errors.Is(err, ErrNoPreface):
+		reason = connectionError(err)
 	case first && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !isSocketError(err):
 		// Bytes came, and they were no HTTP/2 server preface: an HTTP/1
 		// server, a TLS server, something else.
