@@ -57,6 +57,9 @@ type backend struct {
 	reset atomic.Bool
 	mu    sync.Mutex
 	times []time.Time
+
+	// onCall, if set, sees every UnaryCall's context first.
+	onCall atomic.Pointer[func(context.Context)]
 }
 
 // callsIn counts the UnaryCalls the backend received in [from, to) and
@@ -219,6 +222,9 @@ type idServer struct {
 
 func (s *idServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
 	n := s.b.arrived()
+	if f := s.b.onCall.Load(); f != nil {
+		(*f)(ctx)
+	}
 	if c := codes.Code(s.b.failCode.Load()); c != codes.OK {
 		// The n-th call fails if it crosses a multiple of 100/percent:
 		// percent of every 100 in a row, spread over them.

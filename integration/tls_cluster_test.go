@@ -5,10 +5,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/peer"
 
 	"github.com/vigil-proxy/vigil/internal/certgen"
 )
@@ -18,6 +25,31 @@ import (
 type seenClients struct {
 	mu      sync.Mutex
 	serials map[string]int
+	rpcs    map[string]int // UnaryCalls by the serial of their connection's client certificate
+}
+
+// onCall counts a UnaryCall by its connection's client certificate.
+func (s *seenClients) onCall(ctx context.Context) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rpcs == nil {
+		s.rpcs = map[string]int{}
+	}
+	s.rpcs[ti.State.PeerCertificates[0].SerialNumber.String()]++
+}
+
+func (s *seenClients) rpcCount(serial string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rpcs[serial]
 }
 
 func (s *seenClients) verify(cs tls.ConnectionState) error {
@@ -159,4 +191,233 @@ func TestClusterTLS(t *testing.T) {
 	if n := len(v.logs.find(0, match("endpoint evicted"))); n != 0 {
 		t.Errorf("%d evictions:\n%s", n, v.logs.dump())
 	}
+}
+
+// TestClusterTLSFailures: a backend whose certificate fails verification
+// is evicted as a transport failure, reason UNAVAILABLE, with an error
+// that names the problem and a hint at the usual mistake: a wrong
+// server_name, a wrong CA, an expired certificate, in check and watch
+// mode; so are a plaintext backend on a TLS cluster and a TLS backend on
+// a plaintext one.
+func TestClusterTLSFailures(t *testing.T) {
+	pki := newTestPKI(t)
+	otherCA, err := certgen.NewCA("someone else's CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipOnly := backendTLS(issueLeaf(t, pki.ca, certgen.Options{Names: []string{"127.0.0.1", "backend.test"}}), nil, nil)
+	good := startBackend(t, "good", withTLS(ipOnly))
+	foreign := startBackend(t, "foreign", withTLS(backendTLS(issueLeaf(t, otherCA, certgen.Options{Names: []string{"127.0.0.1"}}), nil, nil)))
+	expired := startBackend(t, "expired", withTLS(backendTLS(issueLeaf(t, pki.ca, certgen.Options{Names: []string{"127.0.0.1"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}), nil, nil)))
+	plain := startBackend(t, "plain")
+	clientCA, err := certgen.NewCA("vigil clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtls := startBackend(t, "mtls", withTLS(backendTLS(issueLeaf(t, pki.ca, certgen.Options{Names: []string{"127.0.0.1"}}), clientCA.Pool(), nil)))
+	strangerCert, strangerKey, _ := pki.issue("stranger", certgen.Options{Names: []string{"vigil"}})
+	ca := clusterTLSYAML("ca_file", pki.caFile)
+	watch := "mode: watch\ninterval: 200ms\ntimeout: 200ms\nunhealthy_threshold: 2\nhealthy_threshold: 1"
+	cases := []struct {
+		cluster, endpoint, extra, health string
+		err, hint                        []string
+	}{
+		{"name", good.addr, clusterTLSYAML("ca_file", pki.caFile, "server_name", "wrong.test"), "",
+			[]string{"name mismatch", "wrong.test"}, []string{"tls.server_name", "backend.test, 127.0.0.1", `not "wrong.test"`}},
+		{"name-watch", good.addr, clusterTLSYAML("ca_file", pki.caFile, "server_name", "wrong.test"), watch,
+			[]string{"name mismatch"}, []string{"tls.server_name"}},
+		{"ca", foreign.addr, ca, "", []string{"unknown authority"}, []string{"tls.ca_file", "someone else's CA"}},
+		{"ca-watch", foreign.addr, ca, watch, []string{"unknown authority"}, []string{"tls.ca_file"}},
+		{"expired", expired.addr, ca, "", []string{"expired"}, []string{"expired at", "renew it"}},
+		{"plain-backend", plain.addr, ca, "", []string{"does not speak TLS"}, []string{"plaintext", "remove the cluster's tls"}},
+		{"tls-backend", good.addr, "", "", []string{"closed the connection"}, []string{"give the cluster a tls section"}},
+		{"no-client-cert", mtls.addr, ca, "", []string{"refused the handshake", "certificate required"}, []string{"tls.cert_file and key_file"}},
+		{"foreign-client-cert", mtls.addr, clusterTLSYAML("ca_file", pki.caFile, "cert_file", strangerCert, "key_file", strangerKey), watch,
+			[]string{"refused the handshake"}, []string{"tls.cert_file and key_file"}},
+	}
+	var cls []yamlCluster
+	for _, c := range cases {
+		cls = append(cls, yamlCluster{Name: c.cluster, Endpoints: []string{c.endpoint}, Extra: c.extra, Health: c.health})
+	}
+	cls = append(cls, yamlCluster{Name: "ok", Endpoints: []string{good.addr}, Extra: ca})
+	v := startVigil(t, yamlConfig{Admin: true, Listeners: []yamlListener{{Name: "api", Cluster: "ok"}}, Clusters: cls}.String())
+	for _, c := range cases {
+		r, _ := v.wait(15*time.Second, 0, match("endpoint evicted", "cluster", c.cluster), "evicted "+c.cluster)
+		if r.str("reason") != "UNAVAILABLE" {
+			t.Errorf("%s: reason %q, want UNAVAILABLE: %v", c.cluster, r.str("reason"), r)
+		}
+		for _, s := range c.err {
+			if !strings.Contains(r.str("error"), s) {
+				t.Errorf("%s: error %q does not say %q", c.cluster, r.str("error"), s)
+			}
+		}
+		for _, s := range c.hint {
+			if !strings.Contains(r.str("hint"), s) {
+				t.Errorf("%s: hint %q does not say %q", c.cluster, r.str("hint"), s)
+			}
+		}
+		doc := clusters(t, "http://"+v.adminAddr())
+		_, ep := endpointOf(t, doc, c.cluster, c.endpoint)
+		if ep["health"] != "unhealthy" || ep["cause"] != "transport" || ep["reason"] != "UNAVAILABLE" || ep["hint"] != r.str("hint") {
+			t.Errorf("%s in /clusters: %v", c.cluster, ep)
+		}
+	}
+	v.wait(10*time.Second, 0, match("endpoint admitted", "cluster", "ok"), "the good backend admitted")
+	if t.Failed() {
+		t.Logf("vigil's log:\n%s", v.logs.dump())
+	}
+}
+
+// TestClusterTLSRotation: the cluster's client certificate is rotated
+// (renamed over) under load: no RPC fails, no connection is closed, and
+// every connection made after the reload presents the new certificate; a
+// broken rotation is rejected (tls reload rejected) and the previous
+// certificate keeps being presented.
+func TestClusterTLSRotation(t *testing.T) {
+	pki := newTestPKI(t)
+	clientCA, err := certgen.NewCA("vigil clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	first := issueLeaf(t, clientCA, certgen.Options{Names: []string{"vigil"}})
+	certFile, keyFile, err := first.Write(dir, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen seenClients
+	b := startBackend(t, "mtls", withTLS(backendTLS(issueLeaf(t, pki.ca, certgen.Options{Names: []string{"127.0.0.1"}}), clientCA.Pool(), &seen)))
+	onCall := seen.onCall
+	b.onCall.Store(&onCall)
+	vcert, vkey, _ := pki.issue("vigil", certgen.Options{Names: []string{"vigil.test"}})
+	v := startVigil(t, yamlConfig{
+		Admin: true,
+		Listeners: []yamlListener{
+			{Name: "api", Cluster: "c"},
+			{Name: "raw", Protocol: "tcp", Cluster: "c", Extra: fmt.Sprintf("tls: {cert_file: %s, key_file: %s}", vcert, vkey)},
+		},
+		Clusters: []yamlCluster{{Name: "c", Endpoints: []string{b.addr},
+			Extra:  clusterTLSYAML("ca_file", pki.caFile, "cert_file", certFile, "key_file", keyFile),
+			Health: "mode: watch\ninterval: 1s\ntimeout: 1s\nunhealthy_threshold: 2\nhealthy_threshold: 1"}},
+	}.String())
+	v.wait(15*time.Second, 0, match("endpoint admitted", "cluster", "c"), "admitted")
+
+	// Load: RPCs on one long-lived connection through the grpc listener,
+	// and RPCs each on a new TLS connection through the tcp listener (a
+	// new connection to the backend each).
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []error
+	var calls int
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if err != nil {
+			failures = append(failures, err)
+		}
+	}
+	api := dialClient(t, v.listener("api"))
+	clientTLS := &tls.Config{RootCAs: pki.pool(), ServerName: "vigil.test", NextProtos: []string{"h2"}}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := api.call(cctx)
+			ccancel()
+			if ctx.Err() == nil {
+				fail(err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			err := callOverNewTLSConnection(ctx, v.listener("raw"), clientTLS)
+			if ctx.Err() == nil {
+				fail(err)
+			}
+		}
+	}()
+	stop := func() {
+		cancel()
+		wg.Wait()
+	}
+	defer stop()
+	eventually(t, 10*time.Second, func() bool { return seen.count(first.Cert.SerialNumber.String()) >= 5 }, "traffic with the first certificate")
+
+	// A good rotation, renamed over: key, then certificate.
+	second := issueLeaf(t, clientCA, certgen.Options{Names: []string{"vigil"}})
+	mark := v.mark()
+	if _, _, err := second.Write(dir, "next"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "next.key"), keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "next.crt"), certFile); err != nil {
+		t.Fatal(err)
+	}
+	v.wait(10*time.Second, mark, match("tls certificate reloaded", "cluster", "c"), "the reload")
+	// Every connection from now on presents the second certificate: the
+	// first stops growing, the second grows.
+	// Once one new connection presented it, every later one does: the
+	// tcp listener's connections are made one after the other, and the
+	// grpc listener's stay open.
+	eventually(t, 10*time.Second, func() bool { return seen.count(second.Cert.SerialNumber.String()) >= 1 }, "a connection with the second certificate")
+	before := seen.count(first.Cert.SerialNumber.String())
+	eventually(t, 10*time.Second, func() bool { return seen.count(second.Cert.SerialNumber.String()) >= 20 }, "traffic with the second certificate")
+	if after := seen.count(first.Cert.SerialNumber.String()); after != before {
+		t.Errorf("%d connections presented the old certificate after the reload", after-before)
+	}
+	// No connection was closed: the grpc listener's connection to the
+	// backend, made with the first certificate, still carries RPCs.
+	oldRPCs := seen.rpcCount(first.Cert.SerialNumber.String())
+	eventually(t, 10*time.Second, func() bool { return seen.rpcCount(first.Cert.SerialNumber.String()) >= oldRPCs+20 },
+		"RPCs on the connection made before the reload")
+
+	// A broken rotation: rejected, and the second certificate stays.
+	mark = v.mark()
+	if err := os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := v.wait(10*time.Second, mark, match("tls reload rejected", "cluster", "c"), "the rejection")
+	if r.str("level") != "ERROR" || r.str("file") != certFile {
+		t.Errorf("rejection record: %v", r)
+	}
+	n := seen.count(second.Cert.SerialNumber.String())
+	eventually(t, 10*time.Second, func() bool { return seen.count(second.Cert.SerialNumber.String()) >= n+10 }, "traffic with the second certificate after the broken rotation")
+	stop()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d RPCs failed during the rotations, first: %v", len(failures), calls, failures[0])
+	}
+	if calls < 50 {
+		t.Fatalf("only %d RPCs", calls)
+	}
+	if evicted := v.logs.find(0, match("endpoint evicted")); len(evicted) > 0 {
+		t.Errorf("evictions: %v", evicted)
+	}
+	t.Logf("%d RPCs, none failed; old certificate on %d connections (%d RPCs), new on %d (%d RPCs)", calls,
+		seen.count(first.Cert.SerialNumber.String()), seen.rpcCount(first.Cert.SerialNumber.String()),
+		seen.count(second.Cert.SerialNumber.String()), seen.rpcCount(second.Cert.SerialNumber.String()))
+}
+
+// callOverNewTLSConnection makes one UnaryCall over a TLS connection of
+// its own.
+func callOverNewTLSConnection(ctx context.Context, addr string, cfg *tls.Config) error {
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg.Clone())))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = testpb.NewTestServiceClient(conn).UnaryCall(cctx, &testpb.SimpleRequest{FillServerId: true})
+	return err
 }
