@@ -518,6 +518,7 @@ type benchCluster struct {
 	name      string
 	endpoints []string
 	health    string // the health_check block's lines, unindented
+	extra     string // more YAML lines for the cluster (sections such as tls), unindented
 }
 
 type benchListener struct {
@@ -548,6 +549,11 @@ func renderBenchConfig(listeners []benchListener, clusters []benchCluster) strin
 		b.WriteString("    health_check:\n")
 		for line := range strings.SplitSeq(strings.TrimSpace(c.health), "\n") {
 			fmt.Fprintf(&b, "      %s\n", strings.TrimSpace(line))
+		}
+		if c.extra != "" {
+			for line := range strings.SplitSeq(strings.TrimSpace(c.extra), "\n") {
+				fmt.Fprintf(&b, "    %s\n", strings.TrimRight(line, " "))
+			}
 		}
 	}
 	return b.String()

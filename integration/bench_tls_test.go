@@ -86,47 +86,53 @@ func BenchmarkTLS(b *testing.B) {
 			b.Run(fmt.Sprintf("c%d", concurrency), func(b *testing.B) {
 				for _, target := range targets {
 					b.Run(target.name, func(b *testing.B) {
-						if target.skip != "" {
-							b.Skip(target.skip)
-						}
-						reportLoad(b)
-						cfg := loadgen.Config{
-							Target: target.addr, Concurrency: concurrency, Conns: min(concurrency, 4),
-							Duration:    benchDuration(b, "VIGIL_BENCH_GRPC_DURATION", 5*time.Second),
-							RequestSize: 1024, ResponseSize: 1024, Warmup: 200,
-							DialOptions: tlsDial,
-						}
+						opts := tlsDial
 						if target.name == "direct" {
-							cfg.DialOptions = []grpc.DialOption{
+							opts = []grpc.DialOption{
 								grpc.WithTransportCredentials(insecure.NewCredentials()),
 								grpc.WithResolvers(staticResolver{scheme: "static", addrs: upstreams}),
 								grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 							}
 						}
-						var before time.Duration
-						cfg.OnMeasureStart = func() {
-							if target.cpu != nil {
-								before = target.cpu(b)
+						tlsLoad(b, target, concurrency, opts)
+					})
+				}
+			})
+		}
+	})
+
+	// upstream: the client speaks h2c to the proxy, the proxy TLS to the
+	// backends (a cluster with tls; HAProxy's `server ... ssl alpn h2`);
+	// direct is the client speaking TLS to the backends itself.
+	b.Run("upstream", func(b *testing.B) {
+		cert, key, _ := pki.issue("backend", certgen.Options{Names: []string{"127.0.0.1"}, Key: certgen.ECDSAP256})
+		backends := []*demoBackend{startDemoBackend(b, "be1", "-tls-cert", cert, "-tls-key", key),
+			startDemoBackend(b, "be2", "-tls-cert", cert, "-tls-key", key)}
+		upstreams := []string{backends[0].addr, backends[1].addr}
+		v := startVigil(b, renderBenchConfig(
+			[]benchListener{{name: "api", protocol: "grpc", cluster: "load"}},
+			[]benchCluster{{name: "load", endpoints: upstreams, health: "mode: check\ninterval: 5s\ntimeout: 1s",
+				extra: "tls: {ca_file: " + pki.caFile + "}"}},
+		))
+		v.waitRecords(15*time.Second, 0, match("endpoint admitted"), 2, "both backends admitted")
+		targets := []proxyUnderTest{
+			{name: "direct", addr: "static:///backends"},
+			vigilProxy(v, "api"),
+			startExternalProxy(b, "haproxy", haproxyGRPCToTLS(pki.caFile, upstreams)),
+		}
+		for _, concurrency := range []int{1, 64} {
+			b.Run(fmt.Sprintf("c%d", concurrency), func(b *testing.B) {
+				for _, target := range targets {
+					b.Run(target.name, func(b *testing.B) {
+						opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+						if target.name == "direct" {
+							opts = []grpc.DialOption{
+								grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pki.pool(), ServerName: "127.0.0.1"})),
+								grpc.WithResolvers(staticResolver{scheme: "static", addrs: upstreams}),
+								grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 							}
 						}
-						r, err := loadgen.Run(context.Background(), cfg)
-						if err != nil {
-							b.Fatal(err)
-						}
-						if r.Requests == 0 {
-							b.Fatalf("no RPC succeeded: %v (first error %v)", r, r.FirstErr)
-						}
-						b.ReportMetric(0, "ns/op")
-						b.ReportMetric(r.QPS, "rps")
-						b.ReportMetric(float64(r.P50.Nanoseconds())/1e3, "p50-µs")
-						b.ReportMetric(float64(r.P99.Nanoseconds())/1e3, "p99-µs")
-						b.ReportMetric(float64(r.Errors), "errors")
-						if target.cpu != nil {
-							b.ReportMetric(float64((target.cpu(b)-before).Nanoseconds())/1e3/float64(r.Requests), "proxy-cpu-µs/rpc")
-						}
-						if r.Errors > 0 {
-							b.Errorf("%d RPCs failed through %s; first: %v", r.Errors, target.name, r.FirstErr)
-						}
+						tlsLoad(b, target, concurrency, opts)
 					})
 				}
 			})
@@ -204,6 +210,69 @@ func BenchmarkTLS(b *testing.B) {
 			})
 		}
 	})
+}
+
+// tlsLoad runs BenchmarkTLS's gRPC load (1 KiB each way, concurrency
+// over min(concurrency, 4) connections) through target with opts.
+func tlsLoad(b *testing.B, target proxyUnderTest, concurrency int, opts []grpc.DialOption) {
+	if target.skip != "" {
+		b.Skip(target.skip)
+	}
+	reportLoad(b)
+	cfg := loadgen.Config{
+		Target: target.addr, Concurrency: concurrency, Conns: min(concurrency, 4),
+		Duration:    benchDuration(b, "VIGIL_BENCH_GRPC_DURATION", 5*time.Second),
+		RequestSize: 1024, ResponseSize: 1024, Warmup: 200,
+		DialOptions: opts,
+	}
+	var before time.Duration
+	cfg.OnMeasureStart = func() {
+		if target.cpu != nil {
+			before = target.cpu(b)
+		}
+	}
+	r, err := loadgen.Run(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if r.Requests == 0 {
+		b.Fatalf("no RPC succeeded: %v (first error %v)", r, r.FirstErr)
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(r.QPS, "rps")
+	b.ReportMetric(float64(r.P50.Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(r.P99.Nanoseconds())/1e3, "p99-µs")
+	b.ReportMetric(float64(r.Errors), "errors")
+	if target.cpu != nil {
+		b.ReportMetric(float64((target.cpu(b)-before).Nanoseconds())/1e3/float64(r.Requests), "proxy-cpu-µs/rpc")
+	}
+	if r.Errors > 0 {
+		b.Errorf("%d RPCs failed through %s; first: %v", r.Errors, target.name, r.FirstErr)
+	}
+}
+
+// haproxyGRPCToTLS is haproxyGRPC with TLS to the servers: verified
+// against caFile, ALPN h2.
+func haproxyGRPCToTLS(caFile string, upstreams []string) func(tb testing.TB, dir, listen string) []string {
+	return func(tb testing.TB, dir, listen string) []string {
+		var servers strings.Builder
+		for i, u := range upstreams {
+			fmt.Fprintf(&servers, "    server s%d %s ssl verify required ca-file %s alpn h2\n", i, u, caFile)
+		}
+		return writeConfig(tb, dir, "haproxy.cfg", `global
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind `+listen+` proto h2
+    default_backend bench
+backend bench
+    balance roundrobin
+`+servers.String(), "-db", "-f")
+	}
 }
 
 // handshakes makes full TLS handshakes with target from 4 goroutines for

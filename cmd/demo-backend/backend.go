@@ -46,7 +46,7 @@ type backend struct {
 
 // newBackend builds the gRPC server for opts. id fills server_id; logs go
 // to logger, tagged with the id.
-func newBackend(opts options, id string, logger *slog.Logger) *backend {
+func newBackend(opts options, id string, logger *slog.Logger, extra ...grpc.ServerOption) *backend {
 	b := &backend{
 		opts:   opts,
 		id:     id,
@@ -57,13 +57,13 @@ func newBackend(opts options, id string, logger *slog.Logger) *backend {
 	for _, name := range opts.services {
 		b.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	b.grpc = grpc.NewServer(
+	b.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		// Room for the largest payload the TestService serves, plus framing.
-		grpc.MaxRecvMsgSize(maxPayload+maxPayloadSlack),
-		grpc.MaxSendMsgSize(maxPayload+maxPayloadSlack),
+		grpc.MaxRecvMsgSize(maxPayload + maxPayloadSlack),
+		grpc.MaxSendMsgSize(maxPayload + maxPayloadSlack),
 		grpc.ChainUnaryInterceptor(b.countUnary),
 		grpc.ChainStreamInterceptor(b.countStream),
-	)
+	}, extra...)...)
 	testpb.RegisterTestServiceServer(b.grpc, &testService{id: id})
 	switch opts.health {
 	case healthFull:

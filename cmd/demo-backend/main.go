@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 func main() {
@@ -84,5 +88,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		id = lis.Addr().String()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	return newBackend(opts, id, logger).serve(ctx, lis, control, toggles)
+	var extra []grpc.ServerOption
+	if opts.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.tlsCert, opts.tlsKey)
+		if err != nil {
+			lis.Close()
+			if control != nil {
+				control.Close()
+			}
+			return fmt.Errorf("-tls-cert/-tls-key: %w", err)
+		}
+		extra = append(extra, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	}
+	return newBackend(opts, id, logger, extra...).serve(ctx, lis, control, toggles)
 }

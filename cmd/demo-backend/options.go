@@ -39,6 +39,8 @@ type options struct {
 	drainDelay  time.Duration
 	grace       time.Duration
 	verbose     bool
+	// tlsCert and tlsKey, both or neither, make it serve gRPC over TLS.
+	tlsCert, tlsKey string
 }
 
 // scheduled reports whether the flip schedule is enabled.
@@ -80,6 +82,8 @@ Flags:
 	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "on SIGTERM, report NOT_SERVING this long before stopping, so a proxy can drain")
 	fs.DurationVar(&o.grace, "grace", 5*time.Second, "on SIGTERM, bound on waiting for in-flight RPCs")
 	fs.BoolVar(&o.verbose, "v", false, "log the number of RPCs served every second")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate chain (with -tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return options{}, err
@@ -122,6 +126,9 @@ func (o options) validate() error {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
 		}
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
 	}
 	if o.flipEvery > 0 && o.flipFor <= 0 {
 		errs = append(errs, errors.New("-flip-every needs -flip-for: a flip that lasts for good cannot repeat"))
