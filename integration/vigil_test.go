@@ -367,8 +367,11 @@ func (c yamlConfig) String() string {
 	fmt.Fprintf(&b, "  timeout: %s\n", or(c.ShutdownTimeout, "5s"))
 	b.WriteString("listeners:\n")
 	for _, l := range c.Listeners {
-		fmt.Fprintf(&b, "  - name: %s\n    address: %s\n    protocol: %s\n    cluster: %s\n",
-			l.Name, or(l.Address, "127.0.0.1:0"), or(l.Protocol, "grpc"), l.Cluster)
+		fmt.Fprintf(&b, "  - name: %s\n    address: %s\n    protocol: %s\n",
+			l.Name, or(l.Address, "127.0.0.1:0"), or(l.Protocol, "grpc"))
+		if l.Cluster != "" { // none: a listener with routes only
+			fmt.Fprintf(&b, "    cluster: %s\n", l.Cluster)
+		}
 		if l.Extra != "" {
 			for _, line := range strings.Split(strings.TrimSpace(l.Extra), "\n") {
 				fmt.Fprintf(&b, "    %s\n", strings.TrimSpace(line))

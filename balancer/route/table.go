@@ -189,10 +189,15 @@ func (t *Table) GRPC(path, authority string) *Entry {
 	return t.def
 }
 
+// HasSNI reports whether some route matches on SNI: a tcp listener then
+// reads the ClientHello before it picks a cluster.
+func (t *Table) HasSNI() bool { return t != nil && t.hasSNI }
+
 // SNI returns the route of a connection whose TLS ClientHello named
 // serverName ("" when it named none), or the default when none matches,
 // or nil. Only routes matching on SNI alone are considered. It neither
 // locks nor allocates.
+
 func (t *Table) SNI(serverName string) *Entry {
 	if t == nil {
 		return nil

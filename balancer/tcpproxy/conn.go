@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/route"
 	"github.com/vigil-proxy/vigil/internal/accesslog"
 )
 
@@ -24,14 +25,37 @@ func (p *Proxy) handle(client net.Conn, accepted time.Time) {
 
 	stats := ConnStats{}
 	cluster := p.cluster.Load()
+	var hello []byte // what was read of the client to route it
+	if rt := p.routes.Load(); rt.HasSNI() {
+		var ok bool
+		cluster, hello, ok = p.route(rt, client, &stats)
+		if !ok {
+			client.Close()
+			stats.Duration = time.Since(accepted)
+			p.metrics.ConnectionClosed(stats)
+			p.logAccess(client, accepted, &stats)
+			return
+		}
+	}
 	if cluster != nil {
 		stats.Cluster = cluster.Name()
 	}
 	upstream, ep := p.connect(cluster, client, &stats)
+	if upstream != nil && len(hello) > 0 {
+		// The ClientHello goes first, as it came; then everything else
+		// passes through untouched (spliced, between plain sockets).
+		if _, err := upstream.Write(hello); err != nil {
+			stats.Outcome = OutcomeError
+			upstream.Close()
+			ep.Release()
+			upstream = nil
+		}
+	}
 	if upstream != nil {
 		stats.Endpoint = ep.Address()
 		p.metrics.ConnectionOpened(stats.Cluster, stats.Endpoint)
 		reset := p.forward(client, upstream, ep, &stats)
+		stats.BytesToUpstream += int64(len(hello))
 		ep.Release()
 		// What the connection says about its endpoint, for outlier
 		// detection: a reset before any byte came back is a failure;
@@ -56,6 +80,40 @@ func (p *Proxy) handle(client net.Conn, accepted time.Time) {
 	}
 }
 
+// route picks the cluster of a connection by its TLS server name: the
+// terminated handshake's (a TLS listener), else the ClientHello read off
+// the connection without terminating it, whose bytes it returns to be
+// forwarded first. A client that sends no TLS (or nothing within the hello
+// timeout) counts as one without SNI. ok is false when the connection is
+// to be closed: a malformed, cut or oversized hello, or no route and no
+// default; stats says why.
+func (p *Proxy) route(rt *route.Table, client net.Conn, stats *ConnStats) (cluster *balancer.Cluster, hello []byte, ok bool) {
+	if tc, isTLS := client.(interface{ ConnectionState() tls.ConnectionState }); isTLS {
+		stats.SNI = tc.ConnectionState().ServerName
+	} else {
+		data, sni, _, err := readHello(client, p.helloTimeout)
+		if err != nil {
+			stats.Outcome = OutcomeBadHello
+			if p.log.Enabled(context.Background(), slog.LevelDebug) {
+				p.log.Debug("closing connection: no valid TLS ClientHello", "client", client.RemoteAddr().String(),
+					"bytes", len(data), "error", err)
+			}
+			return nil, nil, false
+		}
+		stats.SNI, hello = sni, data
+	}
+	e := rt.SNI(stats.SNI)
+	if e == nil || e.Cluster == nil {
+		stats.Outcome = OutcomeNoRoute
+		if p.log.Enabled(context.Background(), slog.LevelDebug) {
+			p.log.Debug("closing connection: no route for its server name", "client", client.RemoteAddr().String(), "sni", stats.SNI)
+		}
+		return nil, nil, false
+	}
+	stats.Route = e.Label
+	return e.Cluster, hello, true
+}
+
 // logAccess queues the connection's access log record, if the log is on.
 func (p *Proxy) logAccess(client net.Conn, accepted time.Time, stats *ConnStats) {
 	al := p.accessLog.Load()
@@ -66,8 +124,10 @@ func (p *Proxy) logAccess(client net.Conn, accepted time.Time, stats *ConnStats)
 		Kind:     accesslog.TCP,
 		Start:    accepted,
 		Duration: stats.Duration,
+		Route:    stats.Route,
 		Cluster:  stats.Cluster,
 		Endpoint: stats.Endpoint,
+		SNI:      stats.SNI,
 		Client:   client.RemoteAddr(),
 		BytesIn:  stats.BytesToUpstream,
 		BytesOut: stats.BytesToClient,
@@ -89,6 +149,8 @@ func accessResult(o Outcome) string {
 		return accesslog.ResultIdleTimeout
 	case OutcomeEndpointClosed, OutcomeShutdown:
 		return accesslog.ResultDrained
+	case OutcomeNoRoute:
+		return accesslog.ResultNoEndpoint
 	default:
 		return accesslog.ResultClosed
 	}

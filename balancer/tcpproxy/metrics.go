@@ -26,6 +26,12 @@ const (
 	// OutcomeShutdown: the proxy was closed, or its Shutdown deadline
 	// passed, while the connection was open.
 	OutcomeShutdown Outcome = "shutdown"
+	// OutcomeNoRoute: routing by SNI found no route for the connection's
+	// server name and the listener has no cluster of its own.
+	OutcomeNoRoute Outcome = "no_route"
+	// OutcomeBadHello: routing by SNI read a malformed, oversized or cut
+	// TLS ClientHello.
+	OutcomeBadHello Outcome = "bad_hello"
 	// OutcomeError: a side reset the connection or a copy failed.
 	OutcomeError Outcome = "error"
 )
@@ -40,6 +46,9 @@ type ConnStats struct {
 	Endpoint string
 	// Outcome says how the connection ended.
 	Outcome Outcome
+	// Route is the label of the SNI route that took the connection, ""
+	// for the listener's cluster; SNI the server name it was routed by.
+	Route, SNI string
 	// Attempts counts the endpoints dialled (0 when none was picked).
 	Attempts int
 	// BytesToUpstream and BytesToClient count the bytes forwarded from the

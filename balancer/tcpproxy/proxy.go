@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/route"
 	"github.com/vigil-proxy/vigil/internal/accesslog"
 )
 
@@ -58,6 +59,13 @@ type Options struct {
 	// AccessLog, when not nil, gets one record per connection as it ends
 	// (SetAccessLog changes it).
 	AccessLog *accesslog.Logger
+	// Routes, when some route matches on SNI, routes each connection by
+	// its TLS server name (SetRoutes changes them); its default is the
+	// cluster given to New.
+	Routes *route.Table
+	// HelloTimeout bounds reading a ClientHello to route by; zero means
+	// DefaultHelloTimeout.
+	HelloTimeout time.Duration
 }
 
 // Proxy accepts TCP connections and forwards each one to an endpoint of its
@@ -65,6 +73,10 @@ type Options struct {
 type Proxy struct {
 	cluster   atomic.Pointer[balancer.Cluster]
 	accessLog atomic.Pointer[accesslog.Logger]
+	// routes is the SNI route table; connections are routed by it when it
+	// has SNI routes, else go to cluster.
+	routes       atomic.Pointer[route.Table]
+	helloTimeout time.Duration
 
 	dialer      net.Dialer
 	retries     int
@@ -129,7 +141,24 @@ func New(cluster *balancer.Cluster, opts Options) *Proxy {
 	p.cutCtx, p.cut = context.WithCancel(context.Background())
 	p.cluster.Store(cluster)
 	p.accessLog.Store(opts.AccessLog)
+	p.routes.Store(opts.Routes)
+	p.helloTimeout = opts.HelloTimeout
+	if p.helloTimeout <= 0 {
+		p.helloTimeout = DefaultHelloTimeout
+	}
 	return p
+}
+
+// SetRoutes makes new connections route by t: by SNI when it has SNI
+// routes, else all to its default cluster. Connections open stay where
+// they are.
+func (p *Proxy) SetRoutes(t *route.Table) {
+	var c *balancer.Cluster
+	if d := t.Default(); d != nil {
+		c = d.Cluster
+	}
+	p.routes.Store(t)
+	p.cluster.Store(c)
 }
 
 // SetAccessLog replaces the access log (nil: off) for the connections
@@ -138,7 +167,10 @@ func (p *Proxy) SetAccessLog(l *accesslog.Logger) { p.accessLog.Store(l) }
 
 // SetCluster makes new connections balance over c; connections already open
 // stay where they are. It is safe to call at any time, e.g. on a reload.
-func (p *Proxy) SetCluster(c *balancer.Cluster) { p.cluster.Store(c) }
+func (p *Proxy) SetCluster(c *balancer.Cluster) {
+	p.routes.Store(nil)
+	p.cluster.Store(c)
+}
 
 // ActiveConnections is the number of client connections open right now,
 // including those still connecting to an endpoint.

@@ -13,7 +13,7 @@ import (
 // routeKeys are the keys of a route. A tcp listener's routes match on sni
 // only, a grpc listener's on service, method and authority.
 var (
-	routeKeys     = []string{"name", "service", "method", "authority", "cluster", "timeout"}
+	routeKeys     = []string{"name", "service", "method", "authority", "sni", "cluster", "timeout"}
 	grpcMatchKeys = []string{"service", "method", "authority"}
 )
 
@@ -112,6 +112,21 @@ func (w *walker) decodeRoute(raw *yaml.Node, path string, protocol Protocol) (Ro
 		}
 	}
 	matchBad := false
+	if v := f.value("sni"); v != nil {
+		if protocol != ProtocolTCP {
+			w.errs.at(f.find("sni", 0).key, join(path, "sni"), "sni matches a TLS ClientHello's server name: only on a tcp listener (a grpc listener matches authority)")
+			matchBad = true
+		} else if s, n, ok := w.str(v, join(path, "sni")); ok {
+			h, err := route.CheckHost(s)
+			if err != nil {
+				w.errs.at(n, join(path, "sni"), "%v", err)
+				matchBad = true
+			}
+			r.Match.SNI = h
+		} else {
+			matchBad = true
+		}
+	}
 	if v := f.value("service"); v != nil {
 		if s, n, ok := w.str(v, join(path, "service")); ok {
 			if err := route.CheckService(s); err != nil {
@@ -160,7 +175,7 @@ func (w *walker) decodeRoute(raw *yaml.Node, path string, protocol Protocol) (Ro
 	if !matchBad {
 		switch err := r.Match.Check(); {
 		case errors.Is(err, route.ErrEmptyMatch) && protocol == ProtocolTCP:
-			w.errs.at(m, path, "a route on a tcp listener matches on sni, which vigil does not support yet")
+			w.errs.at(m, path, "a route on a tcp listener must match on sni; the listener's cluster takes what no route matches")
 			good = false
 		case errors.Is(err, route.ErrEmptyMatch):
 			w.errs.at(m, path, "a route must match on something: service (with method), or authority; the listener's cluster takes what no route matches")

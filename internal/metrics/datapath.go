@@ -14,7 +14,7 @@ import (
 var tcpOutcomes = [...]tcpproxy.Outcome{
 	tcpproxy.OutcomeOK, tcpproxy.OutcomeNoHealthyUpstream, tcpproxy.OutcomeConnectFailed,
 	tcpproxy.OutcomeOverLimit, tcpproxy.OutcomeIdleTimeout, tcpproxy.OutcomeEndpointClosed,
-	tcpproxy.OutcomeShutdown, tcpproxy.OutcomeError,
+	tcpproxy.OutcomeShutdown, tcpproxy.OutcomeNoRoute, tcpproxy.OutcomeBadHello, tcpproxy.OutcomeError,
 }
 
 // outcomeError is the index of OutcomeError, which also counts outcomes

@@ -76,6 +76,7 @@ func (s *Server) newProxy(l config.Listener, routes *route.Table, al *accesslog.
 			Logger:         s.log.With("listener", l.Name),
 			Metrics:        s.metrics.tcp(l.Name),
 			AccessLog:      al,
+			Routes:         routes,
 		})
 	default:
 		return grpcproxy.NewRouted(routes, grpcproxy.Options{
