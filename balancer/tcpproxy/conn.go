@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -20,7 +21,6 @@ import (
 
 // handle runs one client connection from accept to close.
 func (p *Proxy) handle(client net.Conn, accepted time.Time) {
-	defer p.conns.Done()
 	defer p.active.Add(-1)
 
 	stats := ConnStats{}
@@ -223,7 +223,7 @@ func (p *Proxy) connect(cluster *balancer.Cluster, client net.Conn, stats *ConnS
 // with a TLS listener gets h2 offered to the backend (a gRPC server over
 // TLS requires it); otherwise no ALPN is offered.
 func (p *Proxy) dial(ep *balancer.Endpoint, client net.Conn) (net.Conn, error) {
-	conn, err := p.dialer.DialContext(p.cutCtx, "tcp", ep.Address())
+	conn, err := p.dialAddress(ep.Address())
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +243,20 @@ func (p *Proxy) dial(ep *balancer.Endpoint, client net.Conn) (net.Conn, error) {
 		return nil, fmt.Errorf("tls handshake with %s: %w", ep.Address(), err)
 	}
 	return tc, nil
+}
+
+// dialAddress connects to an endpoint's address. An IP address and port, the
+// usual case, is dialled as such: no resolver, no parallel-dial machinery.
+func (p *Proxy) dialAddress(address string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return p.dialer.DialContext(p.cutCtx, "tcp", address)
+	}
+	c, err := p.dialer.DialTCP(p.cutCtx, "tcp", netip.AddrPort{}, ap)
+	if err != nil {
+		return nil, err // not a nil *net.TCPConn in a non-nil net.Conn
+	}
+	return c, nil
 }
 
 // Directions of a pair.

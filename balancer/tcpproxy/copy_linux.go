@@ -40,6 +40,9 @@ type socketCopy struct {
 	rerr  syscall.Errno
 	wrote int // bytes of the chunk written so far
 	werr  syscall.Errno
+	wfail error // dst.Write's own error (closed, deadline)
+	// toSplice: the copy loop saw bulkReads full reads in a row.
+	toSplice bool
 
 	pipe    *splicePipe // non-nil in splice mode
 	noPipe  bool        // splice failed once (no pipe, or not supported): copy only
@@ -50,7 +53,7 @@ type socketCopy struct {
 
 // What socketCopy.io does.
 const (
-	opRead      = iota // read into the buffer
+	opRead      = iota // read chunks into the buffer and write each (see copyChunks)
 	opWrite            // write the buffer's chunk
 	opSpliceIn         // splice from src into the pipe
 	opSpliceOut        // splice from the pipe to dst
@@ -83,7 +86,7 @@ func (c *socketCopy) init(srcConn *net.TCPConn, src, dst syscall.RawConn) {
 func (c *socketCopy) do(fd uintptr) bool {
 	switch c.op {
 	case opRead:
-		return c.readOnce(fd)
+		return c.readChunks(fd)
 	case opWrite:
 		return c.writeChunk(fd)
 	case opSpliceIn:
@@ -106,7 +109,7 @@ func (c *socketCopy) run(window time.Duration, a *activity) (int64, error) {
 	for {
 		var err error
 		if c.pipe == nil {
-			err = c.copyChunk()
+			err = c.copyChunks()
 		} else {
 			err = c.spliceChunk()
 		}
@@ -135,61 +138,79 @@ func (c *socketCopy) closeWrite() {
 	})
 }
 
-// copyChunk reads one chunk into the buffer and writes all of it; io.EOF at
-// src's EOF.
-func (c *socketCopy) copyChunk() error {
-	c.rn, c.rerr, c.op = 0, 0, opRead
-	if err := c.src.Read(c.io); err != nil {
-		c.putBuf()
-		return err
-	}
+// copyChunks copies chunk after chunk through the buffer, until src's EOF
+// (io.EOF), an error, or a run of full reads that calls for splice (nil).
+//
+// It stays inside one src.Read while the connection carries small chunks:
+// the callback reads a chunk, writes it to dst (a nested dst.Write, which
+// waits for room if need be) and reads again, until a read says EAGAIN and
+// src.Read waits for the poller. A chunk thus costs its read and its write
+// and none of src.Read's own bookkeeping (its lock, the poller's reset).
+//
+// The read after a short one cannot be skipped, although it usually finds
+// nothing: a FIN or a reset that came with the last bytes leaves no
+// readiness event behind them (the event that woke the copy covered
+// both), so only a read sees it.
+func (c *socketCopy) copyChunks() error {
+	c.rerr, c.werr, c.wfail, c.toSplice, c.op = 0, 0, nil, false, opRead
+	err := c.src.Read(c.io)
+	c.putBuf()
 	switch {
-	case c.rerr != 0:
-		c.putBuf()
-		return os.NewSyscallError("read", c.rerr)
-	case c.rn == 0:
-		c.putBuf()
-		return io.EOF
-	}
-	c.wrote, c.werr, c.op = 0, 0, opWrite
-	err := c.dst.Write(c.io)
-	c.written += int64(c.wrote)
-	if err == nil && c.werr != 0 {
-		err = os.NewSyscallError("write", c.werr)
-	}
-	if err != nil {
-		c.putBuf()
+	case err != nil:
 		return err
-	}
-	if c.rn < copyBufSize {
-		c.streak = 0
+	case c.wfail != nil:
+		return c.wfail
+	case c.werr != 0:
+		return os.NewSyscallError("write", c.werr)
+	case c.rerr != 0:
+		return os.NewSyscallError("read", c.rerr)
+	case c.toSplice:
+		c.startSplice()
 		return nil
 	}
-	if c.streak++; c.streak >= bulkReads && !c.noPipe {
-		c.startSplice()
-	}
-	return nil
+	return io.EOF
 }
 
-// readOnce reads into the buffer, taking one from the pool first; false:
-// nothing to read yet, so the buffer goes back to the pool and the poller
-// waits.
-func (c *socketCopy) readOnce(fd uintptr) bool {
-	if c.buf == nil {
-		c.buf = copyBufs.Get().(*[copyBufSize]byte)
-	}
+// readChunks is copyChunks' callback on src: it reads and writes chunks
+// until src has nothing more for now (false: wait for the poller), or the
+// copy must end or switch modes (true, with c's fields saying why).
+func (c *socketCopy) readChunks(fd uintptr) bool {
 	for {
+		if c.buf == nil {
+			c.buf = copyBufs.Get().(*[copyBufSize]byte)
+		}
 		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.buf[0])), copyBufSize)
 		switch errno {
 		case 0:
-			c.rn = int(n)
-			return true
 		case syscall.EINTR:
+			continue
 		case syscall.EAGAIN:
-			c.putBuf()
+			c.putBuf() // no buffer held while the connection waits
 			return false
 		default:
 			c.rerr = errno
+			return true
+		}
+		if n == 0 {
+			return true // EOF
+		}
+		c.rn, c.wrote, c.op = int(n), 0, opWrite
+		err := c.dst.Write(c.io)
+		c.op = opRead
+		c.written += int64(c.wrote)
+		if err != nil {
+			c.wfail = err
+			return true
+		}
+		if c.werr != 0 {
+			return true
+		}
+		if c.rn < copyBufSize {
+			c.streak = 0
+			continue
+		}
+		if c.streak++; c.streak >= bulkReads && !c.noPipe {
+			c.toSplice = true
 			return true
 		}
 	}
