@@ -260,24 +260,44 @@ const maxIdleHandlers = 64
 // tenth of the proxy's CPU per connection on the BenchmarkConnect profile.
 // A handler that waits keeps its stack (the garbage collector may halve it,
 // which costs one copy later, not two).
+//
+// A handler that waits handlerIdle without a connection exits, so that a
+// quiet proxy goes back to the goroutines it had before the traffic.
 func (p *Proxy) handler(conn net.Conn, accepted time.Time) {
 	defer p.conns.Done()
+	var idle *time.Timer // one per goroutine, reset for every wait
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
 	for {
 		p.handle(conn, accepted)
 		if p.idleHandlers.Add(1) > maxIdleHandlers {
 			p.idleHandlers.Add(-1)
 			return
 		}
+		if idle == nil {
+			idle = time.NewTimer(handlerIdle)
+		} else {
+			idle.Reset(handlerIdle)
+		}
 		select {
 		case next := <-p.handoff:
 			p.idleHandlers.Add(-1)
 			conn, accepted = next.conn, next.accepted
+		case <-idle.C:
+			p.idleHandlers.Add(-1)
+			return
 		case <-p.stopAccepting:
 			p.idleHandlers.Add(-1)
 			return
 		}
 	}
 }
+
+// handlerIdle is how long a handler goroutine waits for another connection.
+const handlerIdle = time.Second
 
 // rejected accounts for a connection closed because of MaxConnections.
 func (p *Proxy) rejected(conn net.Conn, accepted time.Time) {
