@@ -421,3 +421,37 @@ func callOverNewTLSConnection(ctx context.Context, addr string, cfg *tls.Config)
 	_, err = testpb.NewTestServiceClient(conn).UnaryCall(cctx, &testpb.SimpleRequest{FillServerId: true})
 	return err
 }
+
+// TestClusterTLSReload: a configuration reload that fixes a cluster's tls
+// (a wrong server_name) readmits its endpoint, its probe connection
+// being made anew with the new settings, and traffic flows; one that
+// turns tls off evicts the TLS backend with the plaintext hint.
+func TestClusterTLSReload(t *testing.T) {
+	pki := newTestPKI(t)
+	b := startBackend(t, "tls", withTLS(backendTLS(issueLeaf(t, pki.ca, certgen.Options{Names: []string{"backend.test"}}), nil, nil)))
+	config := func(tlsSection string) string {
+		return yamlConfig{Admin: true, Listeners: []yamlListener{{Name: "api", Cluster: "c"}},
+			Clusters: []yamlCluster{{Name: "c", Endpoints: []string{b.addr}, Extra: tlsSection}}}.String()
+	}
+	v := startVigil(t, config(clusterTLSYAML("ca_file", pki.caFile, "server_name", "wrong.test")))
+	v.wait(15*time.Second, 0, match("endpoint evicted", "cluster", "c"), "evicted for the wrong server_name")
+
+	mark := v.mark()
+	v.rewrite(config(clusterTLSYAML("ca_file", pki.caFile, "server_name", "backend.test")))
+	v.wait(15*time.Second, mark, match("endpoint readmitted", "cluster", "c"), "readmitted with the right server_name")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dialClient(t, v.listener("api"))
+	for range 10 {
+		if id, err := c.call(ctx); err != nil || id != "tls" {
+			t.Fatalf("after the fix: %q, %v", id, err)
+		}
+	}
+
+	mark = v.mark()
+	v.rewrite(config(""))
+	r, _ := v.wait(15*time.Second, mark, match("endpoint evicted", "cluster", "c"), "evicted once tls is off")
+	if !strings.Contains(r.str("hint"), "give the cluster a tls section") {
+		t.Errorf("hint after turning tls off: %v", r)
+	}
+}
