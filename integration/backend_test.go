@@ -23,6 +23,8 @@ import (
 	"google.golang.org/grpc/interop"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/vigil-proxy/vigil/internal/ordersvc"
 )
 
 // backend is a real gRPC server on loopback, in the test process: the
@@ -127,6 +129,8 @@ func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 		healthpb.RegisterHealthServer(b.srv, &countingHealth{b: b})
 	}
 	testpb.RegisterTestServiceServer(b.srv, &idServer{TestServiceServer: interop.NewTestServer(), b: b})
+	// A second service, for routes: answers with the backend's id.
+	ordersvc.Register(b.srv, id, nil)
 	done := make(chan struct{})
 	if cfg.netHTTP {
 		var protocols http.Protocols

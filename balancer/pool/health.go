@@ -178,10 +178,17 @@ func (p *Pool) settleLocked(now, routable, missing bool) {
 // checkReadyLocked notes the end of the first round of probes, once the
 // picker in force has their results.
 func (p *Pool) checkReadyLocked() {
-	if !p.isReady && p.built && !p.stale && p.unprobed == 0 {
+	if !p.warmLocked() {
+		return
+	}
+	if !p.isReady {
 		p.isReady = true
 		close(p.ready)
 	}
+	for _, ch := range p.warm {
+		close(ch)
+	}
+	p.warm = nil
 }
 
 // settings are the cluster's settings for an event.

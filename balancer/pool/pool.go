@@ -89,6 +89,9 @@ type Pool struct {
 	routable int
 	ready    chan struct{} // closed after the first round of probes
 	isReady  bool
+	// warm are the channels of Warm calls, closed once no member is
+	// unprobed and the picker in force has the results.
+	warm []chan struct{}
 	empty    chan struct{} // closed while the pool has no members
 	closed   bool
 	// pending are the events of the critical section in progress; sinks
@@ -168,6 +171,26 @@ func (p *Pool) Group() *checker.Group { return p.group }
 // Ready is closed once every endpoint of the first plan has been probed
 // (or right after the first Apply, if it has none): the cluster is warm.
 func (p *Pool) Ready() <-chan struct{} { return p.ready }
+
+// Warm returns a channel closed once every endpoint the pool has now has
+// been probed at least once (none is pending) and the picker in force has
+// the results; at once when that holds already, or the pool is closed.
+// Unlike Ready, which says it once of the first round, Warm asks of the
+// endpoints of now: a cluster that a reload brings back, or fills again,
+// is cold until its endpoints are judged.
+func (p *Pool) Warm() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ch := make(chan struct{})
+	if p.closed || p.warmLocked() {
+		close(ch)
+		return ch
+	}
+	p.warm = append(p.warm, ch)
+	return ch
+}
+
+func (p *Pool) warmLocked() bool { return p.built && !p.stale && p.unprobed == 0 }
 
 // Empty returns a channel that is closed while the pool has no endpoint,
 // draining ones included.
@@ -362,6 +385,10 @@ func (p *Pool) Close() {
 		p.isReady = true
 		close(p.ready) // nobody waits for a closed pool
 	}
+	for _, ch := range p.warm {
+		close(ch)
+	}
+	p.warm = nil
 	for addr, m := range p.members {
 		m.ep.Close()
 		delete(p.members, addr)

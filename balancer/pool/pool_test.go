@@ -653,3 +653,34 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestWarm: Warm is closed once the picker in force has every endpoint's
+// first result, asked again after that it is closed at once, and Close
+// releases a waiter.
+func TestWarm(t *testing.T) {
+	p := newPool("c", Options{}, false)
+	t.Cleanup(p.Close)
+	p.Apply(Spec{HealthCheck: none(), Endpoints: endpoints("10.0.0.1:1")})
+	w := p.Warm()
+	p.build()
+	select {
+	case <-w:
+	default:
+		t.Fatal("not warm after the build")
+	}
+	select {
+	case <-p.Warm():
+	default:
+		t.Fatal("a warm pool's Warm is not closed at once")
+	}
+
+	q := newPool("d", Options{}, false)
+	q.Apply(Spec{HealthCheck: none(), Endpoints: endpoints("10.0.0.2:1")})
+	w = q.Warm()
+	q.Close()
+	select {
+	case <-w:
+	default:
+		t.Fatal("Close left a Warm waiter waiting")
+	}
+}

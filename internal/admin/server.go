@@ -156,6 +156,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /ui/{file}", s.limited(http.HandlerFunc(s.pageAsset)))
 	mux.HandleFunc("GET /ui/stream", s.pageStream)
 	mux.Handle("GET /clusters", s.limited(http.HandlerFunc(s.clusters)))
+	mux.Handle("GET /routes", s.limited(http.HandlerFunc(s.routes)))
 	mux.Handle("GET /ready", s.limited(http.HandlerFunc(s.ready)))
 	mux.Handle("GET /dashboards/vigil.json", s.limited(http.HandlerFunc(serveDashboard)))
 	if s.opts.Gatherer != nil {

@@ -30,18 +30,18 @@ func (s *Server) routeTable(l config.Listener) *route.Table {
 	return route.New(routes, def)
 }
 
-// coldPools returns the pools of the clusters t routes to that are not
-// warm yet (their first round of probes is not done): clusters this
-// reload created.
-func (s *Server) coldPools(t *route.Table) []*pool.Pool {
+// coldPools returns the pools of the clusters t routes to that this
+// reload added (added, by name) and that are not warm yet: their
+// endpoints are not all probed once (pool.Warm).
+func (s *Server) coldPools(t *route.Table, added map[string]bool) []*pool.Pool {
 	var cold []*pool.Pool
 	t.Clusters(func(c *balancer.Cluster) {
 		rt := s.clusters[c.Name()]
-		if rt == nil {
+		if rt == nil || !added[c.Name()] {
 			return
 		}
 		select {
-		case <-rt.pool.Ready():
+		case <-rt.pool.Warm():
 		default:
 			for _, p := range cold {
 				if p == rt.pool {
@@ -59,10 +59,10 @@ func (s *Server) coldPools(t *route.Table) []*pool.Pool {
 // that routes to a cluster it also creates applies the new routes once
 // that cluster is warm; until then the previous routes serve). A later
 // reload supersedes a table still waiting. The caller holds mu.
-func (s *Server) setRoutes(lr *listenerRT, t *route.Table) {
+func (s *Server) setRoutes(lr *listenerRT, t *route.Table, added map[string]bool) {
 	lr.routesGen++
 	gen := lr.routesGen
-	cold := s.coldPools(t)
+	cold := s.coldPools(t, added)
 	if len(cold) == 0 {
 		s.swapRoutes(lr, t)
 		return
@@ -73,7 +73,7 @@ func (s *Server) setRoutes(lr *listenerRT, t *route.Table) {
 		defer s.wg.Done()
 		for _, p := range cold {
 			select {
-			case <-p.Ready():
+			case <-p.Warm():
 			case <-s.quit:
 				return
 			}

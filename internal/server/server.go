@@ -213,7 +213,8 @@ func (s *Server) Reload(cfg *config.Config) error {
 
 // apply makes what runs match cfg and returns what that changed, in
 // order: bind new sockets (the only step that can fail), apply each
-// cluster's spec to its pool, then start, swap and stop listeners.
+// cluster's spec to its pool, then start, swap and stop listeners (and
+// give them their route tables), then drain the clusters left out.
 func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -273,10 +274,12 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		shutdownChanged: s.cfg != nil && s.cfg.Shutdown != cfg.Shutdown,
 	}
 	names := make(map[string]bool, len(cfg.Clusters))
+	addedClusters := map[string]bool{}
 	for _, c := range cfg.Clusters {
 		names[c.Name] = true
 		rt := s.clusters[c.Name]
 		added := rt == nil || rt.removed
+		addedClusters[c.Name] = added
 		switch {
 		case rt == nil:
 			rt = s.newCluster(c.Name, !reload)
@@ -290,6 +293,18 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		plan.cluster(added, rt.pool.Apply(specOf(c, cfg.Shutdown.Timeout, rt.tls)))
 		s.syncDiscovery(rt, c.Discovery)
 	}
+
+	if err := s.store.Update(func(w state.Writer) error { return s.writeListeners(w, cfg, bound) }); err != nil {
+		// The store refuses only what the schema cannot hold: a bug.
+		s.log.Error("record listeners", "err", err)
+	}
+	s.applyListeners(cfg, bound, tlsSrcs, sinks, addedClusters, &plan)
+	s.swapAccessLogs(sinks, cfg.Shutdown.Timeout)
+	s.setRoutedServices(routedServices(cfg))
+
+	// Clusters left out go last, once no listener's new table routes to
+	// them: an RPC routed by the previous table until then still finds
+	// their endpoints.
 	for name, rt := range s.clusters {
 		if names[name] || rt.removed {
 			continue
@@ -303,14 +318,6 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		plan.clustersRemoved++
 		s.retireWhenDrained(rt)
 	}
-
-	if err := s.store.Update(func(w state.Writer) error { return s.writeListeners(w, cfg, bound) }); err != nil {
-		// The store refuses only what the schema cannot hold: a bug.
-		s.log.Error("record listeners", "err", err)
-	}
-	s.applyListeners(cfg, bound, tlsSrcs, sinks, &plan)
-	s.swapAccessLogs(sinks, cfg.Shutdown.Timeout)
-	s.setRoutedServices(routedServices(cfg))
 	s.applyAdmin(cfg, adminLn)
 	if s.logs != nil {
 		s.logs.Set(cfg.Log.Format, logging.ParseLevel(cfg.Log.Level))
@@ -377,7 +384,7 @@ func (s *Server) writeListeners(w state.Writer, cfg *config.Config, bound map[st
 // changed in plan; tlsSrcs are the new TLS configurations of listeners
 // whose tls section is new or changed. The caller holds mu.
 func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, tlsSrcs map[string]*tlsconf.Server,
-	sinks map[string]*accesslog.Sink, plan *reloadPlan) {
+	sinks map[string]*accesslog.Sink, added map[string]bool, plan *reloadPlan) {
 	for k, a := range bound {
 		s.acceptors[k] = a
 	}
@@ -397,7 +404,7 @@ func (s *Server) applyListeners(cfg *config.Config, bound map[string]*acceptor, 
 		}
 		if old != nil && old.acc == acc && sameProxy(old.cfg, l) {
 			if old.cfg.Cluster != l.Cluster || !old.cfg.SameRoutes(l) {
-				s.setRoutes(old, routes)
+				s.setRoutes(old, routes, added)
 			}
 			if old.cfg.Cluster != l.Cluster {
 				s.log.Info("listener moved", "listener", l.Name, "cluster", l.Cluster, "from", old.cfg.Cluster)
