@@ -91,9 +91,9 @@ type Pool struct {
 	isReady  bool
 	// warm are the channels of Warm calls, closed once no member is
 	// unprobed and the picker in force has the results.
-	warm []chan struct{}
-	empty    chan struct{} // closed while the pool has no members
-	closed   bool
+	warm   []chan struct{}
+	empty  chan struct{} // closed while the pool has no members
+	closed bool
 	// pending are the events of the critical section in progress; sinks
 	// get them when it ends (flushLocked).
 	pending []event.Event
