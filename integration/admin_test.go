@@ -222,7 +222,7 @@ func TestAdminMetricsAreValidPrometheus(t *testing.T) {
 		"vigil_health_checks_total":  {"cluster", "result"},
 		"vigil_evictions_total":      {"cluster", "reason"},
 		"vigil_readmissions_total":   {"cluster"},
-		"vigil_upstream_rq_total":    {"cluster", "code"},
+		"vigil_upstream_rq_total":    {"cluster", "code", "route"},
 		"vigil_config_reloads_total": {"result"},
 	}
 	for name, labels := range want {

@@ -3,6 +3,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,6 +135,24 @@ func TestRoutesServicesMethodsAuthority(t *testing.T) {
 	}
 	if orders.calls.Load() != 0 || admin.calls.Load() != 1 {
 		t.Errorf("TestService calls: orders %d, admin %d; want 0 and 1", orders.calls.Load(), admin.calls.Load())
+	}
+
+	// The route label: a route's name, else its index.
+	resp, err := http.Get("http://" + v.adminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, series := range []string{
+		`vigil_upstream_rq_total{cluster="charge",code="OK",route="charge"} 10`,
+		`vigil_upstream_rq_total{cluster="orders",code="OK",route="orders"} 11`,
+		`vigil_upstream_rq_total{cluster="tests",code="OK",route="3"} 10`,
+		`vigil_upstream_rq_total{cluster="admin",code="OK",route="0"} 2`,
+	} {
+		if !strings.Contains(string(body), series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
 	}
 }
 

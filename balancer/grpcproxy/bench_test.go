@@ -18,6 +18,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/vigil-proxy/vigil/balancer"
+	"github.com/vigil-proxy/vigil/balancer/route"
 	"github.com/vigil-proxy/vigil/internal/accesslog"
 	"github.com/vigil-proxy/vigil/internal/loadgen"
 )
@@ -368,6 +369,43 @@ func BenchmarkGzipRecompress(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkUnary1KiBRoutes is BenchmarkUnary1KiB's proxied RPC through a
+// listener without routes (routes=0: its default cluster) and through one
+// with 100: 99 authority routes that do not match, each compared on the
+// way, then the TestService route that does. The difference is what
+// routing costs end to end.
+func BenchmarkUnary1KiBRoutes(b *testing.B) {
+	for _, n := range []int{0, 100} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			be := startBackend(b, nil)
+			cl := clusterOf(b, nil, endpointFor(b, be.addr))
+			p, addr := startProxy(b, cl, Options{})
+			if n > 0 {
+				routes := make([]route.Route, 0, n)
+				for i := range n - 1 {
+					routes = append(routes, route.Route{Match: route.Match{Authority: fmt.Sprintf("host%d.example.com", i)}, Cluster: cl})
+				}
+				routes = append(routes, route.Route{Name: "test", Match: route.Match{Service: "grpc.testing.TestService"}, Cluster: cl})
+				p.SetRoutes(route.New(routes, nil))
+			}
+			tc := testgrpc.NewTestServiceClient(dialClient(b, addr))
+			ctx := context.Background()
+			if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			measureCPU(b, func() {
+				for range b.N {
+					if _, err := tc.UnaryCall(ctx, payload1K); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
 		})
 	}
 }

@@ -632,7 +632,11 @@ func (s *fstream) finish(code codes.Code) {
 			addr = ep.Address()
 		}
 		if m != nil && cl != nil {
-			m.RPCFinished(cl.Name(), addr, grpccode.Name(code), elapsed)
+			label := ""
+			if rt != nil {
+				label = rt.Label
+			}
+			m.RPCFinished(cl.Name(), label, addr, grpccode.Name(code), elapsed)
 		}
 		if al != nil {
 			s.logAccess(al, rt, cl, addr, code, attempts, elapsed)

@@ -222,7 +222,7 @@ func (m *recordingMetrics) RPCStarted(_, ep string) {
 	defer m.mu.Unlock()
 	m.started[ep]++
 }
-func (m *recordingMetrics) RPCFinished(_, _, code string, _ time.Duration) {
+func (m *recordingMetrics) RPCFinished(_, _, _, code string, _ time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.finished[code]++

@@ -15,8 +15,10 @@ type Metrics interface {
 	// trailers, CANCELLED for a reset, or the status the proxy answered.
 	// endpoint is "" when none was reached (no healthy upstream, every
 	// endpoint tried was unreachable, or the proxy's own health service);
-	// then no RPCStarted preceded it.
-	RPCFinished(cluster, endpoint, code string, elapsed time.Duration)
+	// then no RPCStarted preceded it. route is the label of the RPC's
+	// route (route.Entry.Label: its name, else its index), "" for the
+	// listener's default cluster.
+	RPCFinished(cluster, route, endpoint, code string, elapsed time.Duration)
 	// RPCRetried: endpoint was unreachable before anything was sent and
 	// the RPC moved on to another endpoint.
 	RPCRetried(cluster, endpoint string)

@@ -164,7 +164,7 @@ func exportedSeries(t *testing.T) map[string][]string {
 	g := m.GRPC("api")
 	g.ConnOpened()
 	g.RPCStarted("orders", "127.0.0.1:50051")
-	g.RPCFinished("orders", "127.0.0.1:50051", "OK", time.Millisecond)
+	g.RPCFinished("orders", "", "127.0.0.1:50051", "OK", time.Millisecond)
 	g.RPCRetried("orders", "127.0.0.1:50052")
 	g.RPCReplayed("orders", "127.0.0.1:50052", "goaway")
 	tc := m.TCP("raw")

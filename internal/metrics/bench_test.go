@@ -16,7 +16,7 @@ func BenchmarkRPCHooks(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			g.RPCStarted("orders", "127.0.0.1:50051")
-			g.RPCFinished("orders", "127.0.0.1:50051", "OK", time.Millisecond)
+			g.RPCFinished("orders", "", "127.0.0.1:50051", "OK", time.Millisecond)
 		}
 	})
 }

@@ -124,10 +124,11 @@ func (h *grpcHooks) RPCStarted(cluster, endpoint string) {
 	h.m.endpoint(cluster, endpoint, true).streams.Add(1)
 }
 
-func (h *grpcHooks) RPCFinished(cluster, endpoint, code string, elapsed time.Duration) {
+func (h *grpcHooks) RPCFinished(cluster, route, endpoint, code string, elapsed time.Duration) {
 	cs := h.m.cluster(cluster)
-	cs.rq[codeIndex(code)].get(h.m, cs).Inc()
-	cs.rqDuration.get(h.m, cs).Observe(elapsed.Seconds())
+	rs := h.m.route(cs, route)
+	rs.codes[codeIndex(code)].get(h.m, cs).Inc()
+	rs.duration.get(h.m, cs).Observe(elapsed.Seconds())
 	if endpoint == "" {
 		return // no RPCStarted preceded it
 	}

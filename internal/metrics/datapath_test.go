@@ -221,9 +221,9 @@ func TestRealGRPCProxyFeedsMetrics(t *testing.T) {
 	}
 
 	fams := scrape(t, m)
-	mustSample(t, fams, 2, "vigil_upstream_rq_total", "cluster", "orders", "code", "OK")
-	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "code", "NOT_FOUND")
-	mustSample(t, fams, 3, "vigil_upstream_rq_duration_seconds", "cluster", "orders")
+	mustSample(t, fams, 2, "vigil_upstream_rq_total", "cluster", "orders", "route", "", "code", "OK")
+	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "route", "", "code", "NOT_FOUND")
+	mustSample(t, fams, 3, "vigil_upstream_rq_duration_seconds", "cluster", "orders", "route", "")
 	mustSample(t, fams, 0, "vigil_listener_active_streams", "listener", "api")
 	mustSample(t, fams, 0, "vigil_endpoint_active_streams", "cluster", "orders", "endpoint", backend)
 	mustSample(t, fams, 1, "vigil_listener_active_connections", "listener", "api")

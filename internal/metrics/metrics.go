@@ -110,13 +110,13 @@ func New(opts Options) *Metrics {
 	}, []string{"cluster", "reason"})
 	m.upstreamRq = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_upstream_rq_total",
-		Help: "RPCs forwarded by grpc listeners, by cluster and canonical gRPC status code name.",
-	}, []string{"cluster", "code"})
+		Help: "RPCs forwarded by grpc listeners, by cluster, route (its name, else its index; \"\" for a listener's default cluster) and canonical gRPC status code name.",
+	}, []string{"cluster", "route", "code"})
 	m.upstreamRqDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "vigil_upstream_rq_duration_seconds",
-		Help:    "Duration of RPCs forwarded by grpc listeners, from arrival to the end of the call.",
+		Help:    "Duration of RPCs forwarded by grpc listeners, from arrival to the end of the call, by cluster and route.",
 		Buckets: rqBuckets,
-	}, []string{"cluster"})
+	}, []string{"cluster", "route"})
 	m.upstreamConnectFail = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vigil_upstream_connect_failures_total",
 		Help: "Attempts to reach an endpoint that failed before anything was sent (TCP dial failures, gRPC RPCs moved to another endpoint).",
@@ -295,12 +295,14 @@ type clusterSeries struct {
 
 	checkSuccess, checkFailure lazy[prometheus.Counter]
 	probeSuccess, probeFailure lazy[prometheus.Observer]
-	rqDuration                 lazy[prometheus.Observer]
 	connectFailures            lazy[prometheus.Counter]
 	replayedRefused            lazy[prometheus.Counter]
 	replayedGoAway             lazy[prometheus.Counter]
-	rq                         [numCodes]lazy[prometheus.Counter]
-	failures                   sync.Map // reason -> prometheus.Counter
+	// rq holds the RPC series of the route "" (a listener's default
+	// cluster); routes those of each route label (*routeSeries).
+	rq       *routeSeries
+	routes   sync.Map // route label -> *routeSeries
+	failures sync.Map // reason -> prometheus.Counter
 
 	routable    atomic.Int64
 	hasSnapshot atomic.Bool
@@ -317,6 +319,38 @@ func (cs *clusterSeries) failure(m *Metrics, reason string) prometheus.Counter {
 		cs.failures.Store(reason, c)
 	})
 	return c
+}
+
+// routeSeries are the RPC series of one route of a cluster.
+type routeSeries struct {
+	codes    [numCodes]lazy[prometheus.Counter]
+	duration lazy[prometheus.Observer]
+}
+
+// route returns the series of a route label, creating them on first use
+// (route labels are bounded by the configuration: names or indices).
+func (m *Metrics) route(cs *clusterSeries, label string) *routeSeries {
+	if label == "" {
+		return cs.rq
+	}
+	if v, ok := cs.routes.Load(label); ok {
+		return v.(*routeSeries)
+	}
+	rs := m.newRouteSeries(label)
+	v, _ := cs.routes.LoadOrStore(label, rs)
+	return v.(*routeSeries)
+}
+
+func (m *Metrics) newRouteSeries(label string) *routeSeries {
+	rs := &routeSeries{}
+	for i := range rs.codes {
+		code := codeName(i)
+		rs.codes[i].make = func(c string) prometheus.Counter { return m.upstreamRq.WithLabelValues(c, label, code) }
+		rs.codes[i].orphan = discardCounter
+	}
+	rs.duration.make = func(c string) prometheus.Observer { return m.upstreamRqDuration.WithLabelValues(c, label) }
+	rs.duration.orphan = discardObserver{}
+	return rs
 }
 
 // lazy is a child created on first use, so that a cluster only exports the
@@ -391,13 +425,10 @@ func (m *Metrics) newClusterSeries(name string) *clusterSeries {
 	counter(&cs.checkFailure, m.healthChecks, resultFailure)
 	observer(&cs.probeSuccess, m.healthCheckDuration, resultSuccess)
 	observer(&cs.probeFailure, m.healthCheckDuration, resultFailure)
-	observer(&cs.rqDuration, m.upstreamRqDuration)
 	counter(&cs.connectFailures, m.upstreamConnectFail)
 	counter(&cs.replayedRefused, m.upstreamReplayed, "refused_stream")
 	counter(&cs.replayedGoAway, m.upstreamReplayed, "goaway")
-	for i := range cs.rq {
-		counter(&cs.rq[i], m.upstreamRq, codeName(i))
-	}
+	cs.rq = m.newRouteSeries("")
 	return cs
 }
 

@@ -236,7 +236,7 @@ func exercise(m *Metrics, s *testStore) {
 	g := m.GRPC("api")
 	g.ConnOpened()
 	g.RPCStarted("orders", "127.0.0.1:1")
-	g.RPCFinished("orders", "127.0.0.1:1", "OK", time.Millisecond)
+	g.RPCFinished("orders", "", "127.0.0.1:1", "OK", time.Millisecond)
 	g.RPCRetried("orders", "127.0.0.1:2")
 	g.RPCReplayed("orders", "127.0.0.1:2", "goaway")
 	tc := m.TCP("raw")
@@ -310,7 +310,7 @@ func TestContractFamilies(t *testing.T) {
 		{"vigil_health_checks_total", dto.MetricType_COUNTER, []string{"cluster", "result"}},
 		{"vigil_evictions_total", dto.MetricType_COUNTER, []string{"cluster", "reason"}},
 		{"vigil_readmissions_total", dto.MetricType_COUNTER, []string{"cluster"}},
-		{"vigil_upstream_rq_total", dto.MetricType_COUNTER, []string{"cluster", "code"}},
+		{"vigil_upstream_rq_total", dto.MetricType_COUNTER, []string{"cluster", "route", "code"}},
 		{"vigil_config_reloads_total", dto.MetricType_COUNTER, []string{"result"}},
 		{"vigil_tls_handshakes_total", dto.MetricType_COUNTER, []string{"listener", "result"}},
 		{"vigil_tls_certificate_expiry_seconds", dto.MetricType_GAUGE, []string{"listener", "file"}},
@@ -454,7 +454,7 @@ func TestEndpointStatsFromProbes(t *testing.T) {
 	if st, _ := m.Endpoint("orders", "127.0.0.1:1"); st.Inflight != 2 {
 		t.Fatalf("inflight with one RPC and one connection = %d", st.Inflight)
 	}
-	g.RPCFinished("orders", "127.0.0.1:1", "OK", time.Millisecond)
+	g.RPCFinished("orders", "", "127.0.0.1:1", "OK", time.Millisecond)
 	tc.ConnectionClosed(tcpproxy.ConnStats{Cluster: "orders", Endpoint: "127.0.0.1:1", Outcome: tcpproxy.OutcomeOK})
 	if st, _ := m.Endpoint("orders", "127.0.0.1:1"); st.Inflight != 0 {
 		t.Fatalf("inflight after both ended = %d", st.Inflight)
@@ -523,7 +523,7 @@ func TestRemovedClustersAndEndpointsAreDropped(t *testing.T) {
 	for _, c := range []string{"orders", "billing"} {
 		m.Probe(c, "127.0.0.1:1", ok(time.Millisecond))
 		handleChange(m, checker.Change{Cluster: c, Transition: checker.Evicted, New: checker.Status{Reason: "NOT_SERVING"}})
-		m.GRPC("api").RPCFinished(c, "", "UNAVAILABLE", time.Millisecond)
+		m.GRPC("api").RPCFinished(c, "", "", "UNAVAILABLE", time.Millisecond)
 	}
 	fams := scrape(t, m)
 	mustSample(t, fams, 1, "vigil_health_checks_total", "cluster", "billing", "result", "success")
@@ -571,9 +571,9 @@ func TestStaleClusterSeriesAreNotRecreated(t *testing.T) {
 	cs := m.cluster("orders")
 	s.removeCluster("orders")
 	scrape(t, m)
-	cs.rq[codeIndex("OK")].get(m, cs).Inc()
+	cs.rq.codes[codeIndex("OK")].get(m, cs).Inc()
 	cs.failure(m, "NOT_SERVING").Inc()
-	cs.rqDuration.get(m, cs).Observe(1)
+	cs.rq.duration.get(m, cs).Observe(1)
 	fams := scrape(t, m)
 	for _, name := range []string{"vigil_upstream_rq_total", "vigil_health_check_failures_total", "vigil_upstream_rq_duration_seconds"} {
 		if n := series(fams, name, "cluster", "orders"); n != 0 {
@@ -602,9 +602,9 @@ func TestUpstreamRequests(t *testing.T) {
 	mustSample(t, fams, 2, "vigil_endpoint_active_streams", "cluster", "orders", "endpoint", "127.0.0.1:1")
 	mustNotHave(t, fams, "vigil_tcp_bytes_total", "listener", "api", "direction", "to_client")
 
-	g.RPCFinished("orders", "127.0.0.1:1", "OK", 2*time.Millisecond)
-	g.RPCFinished("orders", "127.0.0.1:1", "NOT_A_CODE", 2*time.Millisecond)
-	g.RPCFinished("orders", "", "UNAVAILABLE", time.Microsecond) // no endpoint reached
+	g.RPCFinished("orders", "", "127.0.0.1:1", "OK", 2*time.Millisecond)
+	g.RPCFinished("orders", "", "127.0.0.1:1", "NOT_A_CODE", 2*time.Millisecond)
+	g.RPCFinished("orders", "", "", "UNAVAILABLE", time.Microsecond) // no endpoint reached
 	g.RPCRetried("orders", "127.0.0.1:1")
 	g.RPCReplayed("orders", "127.0.0.1:1", "refused_stream")
 	g.RPCReplayed("orders", "127.0.0.1:1", "goaway")
@@ -613,13 +613,13 @@ func TestUpstreamRequests(t *testing.T) {
 	fams = scrape(t, m)
 	mustSample(t, fams, 1, "vigil_upstream_rq_replayed_total", "cluster", "orders", "reason", "refused_stream")
 	mustSample(t, fams, 2, "vigil_upstream_rq_replayed_total", "cluster", "orders", "reason", "goaway")
-	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "code", "OK")
-	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "code", "UNKNOWN")
-	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "code", "UNAVAILABLE")
+	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "route", "", "code", "OK")
+	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "route", "", "code", "UNKNOWN")
+	mustSample(t, fams, 1, "vigil_upstream_rq_total", "cluster", "orders", "route", "", "code", "UNAVAILABLE")
 	if n := len(fams["vigil_upstream_rq_total"].GetMetric()); n != 3 {
 		t.Errorf("%d code series; want 3 (codes with no RPC are not exported)", n)
 	}
-	mustSample(t, fams, 3, "vigil_upstream_rq_duration_seconds", "cluster", "orders")
+	mustSample(t, fams, 3, "vigil_upstream_rq_duration_seconds", "cluster", "orders", "route", "")
 	mustSample(t, fams, 1, "vigil_upstream_connect_failures_total", "cluster", "orders")
 	mustSample(t, fams, 0, "vigil_listener_active_streams", "listener", "api")
 	mustSample(t, fams, 0, "vigil_endpoint_active_streams", "cluster", "orders", "endpoint", "127.0.0.1:1")
@@ -755,7 +755,7 @@ func TestDataPathHooksDoNotAllocate(t *testing.T) {
 	g, tc := m.GRPC("api"), m.TCP("raw")
 	// Warm up: the first RPC of a cluster and endpoint creates their state.
 	g.RPCStarted("orders", "127.0.0.1:1")
-	g.RPCFinished("orders", "127.0.0.1:1", "OK", time.Millisecond)
+	g.RPCFinished("orders", "", "127.0.0.1:1", "OK", time.Millisecond)
 	tc.ConnectionOpened("orders", "127.0.0.1:1")
 	tc.ConnectionClosed(tcpproxy.ConnStats{Cluster: "orders", Endpoint: "127.0.0.1:1", Outcome: tcpproxy.OutcomeOK})
 	m.Probe("orders", "127.0.0.1:1", ok(time.Millisecond))
@@ -763,7 +763,7 @@ func TestDataPathHooksDoNotAllocate(t *testing.T) {
 	for name, fn := range map[string]func(){
 		"grpc rpc": func() {
 			g.RPCStarted("orders", "127.0.0.1:1")
-			g.RPCFinished("orders", "127.0.0.1:1", "OK", time.Millisecond)
+			g.RPCFinished("orders", "", "127.0.0.1:1", "OK", time.Millisecond)
 		},
 		"tcp connection": func() {
 			tc.ConnectionOpened("orders", "127.0.0.1:1")

@@ -26,20 +26,27 @@ func (m *Metrics) Traffic(cluster string) (ClusterTraffic, bool) {
 	cs := v.(*clusterSeries)
 	var t ClusterTraffic
 	var d dto.Metric
-	for i := range cs.rq {
-		p := cs.rq[i].p.Load()
-		if p == nil {
-			continue
-		}
-		d.Reset()
-		if err := (*p).Write(&d); err != nil || d.Counter == nil {
-			continue
-		}
-		n := uint64(d.Counter.GetValue())
-		t.RPCs += n
-		if i != int(codes.OK) {
-			t.Failed += n
+	add := func(rs *routeSeries) {
+		for i := range rs.codes {
+			p := rs.codes[i].p.Load()
+			if p == nil {
+				continue
+			}
+			d.Reset()
+			if err := (*p).Write(&d); err != nil || d.Counter == nil {
+				continue
+			}
+			n := uint64(d.Counter.GetValue())
+			t.RPCs += n
+			if i != int(codes.OK) {
+				t.Failed += n
+			}
 		}
 	}
+	add(cs.rq)
+	cs.routes.Range(func(_, v any) bool {
+		add(v.(*routeSeries))
+		return true
+	})
 	return t, true
 }
