@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/vigil-proxy/vigil/internal/ordersvc"
 )
 
 const healthMethodPrefix = "/grpc.health.v1.Health/"
@@ -65,6 +67,8 @@ func newBackend(opts options, id string, logger *slog.Logger, extra ...grpc.Serv
 		grpc.ChainStreamInterceptor(b.countStream),
 	}, extra...)...)
 	testpb.RegisterTestServiceServer(b.grpc, &testService{id: id})
+	// A second service, so that the demo can show one listener routing two.
+	ordersvc.Register(b.grpc, id, nil)
 	switch opts.health {
 	case healthFull:
 		healthpb.RegisterHealthServer(b.grpc, fullHealth{Server: b.health, b: b})

@@ -1,6 +1,8 @@
 // Command demo-backend is a small gRPC backend for trying out and testing
 // vigil. It serves grpc.testing.TestService (UnaryCall with fill_server_id
-// answers with -id) and a grpc.health.v1 health service whose status can be
+// answers with -id), orders.v1.Orders (Get and Charge, answering with -id
+// as server_id: a second service for routes, see internal/ordersvc) and a
+// grpc.health.v1 health service whose status can be
 // flipped on a schedule (-flip-after, -flip-for, -flip-every), with SIGUSR1
 // (toggles the whole-server status "" between SERVING and NOT_SERVING) or
 // over HTTP (-control ADDR: POST /health?service=NAME&status=STATUS,

@@ -1,6 +1,7 @@
 // Command demo-client sends grpc.testing.TestService UnaryCalls (with
-// fill_server_id) through vigil and prints, every -report, how they spread
-// over the backends and why any failed:
+// fill_server_id), or orders.v1.Orders/Get calls, or both in turn (-call),
+// through vigil and prints, every -report, how they spread over the
+// backends and why any failed:
 //
 //	client: 40 ok, 0 failed | demo-1=14 demo-2=13 demo-3=13
 //	client: 30 ok, 10 failed | demo-1=15 demo-2=0 demo-3=15 | 10 UNAVAILABLE: no healthy upstream in cluster demo
@@ -56,6 +57,7 @@ const (
 type options struct {
 	target      string
 	mode        string
+	call        string
 	rate        float64
 	report      time.Duration
 	size        int
@@ -115,6 +117,7 @@ Flags:
 	}
 	fs.StringVar(&o.target, "target", "127.0.0.1:8080", "address (or gRPC target) to send calls to, e.g. a vigil listener")
 	fs.StringVar(&o.mode, "mode", modeGRPC, "grpc: one connection, balanced per RPC; tcp: a new connection per call")
+	fs.StringVar(&o.call, "call", callTest, "grpc mode: test (grpc.testing.TestService/UnaryCall), orders (orders.v1.Orders/Get), or both in turn (tallied as test/ID and orders/ID)")
 	fs.Float64Var(&o.rate, "rate", 20, "calls per second")
 	fs.DurationVar(&o.report, "report", 2*time.Second, "report period")
 	fs.IntVar(&o.size, "size", 64, "request payload and response size, in bytes")
@@ -141,6 +144,12 @@ Flags:
 	}
 	if o.mode != modeGRPC && o.mode != modeTCP {
 		errs = append(errs, fmt.Errorf("-mode %q: want grpc or tcp", o.mode))
+	}
+	switch {
+	case o.call != callTest && o.call != callOrders && o.call != callBoth:
+		errs = append(errs, fmt.Errorf("-call %q: want test, orders or both", o.call))
+	case o.call != callTest && o.mode == modeTCP:
+		errs = append(errs, errors.New("-call orders and both are for -mode grpc"))
 	}
 	if !(o.rate > 0 && o.rate <= 1e5) { // also rejects NaN
 		errs = append(errs, fmt.Errorf("-rate %v: want more than 0 and at most 100000 calls per second", o.rate))

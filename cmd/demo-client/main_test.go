@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/vigil-proxy/vigil/internal/ordersvc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -152,6 +154,7 @@ func startServer(t *testing.T, id string) (string, *idServer) {
 	srv := grpc.NewServer()
 	impl := &idServer{id: id}
 	testpb.RegisterTestServiceServer(srv, impl)
+	ordersvc.Register(srv, "orders-"+id, nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -299,6 +302,17 @@ func TestGRPCModeUsesOneConnection(t *testing.T) {
 	}
 }
 
+// TestCallBoth: -call both alternates the two services, tallied apart.
+func TestCallBoth(t *testing.T) {
+	a, _ := startServer(t, "a")
+	lines := runFor(t, "-target", a, "-mode", "grpc", "-call", "both", "-rate", "200", "-report", "100ms", "-duration", "500ms")
+	total := totalLine(t, lines)
+	ok, failed := okCount(t, total)
+	if ok < 2 || failed != 0 || !strings.Contains(total, "orders/orders-a=") || !strings.Contains(total, "test/a=") {
+		t.Fatalf("total %q: want calls to both services and no failures", total)
+	}
+}
+
 func TestTCPModeSpreadsConnections(t *testing.T) {
 	a, serverA := startServer(t, "a")
 	b, serverB := startServer(t, "b")
@@ -391,6 +405,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"-target", ""}, "-target is empty", 2},
 		{[]string{"stray"}, "unexpected arguments", 2},
 		{[]string{"-target", "%zz"}, "gRPC client for %zz", 1},
+		{[]string{"-call", "billing"}, `-call "billing"`, 2},
+		{[]string{"-call", "orders", "-mode", "tcp"}, "are for -mode grpc", 2},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/vigil-proxy/vigil/internal/ordersvc"
 )
 
 // caller makes one UnaryCall and returns the server_id that answered.
@@ -40,9 +43,16 @@ func newCaller(opts options) (caller, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &sharedConn{conn: conn, client: testpb.NewTestServiceClient(conn), req: req}, nil
+		return &sharedConn{conn: conn, client: testpb.NewTestServiceClient(conn), req: req, what: opts.call}, nil
 	}
 }
+
+// What -call makes calls to.
+const (
+	callTest   = "test"   // grpc.testing.TestService/UnaryCall
+	callOrders = "orders" // orders.v1.Orders/Get (internal/ordersvc)
+	callBoth   = "both"   // the two in turn, tallied as test/ID and orders/ID
+)
 
 // dialTarget makes a client of target, over TLS with creds (nil:
 // plaintext h2c).
@@ -70,10 +80,29 @@ type sharedConn struct {
 	conn   *grpc.ClientConn
 	client testpb.TestServiceClient
 	req    *testpb.SimpleRequest // read-only, shared by concurrent calls
+	what   string                // -call
+	n      atomic.Uint64         // calls made, for -call both
 }
 
 func (s *sharedConn) call(ctx context.Context) (string, error) {
+	switch s.what {
+	case callOrders:
+		return s.orders(ctx)
+	case callBoth:
+		if s.n.Add(1)%2 == 0 {
+			id, err := s.orders(ctx)
+			return "orders/" + id, err
+		}
+		resp, err := s.client.UnaryCall(ctx, s.req)
+		return "test/" + resp.GetServerId(), err
+	}
 	resp, err := s.client.UnaryCall(ctx, s.req)
+	return resp.GetServerId(), err
+}
+
+func (s *sharedConn) orders(ctx context.Context) (string, error) {
+	resp := new(testpb.SimpleResponse)
+	err := s.conn.Invoke(ctx, ordersvc.Get, s.req, resp)
 	return resp.GetServerId(), err
 }
 

@@ -2,11 +2,13 @@
 // It starts three demo backends (demo-1..3; demo-2 turns NOT_SERVING a few
 // seconds in, for a few seconds, and again periodically), vigil with the
 // example configuration, and two demo clients, one on vigil's grpc listener
+// (calling two services in turn, which the listener routes to two
+// clusters: grpc.testing.TestService to demo, orders.v1.Orders to orders)
 // and one on its tcp listener. Their output is merged, each line prefixed
 // with the time since the start and who said it:
 //
 //	 9.2s vigil       | time=... level=WARN msg="endpoint evicted" cluster=demo endpoint=127.0.0.1:50052 check=check reason=NOT_SERVING ...
-//	10.1s client-grpc | client-grpc: 40 ok, 0 failed | demo-1=20 demo-2=0 demo-3=20
+//	10.1s client-grpc | client-grpc: 40 ok, 0 failed | orders/demo-1=20 orders/demo-2=0 test/demo-1=7 test/demo-2=0 test/demo-3=13
 //
 // Ctrl-C (SIGINT) or SIGTERM stops them in order: the clients first (they
 // print their totals), then vigil, then the backends. If any of them exits on
@@ -215,6 +217,11 @@ func plan(o options) demoPlan {
 			"-name", name, "-target", c.target, "-mode", c.mode,
 			"-rate", strconv.FormatFloat(o.rate, 'g', -1, 64), "-report", o.report.String(),
 		}
+		if c.mode == "grpc" {
+			// Both services the listener routes: TestService to cluster
+			// demo, orders.v1.Orders to cluster orders.
+			args = append(args, "-call", "both")
+		}
 		if o.tlsDemo != nil {
 			args = append(args, o.tlsDemo.clientArgs(c.mode)...)
 		}
@@ -317,6 +324,9 @@ func introduce(out *output, o options, p demoPlan) {
 	if len(o.backends) > 1 && o.flipAfter > 0 {
 		out.say("%s reports NOT_SERVING %v after its start, for %v: watch vigil log", backendID(1), o.flipAfter, o.flipFor)
 		out.say(`  "endpoint evicted" ... reason=NOT_SERVING, the clients' %s=0, then "endpoint readmitted"`, backendID(1))
+	}
+	if o.grpcListener != "" {
+		out.say("client-grpc calls two services through one listener: test/ID is grpc.testing.TestService (cluster demo), orders/ID orders.v1.Orders (routed to cluster orders: demo-1 and demo-2)")
 	}
 	if o.controlBase > 0 {
 		out.say("flip a backend yourself: curl -X POST '127.0.0.1:%d/health?status=NOT_SERVING' (demo-1; status=SERVING undoes it)", o.controlBase)

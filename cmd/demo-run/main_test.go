@@ -309,7 +309,7 @@ func TestPlan(t *testing.T) {
 		"demo-2: bin/demo-backend -id demo-2 -addr 127.0.0.1:50052 -control 127.0.0.1:50062 -flip-after 8s -flip-for 8s -flip-every 40s",
 		"demo-3: bin/demo-backend -id demo-3 -addr 127.0.0.1:50053 -control 127.0.0.1:50063",
 		"vigil: bin/vigil run --config config.example.yaml",
-		"client-grpc: bin/demo-client -name client-grpc -target 127.0.0.1:8080 -mode grpc -rate 20 -report 2s",
+		"client-grpc: bin/demo-client -name client-grpc -target 127.0.0.1:8080 -mode grpc -rate 20 -report 2s -call both",
 		"client-tcp: bin/demo-client -name client-tcp -target 127.0.0.1:8081 -mode tcp -rate 20 -report 2s",
 	}
 	if !slices.Equal(got, want) {

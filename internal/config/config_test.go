@@ -59,8 +59,12 @@ func TestExampleValidates(t *testing.T) {
 		cfg.Listeners[0].Cluster != "demo" || cfg.Listeners[1].Cluster != "demo" {
 		t.Errorf("listeners = %+v", cfg.Listeners)
 	}
-	if len(cfg.Clusters) != 1 || len(cfg.Clusters[0].Endpoints) != 3 {
+	if len(cfg.Clusters) != 2 || len(cfg.Clusters[0].Endpoints) != 3 || cfg.Clusters[1].Name != "orders" {
 		t.Fatalf("clusters = %+v", cfg.Clusters)
+	}
+	// The demo routes a second service through the grpc listener.
+	if r := cfg.Listeners[0].Routes; len(r) != 1 || r[0].Match.Service != "orders.v1.Orders" || r[0].Cluster != "orders" || len(cfg.Warnings) != 0 {
+		t.Errorf("routes = %+v, warnings %v", r, cfg.Warnings)
 	}
 	c := cfg.Clusters[0]
 	want := checker.Config{Mode: checker.ModeCheck, Interval: time.Second, Timeout: 500 * time.Millisecond, Jitter: 0.1,
