@@ -1,5 +1,5 @@
 // Package policies registers every load-balancing policy vigil ships
-// (round_robin, least_request, random, ring_hash, maglev). Its only job is its side effect:
+// (round_robin, least_request, random, ring_hash, maglev, weighted_round_robin). Its only job is its side effect:
 //
 //	import _ "github.com/vigil-proxy/vigil/balancer/policies"
 //
@@ -13,4 +13,5 @@ import (
 	_ "github.com/vigil-proxy/vigil/balancer/random"
 	_ "github.com/vigil-proxy/vigil/balancer/ringhash"
 	_ "github.com/vigil-proxy/vigil/balancer/roundrobin"
+	_ "github.com/vigil-proxy/vigil/balancer/wrr"
 )

@@ -531,7 +531,7 @@ clusters:
 				`t.yaml:14:23: listeners[1].max_message_size: invalid size "4MB": unknown unit "MB" (use B, KiB, MiB or GiB)`,
 				`t.yaml:15:29: listeners[1].max_concurrent_streams: must be from 1 to 4294967295, not 4294967296`,
 				`t.yaml:16:61: listeners[2].max_message_size: must be from 1KiB to 1GiB, not 2GiB`,
-				`t.yaml:19:16: clusters[0].lb_policy: must be one of round_robin, least_request, random, ring_hash, maglev, not the string "weighted"`,
+				`t.yaml:19:16: clusters[0].lb_policy: must be one of round_robin, least_request, random, ring_hash, maglev, weighted_round_robin, not the string "weighted"`,
 				`t.yaml:20:22: clusters[0].panic_threshold: must be from 0 to 100, not 101`,
 				`t.yaml:22:34: clusters[0].endpoints[0].weight: must be from 1 to 10000, not 0`,
 				`t.yaml:23:34: clusters[0].endpoints[1].weight: must be from 1 to 10000, not 10001`,

@@ -14,6 +14,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/ringhash"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
+	"github.com/vigil-proxy/vigil/balancer/wrr"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/fielderr"
 )
@@ -28,11 +29,12 @@ var (
 	accessLogKeys   = []string{"path", "format", "buffer"}
 	listenerTLSKeys = []string{"cert_file", "key_file", "certificates", "client_ca_file", "min_version", "handshake_timeout"}
 	certPairKeys    = []string{"cert_file", "key_file"}
-	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash", "tls"}
+	clusterKeys     = []string{"name", "lb_policy", "panic_threshold", "endpoints", "discovery", "health_check", "outlier_detection", "slow_start", "hash", "tls", "load_reports"}
 	hashKeys        = []string{"header", "ring_size"}
 	clusterTLSKeys  = []string{"ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"}
 	outlierKeys     = []string{"consecutive_failures", "interval", "base_ejection_time", "max_ejection_time", "max_ejection_percent", "failure_percentage", "minimum_requests"}
 	slowStartKeys   = []string{"window", "aggression", "min_weight_percent"}
+	loadReportKeys  = []string{"period", "blackout", "expiration", "error_penalty"}
 	endpointKeys    = []string{"address", "weight"}
 	healthCheckKeys = []string{"mode", "service", "interval", "timeout", "jitter", "unhealthy_threshold", "healthy_threshold", "on_unimplemented", "liveness"}
 )
@@ -447,6 +449,17 @@ func (w *walker) decodeCluster(raw *yaml.Node, path string) (Cluster, *yaml.Node
 	if v := f.value("tls"); v != nil {
 		c.TLS = w.decodeClusterTLS(v, join(path, "tls"))
 	}
+	switch v := f.value("load_reports"); {
+	case c.LBPolicy == WeightedRoundRobin && v != nil:
+		c.LoadReports = w.decodeLoadReports(v, join(path, "load_reports"))
+	case c.LBPolicy == WeightedRoundRobin:
+		d := wrr.DefaultConfig()
+		c.LoadReports = &d
+	case v != nil && f.has("lb_policy"):
+		w.errs.at(resolve(v), join(path, "load_reports"), "only for lb_policy %s, not %s", WeightedRoundRobin, c.LBPolicy)
+	case v != nil:
+		w.errs.at(resolve(v), join(path, "load_reports"), "only for lb_policy %s (the default is %s)", WeightedRoundRobin, DefaultLBPolicy)
+	}
 	return c, nameNode
 }
 
@@ -559,6 +572,47 @@ func checkServerName(s string) error {
 		}
 	}
 	return nil
+}
+
+// decodeLoadReports decodes load_reports over wrr.DefaultConfig, then lets
+// wrr.Config.Problems judge it, at the field each complaint is about.
+func (w *walker) decodeLoadReports(raw *yaml.Node, path string) *wrr.Config {
+	c := wrr.DefaultConfig()
+	f, node, ok := w.mapping(raw, path, loadReportKeys)
+	if !ok {
+		return &c
+	}
+	at := map[string]*yaml.Node{}
+	bad := false
+	for _, d := range []struct {
+		key string
+		to  *time.Duration
+	}{{"period", &c.Period}, {"blackout", &c.Blackout}, {"expiration", &c.Expiration}} {
+		v := f.value(d.key)
+		if v == nil {
+			continue
+		}
+		at[d.key] = resolve(v)
+		// Zero is judged by the rules below, like the other values.
+		if x, ok := w.duration(v, join(path, d.key), true); ok {
+			*d.to = x
+		} else {
+			bad = true
+		}
+	}
+	if v := f.value("error_penalty"); v != nil {
+		at["error_penalty"] = resolve(v)
+		if x, ok := w.number(v, join(path, "error_penalty")); ok {
+			c.ErrorPenalty = x
+		} else {
+			bad = true
+		}
+	}
+	// Values that did not parse are reported already.
+	if !bad {
+		w.fieldProblems(node, at, path, c.Problems())
+	}
+	return &c
 }
 
 // decodeSlowStart decodes slow_start over slowstart.DefaultConfig, then

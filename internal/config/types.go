@@ -6,6 +6,7 @@ import (
 
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
+	"github.com/vigil-proxy/vigil/balancer/wrr"
 	"github.com/vigil-proxy/vigil/checker"
 	"github.com/vigil-proxy/vigil/internal/discovery"
 )
@@ -207,6 +208,9 @@ const (
 	Random       LBPolicy = "random"
 	RingHash     LBPolicy = "ring_hash"
 	Maglev       LBPolicy = "maglev"
+	// WeightedRoundRobin weighs endpoints by their backends' load
+	// reports (ORCA); see the load_reports section.
+	WeightedRoundRobin LBPolicy = "weighted_round_robin"
 )
 
 // Hashes reports whether the policy places requests by a key's hash
@@ -236,6 +240,9 @@ type Cluster struct {
 	// TLS makes traffic and health checks reach the endpoints over TLS
 	// (nil: plaintext, h2c for gRPC).
 	TLS *ClusterTLS
+	// LoadReports is the load_reports section: set (defaults filled in)
+	// exactly when LBPolicy is weighted_round_robin.
+	LoadReports *wrr.Config
 
 	Pos Pos
 }

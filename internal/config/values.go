@@ -65,7 +65,7 @@ var (
 	accessLogFormats = []string{string(LogJSON), string(LogText)}
 	logLevels        = []string{"debug", "info", "warn", "error"}
 	protocols        = []string{string(ProtocolGRPC), string(ProtocolTCP)}
-	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random), string(RingHash), string(Maglev)}
+	lbPolicies       = []string{string(RoundRobin), string(LeastRequest), string(Random), string(RingHash), string(Maglev), string(WeightedRoundRobin)}
 	checkModes       = names(checker.Modes)
 	onUnimplementeds = names(checker.OnUnimplementeds)
 	livenesses       = names(checker.Livenesses)
