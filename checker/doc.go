@@ -38,6 +38,17 @@
 // evicts a blackholed endpoint within interval + timeout. The details are
 // in watch.go.
 //
+// # Load reports
+//
+// With SetLoadReports, every endpoint also keeps one ORCA
+// OpenRcaService/StreamCoreMetrics stream (gRFC A51) on its probe
+// connection, and each report goes to GroupOptions.OnLoadReport. Reports
+// never change health: a broken stream is re-opened with backoff and
+// counts no failure; a backend without the service is logged once
+// ("endpoint does not serve ORCA load reports, weighing it by the mean")
+// and not asked again on the same connection. The details are in
+// loadreport.go.
+//
 // # Changes
 //
 // Every change of an endpoint's Status is reported to OnChange, in order,

@@ -63,6 +63,10 @@ type GroupOptions struct {
 	// endpoint's prober, concurrently for different endpoints. It must be
 	// cheap (count metrics, nothing more).
 	OnProbe func(address string, r Result)
+	// OnLoadReport is called with every ORCA load report an endpoint's
+	// backend sends, from that endpoint's load-report goroutine, while
+	// load reports are on (SetLoadReports). It must be cheap.
+	OnLoadReport func(address string, r LoadReport)
 }
 
 // Group health-checks the endpoints of one cluster: one prober goroutine per
@@ -74,6 +78,8 @@ type Group struct {
 	logger   *slog.Logger
 	onChange func(Change)
 	onProbe  func(string, Result)
+
+	onLoadReport func(string, LoadReport)
 	// thresholds are the state machine's, read by every result; a change
 	// of them alone needs no prober restarted.
 	thresholds atomic.Pointer[Thresholds]
@@ -85,6 +91,8 @@ type Group struct {
 	ctlMu     sync.Mutex
 	closed    bool
 	nextStart time.Time // when the next first probe may go out
+	// loadPeriod is the load-report interval; 0: no load reports.
+	loadPeriod time.Duration
 
 	// emitMu serializes applying a change with calling OnChange, so that
 	// Changes come out in the order they were made, each with the counts
@@ -114,14 +122,22 @@ type endpoint struct {
 	// running prober; between probers, to the control method that stopped
 	// them. It survives Reconfigure.
 	conn *probeconn.Conn
+	// shared is conn, published for the load-report stream (loadreport.go),
+	// which only streams on it.
+	shared atomic.Pointer[probeconn.Conn]
 
 	// Once-per-endpoint warnings (on_unimplemented: serve, Watch
 	// fallback), set when logged; owned like conn.
 	warnedUnimplemented bool
 	warnedNoWatch       bool
+	// warnedNoLoadReports is owned by the load-report goroutine.
+	warnedNoLoadReports bool
 
 	cancel context.CancelFunc // stops the running prober; nil if none
 	done   chan struct{}      // closed when the running prober has returned
+
+	loadCancel context.CancelFunc // stops the load-report stream; nil if none
+	loadDone   chan struct{}
 }
 
 // NewGroup returns a group that probes the endpoints added to it according
@@ -134,6 +150,8 @@ func NewGroup(cfg Config, opts GroupOptions) *Group {
 		logger:    opts.Logger,
 		onChange:  opts.OnChange,
 		onProbe:   opts.OnProbe,
+
+		onLoadReport: opts.OnLoadReport,
 		endpoints: make(map[string]*endpoint),
 	}
 	if g.logger == nil {
@@ -169,6 +187,7 @@ func (g *Group) Add(address string, initial Status) {
 	ep, cfg, ok := g.insert(address, initial)
 	if ok {
 		g.start(ep, cfg)
+		g.startLoad(ep, cfg)
 	}
 }
 
@@ -257,6 +276,7 @@ func closeConns(eps []*endpoint) {
 		}
 		conn := ep.conn
 		ep.conn = nil
+		ep.shared.Store(nil)
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -285,6 +305,7 @@ func (g *Group) Remove(address string) (Status, bool) {
 	g.mu.Unlock()
 
 	ep.stop()
+	stopLoads([]*endpoint{ep})
 	closeConns([]*endpoint{ep})
 	return ep.status, true
 }
@@ -316,11 +337,13 @@ func (g *Group) Reconfigure(cfg Config) {
 	}
 
 	stopAll(eps)
+	stopLoads(eps)
 	if cfg.Mode == ModeTCP || cfg.Mode == ModeNone || transport {
 		closeConns(eps)
 	}
 	for _, ep := range eps {
 		g.start(ep, cfg)
+		g.startLoad(ep, cfg)
 	}
 }
 
@@ -338,6 +361,7 @@ func (g *Group) Close() {
 	eps := g.listLocked()
 	g.mu.RUnlock()
 	stopAll(eps)
+	stopLoads(eps)
 	g.drains.close()
 	closeConns(eps)
 	g.ctlMu.Unlock()

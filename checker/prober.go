@@ -135,6 +135,7 @@ func (p *prober) connection() *probeconn.Conn {
 	}
 	if p.ep.conn == nil {
 		p.ep.conn = probeconn.New(p.ep.address, probeOptions(p.cfg))
+		p.ep.shared.Store(p.ep.conn)
 	}
 	return p.ep.conn
 }
@@ -168,6 +169,7 @@ func setupSlot(ctx context.Context, conn *probeconn.Conn) (release func(), ok bo
 
 func (p *prober) dropConn() {
 	if p.ep.conn != nil {
+		p.ep.shared.Store(nil)
 		_ = p.ep.conn.Close()
 		p.ep.conn = nil
 	}
