@@ -146,13 +146,13 @@ type endpoint struct {
 // Nothing runs until Add.
 func NewGroup(cfg Config, opts GroupOptions) *Group {
 	g := &Group{
-		cluster:   opts.Cluster,
-		logger:    opts.Logger,
-		onChange:  opts.OnChange,
-		onProbe:   opts.OnProbe,
+		cluster:  opts.Cluster,
+		logger:   opts.Logger,
+		onChange: opts.OnChange,
+		onProbe:  opts.OnProbe,
 
 		onLoadReport: opts.OnLoadReport,
-		endpoints: make(map[string]*endpoint),
+		endpoints:    make(map[string]*endpoint),
 	}
 	if g.logger == nil {
 		g.logger = slog.Default()
