@@ -33,13 +33,20 @@ func (p *Pool) builder() {
 func (p *Pool) buildLocked() {
 	members := make([]balancer.Member, 0, p.total)
 	now := p.now()
+	heaviest := 0.0
+	if p.spec.loadAware() {
+		p.loadWeighLocked(now)
+		for _, m := range p.members {
+			heaviest = max(heaviest, m.loadWeight)
+		}
+	}
 	for _, m := range p.members {
 		if m.draining {
 			continue
 		}
 		members = append(members, balancer.Member{
 			Endpoint:      m.ep,
-			Weight:        p.pickerWeightLocked(m, now),
+			Weight:        p.pickerWeightLocked(m, now, heaviest),
 			Healthy:       m.status.Health == checker.Healthy && !m.ej.Ejected,
 			PanicEligible: m.status.PanicEligible() || m.ej.Ejected,
 			Pending:       m.status.Health == checker.Pending,

@@ -10,6 +10,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer"
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/pool/event"
+	"github.com/vigil-proxy/vigil/balancer/wrr"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -48,6 +49,10 @@ type member struct {
 	// rampSince is when m was last admitted or readmitted while slow
 	// start was on (slowstart.go); zero when it does not ramp.
 	rampSince time.Time
+	// load is what m's load reports say, loadWeight its weight in the
+	// latest build under weighted_round_robin (load.go).
+	load       wrr.State
+	loadWeight float64
 }
 
 // Pool is one cluster. All methods are safe for concurrent use.
@@ -116,6 +121,14 @@ type Pool struct {
 	ramping  int
 	rampKick chan struct{}
 	now      func() time.Time
+
+	// Load weights (load.go): weighKick wakes the weigh goroutine after a
+	// change of policy; it rebuilds every weighEvery (wrr.UpdatePeriod)
+	// while the policy is weighted_round_robin. scratch is the weights'
+	// buffer, reused by every build.
+	weighKick  chan struct{}
+	weighEvery time.Duration
+	scratch    []float64
 }
 
 // New returns an empty pool called name. Nothing is probed until Apply.
@@ -136,6 +149,8 @@ func newPool(name string, opts Options, builder bool) *Pool {
 		tripped:     make(chan struct{}, 1),
 		outlierKick: make(chan struct{}, 1),
 		rampKick:    make(chan struct{}, 1),
+		weighKick:   make(chan struct{}, 1),
+		weighEvery:  wrr.UpdatePeriod,
 		now:         time.Now,
 		discovered:  map[Source][]Endpoint{},
 		members:     map[string]*member{},
@@ -148,12 +163,15 @@ func newPool(name string, opts Options, builder bool) *Pool {
 		Logger:   opts.Logger,
 		OnChange: p.changed,
 		OnProbe:  opts.OnProbe,
+
+		OnLoadReport: p.loadReport,
 	})
 	if builder {
-		p.wg.Add(3)
+		p.wg.Add(4)
 		go p.builder()
 		go p.outliers()
 		go p.ramps()
+		go p.weigh()
 	}
 	return p
 }
@@ -214,6 +232,11 @@ func (p *Pool) Apply(spec Spec) Plan {
 		p.spec, p.applied = spec, true
 		plan.New = first
 		plan.PolicyChanged = !first && (old.policy() != spec.policy() || old.PanicThreshold != spec.PanicThreshold)
+		plan.LoadReportsChanged = !first && (old.loadAware() != spec.loadAware() ||
+			spec.loadAware() && !sameLoadReports(old.LoadReports, spec.LoadReports))
+		if first || plan.LoadReportsChanged {
+			p.configureLoadLocked()
+		}
 		plan.HealthCheckChanged = !first && old.HealthCheck != spec.HealthCheck
 		if !first && old.TLS != spec.TLS {
 			for _, m := range p.members {
@@ -275,11 +298,14 @@ func (p *Pool) update(change func(plan *Plan) bool) Plan {
 	work := p.reconcileLocked(&plan, plan.New && p.startup)
 	p.settleLocked(true, false, false)
 	p.flushLocked()
-	hc := p.spec.HealthCheck
+	hc, period := p.spec.HealthCheck, p.spec.loadPeriod()
 	p.mu.Unlock()
 
 	if plan.New || plan.HealthCheckChanged {
 		p.group.Reconfigure(hc)
+	}
+	if plan.New || plan.LoadReportsChanged {
+		p.group.SetLoadReports(period)
 	}
 	p.commit(work)
 	return plan

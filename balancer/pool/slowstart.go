@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
+	"github.com/vigil-proxy/vigil/balancer/wrr"
 )
 
 // Slow start: an endpoint admitted or readmitted while Spec.SlowStart is
@@ -93,6 +94,7 @@ func (p *Pool) rampLocked() time.Duration {
 // held; the caller settles, and the build that makes m routable already
 // weighs it at the start of its ramp.
 func (p *Pool) admittedLocked(m *member) {
+	m.load.Restart() // weighed on reports from after its return (load.go)
 	if p.spec.SlowStart == nil || m.draining {
 		return
 	}
@@ -140,17 +142,32 @@ func (p *Pool) factorLocked(m *member, now time.Time) float64 {
 	return p.spec.SlowStart.Factor(now.Sub(m.rampSince))
 }
 
+// baseWeightLocked is m's weight before slow start: its load weight of
+// the latest build under weighted_round_robin (load.go), else its
+// configured weight. p.mu must be held.
+func (p *Pool) baseWeightLocked(m *member) float64 {
+	if p.spec.loadAware() {
+		return m.loadWeight
+	}
+	return float64(m.weight)
+}
+
 // effectiveWeightLocked is the weight traffic is spread by for m now.
 // p.mu must be held.
 func (p *Pool) effectiveWeightLocked(m *member, now time.Time) float64 {
-	return float64(m.weight) * p.factorLocked(m, now)
+	return p.baseWeightLocked(m) * p.factorLocked(m, now)
 }
 
 // pickerWeightLocked is m's weight in a picker built now: its weight
 // while nothing ramps (the pickers are then what they were before slow
 // start existed), else its effective weight scaled by slowstart.Scale.
 // p.mu must be held.
-func (p *Pool) pickerWeightLocked(m *member, now time.Time) uint32 {
+func (p *Pool) pickerWeightLocked(m *member, now time.Time, heaviest float64) uint32 {
+	if p.spec.loadAware() {
+		// Load weights are on their own scale: the heaviest gets
+		// wrr.MaxPickerWeight, which resolves a ramp too.
+		return wrr.PickerWeight(m.loadWeight*p.factorLocked(m, now), heaviest)
+	}
 	if p.ramping == 0 {
 		return m.weight
 	}

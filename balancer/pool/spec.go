@@ -9,6 +9,7 @@ import (
 	"github.com/vigil-proxy/vigil/balancer/outlier"
 	"github.com/vigil-proxy/vigil/balancer/roundrobin"
 	"github.com/vigil-proxy/vigil/balancer/slowstart"
+	"github.com/vigil-proxy/vigil/balancer/wrr"
 	"github.com/vigil-proxy/vigil/checker"
 )
 
@@ -59,6 +60,10 @@ type Spec struct {
 	// it). A change reaches new connections; probe connections are
 	// replaced, and the data paths' open connections keep theirs.
 	TLS checker.TLS
+	// LoadReports configures the load reports that weigh the endpoints
+	// when Policy is weighted_round_robin (nil: wrr.DefaultConfig; see
+	// load.go); ignored with another policy.
+	LoadReports *wrr.Config
 }
 
 func (s Spec) policy() balancer.Policy {
@@ -81,7 +86,7 @@ func (s Spec) drainTimeout() time.Duration {
 func (s Spec) same(o Spec) bool {
 	return s.policy() == o.policy() && s.PanicThreshold == o.PanicThreshold && s.HealthCheck == o.HealthCheck &&
 		s.drainTimeout() == o.drainTimeout() && slices.Equal(s.Endpoints, o.Endpoints) && sameOutlier(s.Outlier, o.Outlier) &&
-		sameSlowStart(s.SlowStart, o.SlowStart)
+		sameSlowStart(s.SlowStart, o.SlowStart) && sameLoadReports(s.LoadReports, o.LoadReports)
 }
 
 func sameSlowStart(a, b *slowstart.Config) bool {
@@ -111,12 +116,15 @@ type Plan struct {
 	// SlowStartChanged: slow start was turned on, off or changed; ramps
 	// in progress keep their start (and end at once if it was turned off).
 	SlowStartChanged bool
+	// LoadReportsChanged: weighing by load reports was turned on or off
+	// (with the policy), or its settings changed.
+	LoadReportsChanged bool
 }
 
 // Empty reports whether the plan changed nothing.
 func (p Plan) Empty() bool {
 	return !p.New && len(p.Added) == 0 && len(p.Removed) == 0 && len(p.Changed) == 0 &&
-		!p.PolicyChanged && !p.HealthCheckChanged && !p.OutlierChanged && !p.SlowStartChanged
+		!p.PolicyChanged && !p.HealthCheckChanged && !p.OutlierChanged && !p.SlowStartChanged && !p.LoadReportsChanged
 }
 
 // Attrs summarizes the plan for a log record.

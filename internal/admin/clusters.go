@@ -74,6 +74,24 @@ type Endpoint struct {
 	// Ejection is the endpoint's outlier ejection while it is ejected,
 	// null otherwise.
 	Ejection *Ejection `json:"ejection"`
+	// LoadReport is the endpoint's latest ORCA load report in a
+	// weighted_round_robin cluster, null otherwise or before the first.
+	LoadReport *LoadReport `json:"load_report"`
+}
+
+// LoadReport is an endpoint's latest ORCA load report in ClustersResponse.
+type LoadReport struct {
+	CPUUtilization         float64 `json:"cpu_utilization"`
+	ApplicationUtilization float64 `json:"application_utilization"`
+	QPS                    float64 `json:"qps"`
+	EPS                    float64 `json:"eps"`
+	// At is when it came; AgeSeconds how long ago, at the answer.
+	At         time.Time `json:"at"`
+	AgeSeconds float64   `json:"age_seconds"`
+	// Weight is the weight the reports give the endpoint now, 0 when they
+	// give none (blackout, expired, no utilization or qps): its
+	// effective_weight is then the mean of the others'.
+	Weight float64 `json:"weight"`
 }
 
 // Ejection is an endpoint's outlier ejection in ClustersResponse.
@@ -165,6 +183,11 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 					ep.LastLatencyMS = &ms
 				}
 				ep.Inflight = st.Inflight
+				if l := st.Load; l != nil {
+					ep.LoadReport = &LoadReport{CPUUtilization: l.CPUUtilization, ApplicationUtilization: l.ApplicationUtilization,
+						QPS: l.QPS, EPS: l.EPS, At: l.At.UTC(), AgeSeconds: math.Round(time.Since(l.At).Seconds()*1000) / 1000,
+						Weight: math.Round(l.Weight*100) / 100}
+				}
 				if st.HasEffectiveWeight {
 					// Hundredths: the pickers resolve no finer
 					// (slowstart.Scale), and a page need not redraw

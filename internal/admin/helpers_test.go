@@ -100,7 +100,10 @@ func fixedStats(cluster, address string) (EndpointStats, bool) {
 	case "127.0.0.1:50062": // a Watch endpoint: statuses pushed, never timed
 		return EndpointStats{LastProbe: t0.Add(3*time.Minute + 11*time.Second)}, true
 	case "127.0.0.1:50061":
-		return EndpointStats{LastProbe: t0.Add(3*time.Minute + 11*time.Second), LastLatency: 1500 * time.Millisecond}, true
+		// Weighed by its load reports: 100/(0.5 + 2/100).
+		return EndpointStats{LastProbe: t0.Add(3*time.Minute + 11*time.Second), LastLatency: 1500 * time.Millisecond,
+			Load: &LoadStats{CPUUtilization: 0.9, ApplicationUtilization: 0.5, QPS: 100, EPS: 2,
+				At: t0.Add(3*time.Minute + 10*time.Second), Weight: 100 / 0.52}}, true
 	}
 	return EndpointStats{}, false
 }

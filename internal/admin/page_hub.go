@@ -523,8 +523,16 @@ func (h *pageHub) applyEndpoint(now time.Time, he *hubEndpoint, e *Endpoint, ver
 	if n, ok := h.notes[endpointKey{he.cluster, he.address}]; ok && e.Health != "healthy" && !n.at.Before(e.Since) {
 		pe.Hint, pe.Error = n.hint, n.err
 	}
+	if pe.LoadReport != nil {
+		// The age grows by itself: the page has the report's time, and
+		// a row changes only when a report comes.
+		lr := *pe.LoadReport
+		lr.AgeSeconds = 0
+		pe.LoadReport = &lr
+	}
 	row := mustJSON(&pe)
 	stateOnly := pe
+	stateOnly.LoadReport = nil // figures, like the in-flight count
 	stateOnly.LastProbe, stateOnly.LastLatencyMS, stateOnly.Inflight = nil, nil, 0
 	// The effective weight moves while slow start ramps: a figure, like
 	// the in-flight count, not a change of state.

@@ -42,6 +42,9 @@ const (
 // endpoint beyond its health: metrics.Metrics.Endpoint provides it.
 type EndpointStats = metrics.EndpointStats
 
+// LoadStats is an endpoint's latest ORCA load report, in EndpointStats.
+type LoadStats = metrics.LoadReport
+
 // Options configure a Server.
 type Options struct {
 	// Store is the state store the API reads. Required.

@@ -56,7 +56,7 @@ func TestClustersJSONShape(t *testing.T) {
 	}
 	wantCluster := []string{"check", "endpoints", "healthy", "lb_policy", "name", "panic", "panic_threshold", "tls", "total"}
 	wantEndpoint := []string{"address", "cause", "check", "effective_weight", "ejection", "failures", "health", "hint", "inflight", "last_latency_ms",
-		"last_probe", "reason", "since", "source", "weight"}
+		"last_probe", "load_report", "reason", "since", "source", "weight"}
 	for _, c := range clusters {
 		c := c.(map[string]any)
 		if got := keys(c); !slices.Equal(got, wantCluster) {
@@ -83,6 +83,20 @@ func TestClustersJSONShape(t *testing.T) {
 	// Without slow start's figure, the effective weight is the weight.
 	if first := orders["endpoints"].([]any)[0].(map[string]any); first["effective_weight"] != first["weight"] {
 		t.Errorf("effective_weight %v, weight %v; want them equal", first["effective_weight"], first["weight"])
+	}
+	// Without load reports, load_report is null; with one, its figures.
+	if first := orders["endpoints"].([]any)[0].(map[string]any); first["load_report"] != nil {
+		t.Errorf("load_report %v; want null", first["load_report"])
+	}
+	lr, _ := clusters[1].(map[string]any)["endpoints"].([]any)[0].(map[string]any)["load_report"].(map[string]any)
+	for k, want := range map[string]any{"cpu_utilization": 0.9, "application_utilization": 0.5, "qps": 100.0, "eps": 2.0,
+		"at": "2026-11-24T10:03:10Z", "weight": 192.31} {
+		if lr[k] != want {
+			t.Errorf("load_report %s = %#v; want %#v", k, lr[k], want)
+		}
+	}
+	if age, _ := lr["age_seconds"].(float64); age <= 0 {
+		t.Errorf("load_report age_seconds = %v; want positive", lr["age_seconds"])
 	}
 	// An endpoint never probed has null probe figures; one whose
 	// statuses are pushed has a time but no latency.

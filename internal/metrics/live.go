@@ -20,6 +20,8 @@ var (
 		"Consecutive failed health checks of the endpoint (capped once it is evicted).", endpointLabels, nil)
 	descEndpointEjected = prometheus.NewDesc("vigil_endpoint_ejected",
 		"1 while outlier detection has the endpoint ejected, else 0.", endpointLabels, nil)
+	descEndpointWeight = prometheus.NewDesc("vigil_endpoint_weight",
+		"The weight traffic is spread by now: the configured weight, or less while slow start ramps the endpoint up; under weighted_round_robin, the weight its load reports give it (qps/utilization), or the mean.", endpointLabels, nil)
 	descEndpointConns = prometheus.NewDesc("vigil_endpoint_active_connections",
 		"TCP connections open to the endpoint through tcp listeners.", endpointLabels, nil)
 	descEndpointStreams = prometheus.NewDesc("vigil_endpoint_active_streams",
@@ -56,7 +58,7 @@ type liveCollector struct{ m *Metrics }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descEndpointHealthy, descEndpointFailures, descEndpointEjected, descEndpointConns, descEndpointStreams,
+		descEndpointHealthy, descEndpointFailures, descEndpointEjected, descEndpointWeight, descEndpointConns, descEndpointStreams,
 		descClusterEndpoints, descClusterPanic, descClusterRoutable,
 		descListenerConns, descListenerStreams, descListenerAccepted, descListenerRejected,
 		descTCPClosed, descTCPBytes, descTLSHandshakes, descTLSExpiry, descAccessLogDropped,
@@ -116,6 +118,11 @@ func (c *liveCollector) collectClusters(ch chan<- prometheus.Metric, snap state.
 				ejected = 1
 			}
 			ch <- gauge(descEndpointEjected, ejected, e.Cluster, e.Address)
+			if weight := m.weights.Load(); weight != nil && e.Status.Health != checker.Draining {
+				if w, ok := (*weight)(e.Cluster, e.Address); ok {
+					ch <- gauge(descEndpointWeight, w, e.Cluster, e.Address)
+				}
+			}
 			var conns, streams int64
 			if v, ok := m.endpoints.Load(endpointKey{e.Cluster, e.Address}); ok {
 				es := v.(*endpointState)

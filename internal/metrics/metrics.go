@@ -73,6 +73,8 @@ type Metrics struct {
 	clusters  sync.Map // string -> *clusterSeries
 	endpoints sync.Map // endpointKey -> *endpointState
 	listeners sync.Map // string -> *listenerState
+
+	weights atomic.Pointer[func(cluster, address string) (float64, bool)]
 }
 
 // New returns a Metrics with its own registry, which already holds the Go
@@ -266,6 +268,27 @@ type EndpointStats struct {
 	// HasEffectiveWeight says whether it is known.
 	EffectiveWeight    float64
 	HasEffectiveWeight bool
+	// Load is the endpoint's latest ORCA load report, in a
+	// weighted_round_robin cluster; nil otherwise or before the first.
+	Load *LoadReport
+}
+
+// LoadReport is an endpoint's latest ORCA load report.
+type LoadReport struct {
+	CPUUtilization, ApplicationUtilization, QPS, EPS float64
+	// At is when it came.
+	At time.Time
+	// Weight is the weight the endpoint's reports give it now, 0 when
+	// they give none (blackout, expired, no utilization): it then gets
+	// the mean.
+	Weight float64
+}
+
+// SetWeights makes the metrics export vigil_endpoint_weight{cluster,endpoint}
+// with weight, read at scrape time: the weight traffic is spread by now,
+// and false for an endpoint it does not know.
+func (m *Metrics) SetWeights(weight func(cluster, address string) (float64, bool)) {
+	m.weights.Store(&weight)
 }
 
 // Endpoint returns what the metrics know about one endpoint, and false if

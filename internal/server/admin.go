@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/vigil-proxy/vigil/internal/metrics"
+
 	"context"
 	"errors"
 	"net"
@@ -101,5 +103,23 @@ func (s *Server) endpointStats(cluster, address string) (admin.EndpointStats, bo
 	if w, found := rt.pool.EffectiveWeight(address); found {
 		st.EffectiveWeight, st.HasEffectiveWeight, ok = w, true, true
 	}
+	if ls, found := rt.pool.LoadState(address); found && !ls.At.IsZero() {
+		st.Load = &metrics.LoadReport{
+			CPUUtilization: ls.Report.CPUUtilization, ApplicationUtilization: ls.Report.ApplicationUtilization,
+			QPS: ls.Report.QPS, EPS: ls.Report.EPS, At: ls.At, Weight: ls.Weight,
+		}
+	}
 	return st, ok
+}
+
+// effectiveWeight is the weight traffic is spread by now for an endpoint
+// (vigil_endpoint_weight).
+func (s *Server) effectiveWeight(cluster, address string) (float64, bool) {
+	s.mu.Lock()
+	rt := s.clusters[cluster]
+	s.mu.Unlock()
+	if rt == nil {
+		return 0, false
+	}
+	return rt.pool.EffectiveWeight(address)
 }

@@ -77,6 +77,7 @@ func specOf(c config.Cluster, drainTimeout time.Duration, t *tlsconf.Client) poo
 		Outlier:        c.Outlier,
 		SlowStart:      c.SlowStart,
 		TLS:            clusterTLS(t),
+		LoadReports:    c.LoadReports,
 	}
 }
 

@@ -132,6 +132,7 @@ func New(opts Options) *Server {
 		s.parser = new(config.Parser)
 	}
 	s.tls = tlsconf.New(tlsconf.Options{Logger: s.log})
+	m.SetWeights(s.effectiveWeight)
 	// grpc-go's health server starts with "" SERVING; vigil is not ready
 	// before its first round of probes.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
