@@ -21,7 +21,7 @@ const (
 	pendingHost = "pending"   // not yet probed: neither healthy nor eligible
 )
 
-var shippedPolicies = []string{"round_robin", "least_request", "random", "ring_hash", "maglev"}
+var shippedPolicies = []string{"round_robin", "least_request", "random", "ring_hash", "maglev", "weighted_round_robin"}
 
 func members(states ...string) []balancer.Member {
 	ms := make([]balancer.Member, len(states))

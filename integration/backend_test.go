@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/orca"
 	"google.golang.org/grpc/status"
 
 	"github.com/vigil-proxy/vigil/internal/ordersvc"
@@ -36,6 +37,9 @@ type backend struct {
 	srv    *grpc.Server
 	health *health.Server
 	hits   atomic.Int64 // UnaryCalls served
+	// load is what the backend's ORCA service reports (withLoad); nil
+	// without one.
+	load   orca.ServerMetricsRecorder
 	probes atomic.Int64 // health Checks received
 
 	// stall, when set, makes health Checks hang until their deadline.
@@ -91,6 +95,8 @@ type backendConfig struct {
 	noHealth, netHTTP bool
 	addr              string
 	tls               *tls.Config
+	// register adds services to the backend's server before it serves.
+	register []func(*backend)
 }
 
 // overNetHTTP serves the gRPC server through net/http's HTTP/2 server
@@ -131,6 +137,9 @@ func startBackend(t testing.TB, id string, opts ...backendOption) *backend {
 	testpb.RegisterTestServiceServer(b.srv, &idServer{TestServiceServer: interop.NewTestServer(), b: b})
 	// A second service, for routes: answers with the backend's id.
 	ordersvc.Register(b.srv, id, nil)
+	for _, r := range cfg.register {
+		r(b)
+	}
 	done := make(chan struct{})
 	if cfg.netHTTP {
 		var protocols http.Protocols

@@ -44,6 +44,9 @@ type backend struct {
 	stopStopping context.CancelFunc
 
 	rpcs, healthRPCs atomic.Uint64 // served since the last -v report
+
+	// load is what the ORCA service reports (orca.go); nil without -orca.
+	load *loadState
 }
 
 // newBackend builds the gRPC server for opts. id fills server_id; logs go
@@ -76,6 +79,11 @@ func newBackend(opts options, id string, logger *slog.Logger, extra ...grpc.Serv
 		healthpb.RegisterHealthServer(b.grpc, checkOnlyHealth{b: b})
 	case healthNone:
 	}
+	if opts.orca {
+		b.load = newLoadState(opts.utilization, opts.qps)
+		// Only a missing recorder fails, and there is one.
+		_ = registerORCA(b.grpc, b.load.smr, opts.orcaMinInterval)
+	}
 	return b
 }
 
@@ -84,8 +92,12 @@ func newBackend(opts options, id string, logger *slog.Logger, extra ...grpc.Serv
 // toggles flips the whole-server status (run sends SIGUSR1 there). serve owns and stops
 // every goroutine it starts, and closes both listeners.
 func (b *backend) serve(ctx context.Context, lis, control net.Listener, toggles <-chan os.Signal) error {
-	b.log.Info("backend started", "addr", lis.Addr().String(), "health", string(b.opts.health),
-		"extra_services", b.serviceList())
+	attrs := []any{"addr", lis.Addr().String(), "health", string(b.opts.health), "extra_services", b.serviceList()}
+	if b.load != nil {
+		u, q := b.load.get()
+		attrs = append(attrs, "orca", true, "utilization", u, "qps", q)
+	}
+	b.log.Info("backend started", attrs...)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- b.grpc.Serve(lis) }()

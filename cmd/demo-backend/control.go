@@ -13,6 +13,8 @@ import (
 //
 //	GET  /health                                   every service's status, as JSON
 //	POST /health?service=NAME&status=NOT_SERVING   set one (SERVING, NOT_SERVING, UNKNOWN, SERVICE_UNKNOWN)
+//	GET  /load                                     the load reported (-orca), as JSON
+//	POST /load?utilization=0.8&qps=100             set it (either or both)
 //
 // service may be omitted or empty for the whole server "". A name that is
 // not registered yet gets registered.
@@ -20,6 +22,8 @@ func (b *backend) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", b.getHealth)
 	mux.HandleFunc("POST /health", b.postHealth)
+	mux.HandleFunc("GET /load", b.getLoad)
+	mux.HandleFunc("POST /load", b.postLoad)
 	return mux
 }
 

@@ -41,6 +41,11 @@ type options struct {
 	verbose     bool
 	// tlsCert and tlsKey, both or neither, make it serve gRPC over TLS.
 	tlsCert, tlsKey string
+	// Load reports (orca.go).
+	orca            bool
+	utilization     float64
+	qps             float64
+	orcaMinInterval time.Duration
 }
 
 // scheduled reports whether the flip schedule is enabled.
@@ -65,6 +70,11 @@ SIGUSR1 (toggles "" SERVING <-> NOT_SERVING) or over HTTP (-control):
   curl -X POST 'http://ADDR/health?service=&status=NOT_SERVING'
   curl http://ADDR/health
 
+With -orca it also serves ORCA load reports, whose utilization and qps are
+set by flags or over HTTP:
+
+  curl -X POST 'http://ADDR/load?utilization=0.8&qps=100'
+
 Flags:
 `)
 		fs.PrintDefaults()
@@ -84,6 +94,10 @@ Flags:
 	fs.BoolVar(&o.verbose, "v", false, "log the number of RPCs served every second")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate chain (with -tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "the PEM private key of -tls-cert")
+	fs.BoolVar(&o.orca, "orca", false, "serve ORCA load reports (xds.service.orca.v3.OpenRcaService), with -utilization and -qps")
+	fs.Float64Var(&o.utilization, "utilization", 0.5, "the application and cpu utilization reported (-orca); POST /load?utilization= changes it")
+	fs.Float64Var(&o.qps, "qps", 100, "the queries per second reported (-orca); POST /load?qps= changes it")
+	fs.DurationVar(&o.orcaMinInterval, "orca-min-interval", time.Second, "the shortest report interval granted (-orca); 30s or more: grpc-go's orca.Register, which grants no less")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return options{}, err
@@ -129,6 +143,12 @@ func (o options) validate() error {
 	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
+	}
+	if o.utilization < 0 || o.qps < 0 {
+		errs = append(errs, fmt.Errorf("-utilization %v, -qps %v: must not be negative", o.utilization, o.qps))
+	}
+	if o.orcaMinInterval <= 0 {
+		errs = append(errs, fmt.Errorf("-orca-min-interval %v: must be positive", o.orcaMinInterval))
 	}
 	if o.flipEvery > 0 && o.flipFor <= 0 {
 		errs = append(errs, errors.New("-flip-every needs -flip-for: a flip that lasts for good cannot repeat"))
