@@ -196,7 +196,7 @@ func TestWRRMeanForBackendWithoutORCA(t *testing.T) {
 	bs := []*backend{
 		startBackend(t, "b1", withLoad(0.25, false)), // 400
 		startBackend(t, "b2", withLoad(0.5, false)),  // 200
-		startBackend(t, "b3"),                         // none: the mean, 300
+		startBackend(t, "b3"),                        // none: the mean, 300
 	}
 	cfg := yamlConfig{
 		Admin:     true,
