@@ -22,7 +22,8 @@ import (
 //
 //   - The stream runs on the endpoint's probe connection (modes check and
 //     watch), next to its probes: it never dials, and waits while the
-//     prober has no READY connection. In modes tcp and none there is no
+//     prober has no READY connection (looking again after 100 ms,
+//     doubling up to a second). In modes tcp and none there is no
 //     probe connection, so the stream has one of its own.
 //   - Reports never change health: a broken stream counts no failure
 //     (the health check decides transport failures). It is re-opened
@@ -130,6 +131,10 @@ func (l *loadStreamer) run(ctx context.Context) {
 	defer close(l.ep.loadDone)
 	defer l.dropConn()
 	bo := newWatchBackoff(l.period)
+	// Waiting for the prober's connection backs off to a second at most:
+	// the first probe of a new endpoint may take a moment, and its first
+	// report should not wait a period for it.
+	connWait := newWatchBackoff(min(l.period, time.Second))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	sleep := func(d time.Duration) bool {
@@ -146,11 +151,12 @@ func (l *loadStreamer) run(ctx context.Context) {
 		if conn == nil {
 			// The prober has no READY connection now: it is dialing, or
 			// the endpoint is down; health deals with that.
-			if !sleep(bo.next()) {
+			if !sleep(connWait.next()) {
 				return
 			}
 			continue
 		}
+		connWait.reset()
 		got, err := l.stream(ctx, conn)
 		if ctx.Err() != nil {
 			return

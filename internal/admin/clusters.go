@@ -185,7 +185,7 @@ func (s *Server) cluster(row *state.Cluster, eps []*state.Endpoint) Cluster {
 				ep.Inflight = st.Inflight
 				if l := st.Load; l != nil {
 					ep.LoadReport = &LoadReport{CPUUtilization: l.CPUUtilization, ApplicationUtilization: l.ApplicationUtilization,
-						QPS: l.QPS, EPS: l.EPS, At: l.At.UTC(), AgeSeconds: math.Round(time.Since(l.At).Seconds()*1000) / 1000,
+						QPS: l.QPS, EPS: l.EPS, At: l.At.UTC(), AgeSeconds: math.Round(s.now().Sub(l.At).Seconds()*1000) / 1000,
 						Weight: math.Round(l.Weight*100) / 100}
 				}
 				if st.HasEffectiveWeight {
@@ -213,4 +213,12 @@ func (s *Server) clusters(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(resp)
+}
+
+// now is the time of an answer, for ages (Options.Now).
+func (s *Server) now() time.Time {
+	if s.opts.Now != nil {
+		return s.opts.Now()
+	}
+	return time.Now()
 }

@@ -146,6 +146,10 @@ func serveOn(t *testing.T, ln net.Listener, opts Options) (*Server, string) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if opts.Now == nil {
+		// Two answers of /clusters must be the same bytes.
+		opts.Now = func() time.Time { return t0.Add(3*time.Minute + 12*time.Second) }
+	}
 	srv := New(opts)
 	base := "http://" + ln.Addr().String()
 	servers[base] = srv

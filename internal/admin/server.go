@@ -60,6 +60,9 @@ type Options struct {
 	// Traffic reads a cluster's RPC counters for the status page's rates
 	// (metrics.Metrics.Traffic); nil leaves the rates out.
 	Traffic func(cluster string) (metrics.ClusterTraffic, bool)
+	// Now is the clock of the ages /clusters shows (a load report's
+	// age_seconds); nil means time.Now.
+	Now func() time.Time
 	// Logger receives the server's few records; nil discards them.
 	Logger *slog.Logger
 	// Replay is how many recent events /events sends on connect: 0 means
