@@ -26,6 +26,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	v3orcaservicepb "github.com/cncf/xds/go/xds/service/orca/v3"
 	"io"
 	"net"
 	"os"
@@ -44,6 +45,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/orca"
 )
 
 const (
@@ -110,6 +112,12 @@ func runFleetHelper() error {
 	raiseFileLimit()
 	srv := grpc.NewServer()
 	healthpb.RegisterHealthServer(srv, health.NewServer())
+	// ORCA load reports at the interval asked (BenchmarkLoadReportCost):
+	// utilization 0.5 at 100 qps, the same on every address.
+	load := orca.NewServerMetricsRecorder()
+	load.SetApplicationUtilization(0.5)
+	load.SetQPS(100)
+	v3orcaservicepb.RegisterOpenRcaServiceServer(srv, &intervalORCA{smr: load})
 	// TestService too, so that load through vigil has somewhere to go.
 	testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
 	var listeners []net.Listener

@@ -25,7 +25,7 @@ func BenchmarkCheckCost(b *testing.B) {
 	benchSetup(b, "vigil, the fleet helper process (1,000 health servers), this process (reads vigil's log; idle otherwise)")
 	f := startFleet(b, 1000, 0)
 	baseline := baselineRSS(b, f.addrs[0])
-	measureHealthScale(b, f, 100, "mode: check\ninterval: 1s\ntimeout: 1s", baseline, benchDuration(b, "VIGIL_BENCH_STEADY", 20*time.Second))
+	measureHealthScale(b, f, 100, "mode: check\ninterval: 1s\ntimeout: 1s", "", baseline, benchDuration(b, "VIGIL_BENCH_STEADY", 20*time.Second))
 }
 
 // BenchmarkScale (issue 4) is 10,000 endpoints (100 clusters of 100,
@@ -50,10 +50,35 @@ func BenchmarkScale(b *testing.B) {
 	baseline := baselineRSS(b, f.addrs[0])
 	b.Run("watch", func(b *testing.B) {
 		interval := benchDuration(b, "VIGIL_BENCH_SCALE_WATCH_INTERVAL", 5*time.Second)
-		measureHealthScale(b, f, 100, fmt.Sprintf("mode: watch\ninterval: %v\ntimeout: 1s", interval), baseline, benchDuration(b, "VIGIL_BENCH_STEADY", 20*time.Second))
+		measureHealthScale(b, f, 100, fmt.Sprintf("mode: watch\ninterval: %v\ntimeout: 1s", interval), "", baseline, benchDuration(b, "VIGIL_BENCH_STEADY", 20*time.Second))
 	})
 	b.Run("check-5s", func(b *testing.B) {
-		measureHealthScale(b, f, 100, "mode: check\ninterval: 5s\ntimeout: 1s", baseline, benchDuration(b, "VIGIL_BENCH_SCALE_CHECK", 60*time.Second))
+		measureHealthScale(b, f, 100, "mode: check\ninterval: 5s\ntimeout: 1s", "", baseline, benchDuration(b, "VIGIL_BENCH_SCALE_CHECK", 60*time.Second))
+	})
+}
+
+// BenchmarkLoadReportCost (issue 18) is what ORCA load reports cost:
+// 10,000 endpoints (100 clusters of 100, three fleet helper processes) in
+// watch mode at a 5 s interval, as BenchmarkScale's watch, first with
+// round_robin (no reports), then with weighted_round_robin and every
+// endpoint streaming a load report every 10 s (1,000 reports/s into
+// vigil, and each cluster's picker rebuilt every second). vigil's CPU is
+// measured over VIGIL_BENCH_STEADY (default 30s: three rounds of
+// reports). Metrics as in BenchmarkCheckCost; fleet-cpu-% shows the
+// reports being sent.
+//
+//	VIGIL_INTEGRATION_NORACE=1 go test -run '^$' -bench LoadReportCost -benchtime 1x ./integration/
+func BenchmarkLoadReportCost(b *testing.B) {
+	benchSetup(b, "vigil, three fleet helper processes (10,000 health and ORCA servers), this process (reads vigil's log; idle otherwise)")
+	f := startFleet(b, 10000, 0)
+	baseline := baselineRSS(b, f.addrs[0])
+	health := "mode: watch\ninterval: 5s\ntimeout: 1s"
+	window := benchDuration(b, "VIGIL_BENCH_STEADY", 30*time.Second)
+	b.Run("none", func(b *testing.B) {
+		measureHealthScale(b, f, 100, health, "", baseline, window)
+	})
+	b.Run("reports-10s", func(b *testing.B) {
+		measureHealthScale(b, f, 100, health, "lb_policy: weighted_round_robin\nload_reports:\n  period: 10s", baseline, window)
 	})
 }
 
@@ -71,7 +96,7 @@ func baselineRSS(b *testing.B, endpoint string) int64 {
 
 // measureHealthScale runs a vigil checking every endpoint of f, in
 // clusters of perCluster, and reports what it costs at steady state.
-func measureHealthScale(b *testing.B, f *fleet, perCluster int, health string, baselineKiB int64, window time.Duration) {
+func measureHealthScale(b *testing.B, f *fleet, perCluster int, health, extra string, baselineKiB int64, window time.Duration) {
 	b.Helper()
 	reportLoad(b)
 	var clusters []benchCluster
@@ -80,6 +105,7 @@ func measureHealthScale(b *testing.B, f *fleet, perCluster int, health string, b
 			name:      fmt.Sprintf("c%04d", len(clusters)),
 			endpoints: f.addrs[i:min(i+perCluster, len(f.addrs))],
 			health:    health,
+			extra:     extra,
 		})
 	}
 	n := len(f.addrs)

@@ -45,7 +45,7 @@ type intervalORCA struct {
 }
 
 func (o *intervalORCA) StreamCoreMetrics(req *v3orcaservicepb.OrcaLoadReportRequest, stream grpc.ServerStreamingServer[v3orcapb.OrcaLoadReport]) error {
-	ticker := time.NewTicker(req.GetReportInterval().AsDuration())
+	ticker := time.NewTicker(max(req.GetReportInterval().AsDuration(), 100*time.Millisecond))
 	defer ticker.Stop()
 	for {
 		sm := o.smr.ServerMetrics()
