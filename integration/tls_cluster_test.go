@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -454,4 +455,135 @@ func TestClusterTLSReload(t *testing.T) {
 	if !strings.Contains(r.str("hint"), "give the cluster a tls section") {
 		t.Errorf("hint after turning tls off: %v", r)
 	}
+}
+
+// clientCertExpiry is the vigil_tls_certificate_expiry_seconds series of
+// cluster's client certificates, by file.
+func clientCertExpiry(t testing.TB, base, cluster string) map[string]float64 {
+	t.Helper()
+	series, err := chaosScrapeSeries(base, "vigil_tls_certificate_expiry_seconds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for key, v := range series {
+		labels := strings.Split(key, ",")
+		if !slices.Contains(labels, fmt.Sprintf("cluster=%q", cluster)) {
+			continue
+		}
+		for _, l := range labels {
+			if f, ok := strings.CutPrefix(l, "file="); ok {
+				out[strings.Trim(f, `"`)] = v
+			}
+		}
+	}
+	return out
+}
+
+// TestClusterTLSCertificateExpiry: the client certificate a cluster
+// presents to its endpoints has its vigil_tls_certificate_expiry_seconds
+// series (cluster set, listener empty), which follows a rotation of the
+// files and goes away when a reload drops the cluster's client
+// certificate, or the cluster.
+func TestClusterTLSCertificateExpiry(t *testing.T) {
+	pki := newTestPKI(t)
+	clientCA, err := certgen.NewCA("vigil clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	now := time.Now()
+	first := issueLeaf(t, clientCA, certgen.Options{Names: []string{"vigil"}, NotAfter: now.Add(48 * time.Hour)})
+	certFile, keyFile, err := first.Write(dir, "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBackend(t, "mtls", withTLS(backendTLS(issueLeaf(t, pki.ca, certgen.Options{Names: []string{"127.0.0.1"}}), clientCA.Pool(), nil)))
+	plain := startBackend(t, "plain")
+	mtls := clusterTLSYAML("ca_file", pki.caFile, "cert_file", certFile, "key_file", keyFile)
+	config := func(clusters ...yamlCluster) string {
+		return yamlConfig{Admin: true, Listeners: []yamlListener{{Name: "api", Cluster: "d"}},
+			Clusters: append([]yamlCluster{{Name: "d", Endpoints: []string{plain.addr}}}, clusters...)}.String()
+	}
+	c := func(tlsSection string) yamlCluster {
+		return yamlCluster{Name: "c", Endpoints: []string{b.addr}, Extra: tlsSection}
+	}
+	v := startVigil(t, config(c(mtls)))
+	v.wait(15*time.Second, 0, match("endpoint admitted", "cluster", "c"), "admitted over mTLS")
+	base := "http://" + v.adminAddr()
+	near := func(got float64, want time.Duration) bool {
+		return got > (want-time.Hour).Seconds() && got <= want.Seconds()
+	}
+
+	exp := clientCertExpiry(t, base, "c")
+	if len(exp) != 1 || !near(exp[certFile], 48*time.Hour) {
+		t.Fatalf("client certificate expiry: %v, want %s at about 48h", exp, certFile)
+	}
+	if got := clientCertExpiry(t, base, "d"); len(got) != 0 {
+		t.Errorf("a plaintext cluster has expiry series: %v", got)
+	}
+	all, err := chaosScrapeSeries(base, "vigil_tls_certificate_expiry_seconds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key := range all {
+		if !strings.Contains(key, `listener=""`) && strings.Contains(key, "listener=") {
+			t.Errorf("a cluster's certificate is labelled with a listener: %s", key)
+		}
+	}
+
+	// Rotation, renamed over: the new pair's expiry replaces the old one's.
+	second := issueLeaf(t, clientCA, certgen.Options{Names: []string{"vigil"}, NotAfter: now.Add(72 * time.Hour)})
+	mark := v.mark()
+	if _, _, err := second.Write(dir, "next"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "next.key"), keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "next.crt"), certFile); err != nil {
+		t.Fatal(err)
+	}
+	v.wait(10*time.Second, mark, match("tls certificate reloaded", "cluster", "c"), "the reload")
+	eventually(t, 10*time.Second, func() bool {
+		exp := clientCertExpiry(t, base, "c")
+		return len(exp) == 1 && near(exp[certFile], 72*time.Hour)
+	}, "the rotated certificate's expiry (72h)")
+
+	// A broken rotation keeps the second pair, and its expiry.
+	mark = v.mark()
+	if err := os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\nbroken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v.wait(10*time.Second, mark, match("tls reload rejected", "cluster", "c"), "the rejection")
+	if exp := clientCertExpiry(t, base, "c"); len(exp) != 1 || !near(exp[certFile], 72*time.Hour) {
+		t.Errorf("after a broken rotation: %v, want the second certificate's 72h", exp)
+	}
+	if _, _, err := second.Write(dir, "client"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A reload that keeps tls but drops the client certificate: no series.
+	mark = v.mark()
+	v.rewrite(config(c(clusterTLSYAML("ca_file", pki.caFile))))
+	v.wait(15*time.Second, mark, match("config reloaded"), "reload without cert_file")
+	eventually(t, 10*time.Second, func() bool { return len(clientCertExpiry(t, base, "c")) == 0 }, "no series without a client certificate")
+
+	// Back, then the cluster's tls removed, then the cluster removed.
+	mark = v.mark()
+	v.rewrite(config(c(mtls)))
+	v.wait(15*time.Second, mark, match("config reloaded"), "reload with cert_file")
+	eventually(t, 10*time.Second, func() bool { return len(clientCertExpiry(t, base, "c")) == 1 }, "the series back with the client certificate")
+	mark = v.mark()
+	v.rewrite(config(c("")))
+	v.wait(15*time.Second, mark, match("config reloaded"), "reload without tls")
+	eventually(t, 10*time.Second, func() bool { return len(clientCertExpiry(t, base, "c")) == 0 }, "no series once the cluster is plaintext")
+	mark = v.mark()
+	v.rewrite(config(c(mtls)))
+	v.wait(15*time.Second, mark, match("config reloaded"), "reload with tls again")
+	eventually(t, 10*time.Second, func() bool { return len(clientCertExpiry(t, base, "c")) == 1 }, "the series back with tls")
+	mark = v.mark()
+	v.rewrite(config())
+	v.wait(15*time.Second, mark, match("config reloaded"), "reload without the cluster")
+	eventually(t, 10*time.Second, func() bool { return len(clientCertExpiry(t, base, "c")) == 0 }, "no series once the cluster is removed")
 }

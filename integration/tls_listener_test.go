@@ -106,7 +106,7 @@ func TestTLSListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := exp[fmt.Sprintf(`file=%q,listener="api"`, cert)]; s < 23*3600 || s > 24*3600 {
+	if s := exp[fmt.Sprintf(`cluster="",file=%q,listener="api"`, cert)]; s < 23*3600 || s > 24*3600 {
 		t.Errorf("expiry of %s: %v s (%v), want about a day", cert, s, exp)
 	}
 

@@ -73,6 +73,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		c.collectWithoutStore(ch)
 		return
 	}
+	m.collectClientTLS(ch, time.Now())
 	snap := m.store.Snapshot()
 	if err := c.collectClusters(ch, snap); err != nil {
 		ch <- prometheus.NewInvalidMetric(descEndpointHealthy, err)
@@ -167,6 +168,7 @@ func (c *liveCollector) collectWithoutStore(ch chan<- prometheus.Metric) {
 		collectListener(ch, k.(string), "", true, v.(*listenerState))
 		return true
 	})
+	c.m.collectClientTLS(ch, time.Now())
 }
 
 // collectListener exports a listener's series; protocol "" (unknown)

@@ -73,6 +73,9 @@ type Metrics struct {
 	clusters  sync.Map // string -> *clusterSeries
 	endpoints sync.Map // endpointKey -> *endpointState
 	listeners sync.Map // string -> *listenerState
+	// clientCerts holds, by cluster, what its client certificates are read
+	// from (see TLSClientCertificates).
+	clientCerts sync.Map // string -> clientCertSource
 
 	weights atomic.Pointer[func(cluster, address string) (float64, bool)]
 }

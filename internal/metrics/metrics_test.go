@@ -313,7 +313,10 @@ func TestContractFamilies(t *testing.T) {
 		{"vigil_upstream_rq_total", dto.MetricType_COUNTER, []string{"cluster", "route", "code"}},
 		{"vigil_config_reloads_total", dto.MetricType_COUNTER, []string{"result"}},
 		{"vigil_tls_handshakes_total", dto.MetricType_COUNTER, []string{"listener", "result"}},
-		{"vigil_tls_certificate_expiry_seconds", dto.MetricType_GAUGE, []string{"listener", "file"}},
+		// DESIGN.md's {listener,file}, and cluster for the client
+		// certificates of clusters (empty on a listener's series, which
+		// PromQL treats as absent).
+		{"vigil_tls_certificate_expiry_seconds", dto.MetricType_GAUGE, []string{"listener", "cluster", "file"}},
 		{"vigil_discovery_updates_total", dto.MetricType_COUNTER, []string{"cluster", "source", "result"}},
 		{"vigil_discovery_endpoints", dto.MetricType_GAUGE, []string{"cluster", "source"}},
 	} {

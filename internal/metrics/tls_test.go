@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vigil-proxy/vigil/balancer/tlsterm"
+	"github.com/vigil-proxy/vigil/internal/certgen"
 	"github.com/vigil-proxy/vigil/internal/config"
 	"github.com/vigil-proxy/vigil/internal/tlsconf"
 )
@@ -54,5 +55,60 @@ func TestTLSSeries(t *testing.T) {
 	m.TLSCertificates("api", nil)
 	if fams := scrape(t, m); fams["vigil_tls_handshakes_total"] != nil {
 		t.Fatal("TLS series stay after the listener turned plaintext")
+	}
+}
+
+// TestTLSClientSeries: a cluster's client certificate, read from a real
+// tlsconf.Client, is exported with the cluster label and the listener
+// label empty, and goes away when the cluster's TLS does.
+func TestTLSClientSeries(t *testing.T) {
+	ca, err := certgen.NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(certgen.Options{Names: []string{"vigil"}, NotAfter: time.Now().Add(50 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := leaf.Write(t.TempDir(), "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := tlsconf.New(tlsconf.Options{})
+	withCert, err := st.Client(config.ClusterTLS{CertFile: certFile, KeyFile: keyFile}, tlsconf.ClientOptions{Cluster: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(withCert.Close)
+	noCert, err := st.Client(config.ClusterTLS{}, tlsconf.ClientOptions{Cluster: "billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(noCert.Close)
+
+	s := newTestStore(t)
+	s.addCluster("orders", "127.0.0.1:1")
+	s.addCluster("billing", "127.0.0.1:2")
+	m := New(Options{Store: s.Store})
+	m.TLSClientCertificates("orders", withCert)
+	m.TLSClientCertificates("billing", noCert)
+	fams := scrape(t, m)
+	series := fams["vigil_tls_certificate_expiry_seconds"].GetMetric()
+	if len(series) != 1 {
+		t.Fatalf("%d expiry series, want 1 (orders' client certificate): %v", len(series), series)
+	}
+	labels := map[string]string{}
+	for _, lp := range series[0].GetLabel() {
+		labels[lp.GetName()] = lp.GetValue()
+	}
+	if labels["cluster"] != "orders" || labels["listener"] != "" || labels["file"] != certFile {
+		t.Errorf("labels %v", labels)
+	}
+	if v := series[0].GetGauge().GetValue(); v < 49*3600 || v > 50*3600 {
+		t.Errorf("expiry %v s, want about 50h", v)
+	}
+	m.TLSClientCertificates("orders", nil)
+	if fams := scrape(t, m); len(fams["vigil_tls_certificate_expiry_seconds"].GetMetric()) != 0 {
+		t.Fatal("the series stays after the cluster's TLS went")
 	}
 }

@@ -291,6 +291,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		}
 		rt.cfg = c
 		rt.setTLS(clusterTLS[c.Name], c.TLS != nil)
+		s.metrics.m.TLSClientCertificates(c.Name, rt.tls)
 		plan.cluster(added, rt.pool.Apply(specOf(c, cfg.Shutdown.Timeout, rt.tls)))
 		s.syncDiscovery(rt, c.Discovery)
 	}
@@ -316,6 +317,7 @@ func (s *Server) apply(cfg *config.Config, reload bool) (reloadPlan, error) {
 		left.Endpoints = nil
 		rt.pool.Apply(specOf(left, cfg.Shutdown.Timeout, rt.tls))
 		rt.removed = true
+		s.metrics.m.TLSClientCertificates(name, nil)
 		plan.clustersRemoved++
 		s.retireWhenDrained(rt)
 	}
