@@ -24,6 +24,8 @@ type proxyUnderTest struct {
 	cpu  func(testing.TB) time.Duration
 	// skip, when set, says why this proxy cannot be measured here.
 	skip string
+	// profile, when set, takes a CPU profile of the proxy for d.
+	profile func(tb testing.TB, d time.Duration)
 }
 
 // vigilProxy wraps a running vigil and the address of one of its

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,14 +73,14 @@ func BenchmarkTLS(b *testing.B) {
 		backends := []*demoBackend{startDemoBackend(b, "be1"), startDemoBackend(b, "be2")}
 		upstreams := []string{backends[0].addr, backends[1].addr}
 		k := keys[0]
-		v := startVigil(b, renderBenchConfig(
+		v := startVigil(b, withBenchPprof(renderBenchConfig(
 			[]benchListener{{name: "api", protocol: "grpc", cluster: "load", extra: fmt.Sprintf("tls: {cert_file: %s, key_file: %s}", k.cert, k.key)}},
 			[]benchCluster{{name: "load", endpoints: upstreams, health: "mode: check\ninterval: 5s\ntimeout: 1s"}},
-		))
+		)))
 		v.waitRecords(15*time.Second, 0, match("endpoint admitted"), 2, "both backends admitted")
 		targets := []proxyUnderTest{
 			{name: "direct", addr: "static:///backends"},
-			vigilProxy(v, "api"),
+			vigilPprofProxy(b, v, "api"),
 			startExternalProxy(b, "haproxy", haproxyTLSGRPC(k.pem, upstreams)),
 		}
 		tlsDial := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(clientTLS()))}
@@ -226,12 +228,23 @@ func tlsLoad(b *testing.B, target proxyUnderTest, concurrency int, opts []grpc.D
 		DialOptions: opts,
 	}
 	var before time.Duration
+	var profiled chan struct{}
 	cfg.OnMeasureStart = func() {
 		if target.cpu != nil {
 			before = target.cpu(b)
 		}
+		if target.profile != nil {
+			profiled = make(chan struct{})
+			go func() {
+				defer close(profiled)
+				target.profile(b, cfg.Duration-time.Second)
+			}()
+		}
 	}
 	r, err := loadgen.Run(context.Background(), cfg)
+	if profiled != nil {
+		<-profiled
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -363,4 +376,47 @@ backend bench
     server upstream `+upstream+`
 `, "-db", "-f")
 	}
+}
+
+// withBenchPprof gives a benchmark's vigil an admin listener when
+// VIGIL_BENCH_PPROF names a directory, so that vigilPprofProxy can take a
+// CPU profile of it under load.
+func withBenchPprof(cfg string) string {
+	if os.Getenv("VIGIL_BENCH_PPROF") == "" {
+		return cfg
+	}
+	return strings.Replace(cfg, "admin:\n  address: \"\"\n", "admin:\n  address: 127.0.0.1:0\n", 1)
+}
+
+// vigilPprofProxy is vigilProxy, which with VIGIL_BENCH_PPROF also writes
+// a CPU profile of vigil over the measurement to that directory, named
+// after the benchmark:
+//
+//	VIGIL_BENCH_PPROF=/tmp/prof VIGIL_INTEGRATION_NORACE=1 go test -run '^$' -bench 'TLS/grpc/c1/vigil' -benchtime 1x ./integration/
+//	go tool pprof -top bin/vigil /tmp/prof/BenchmarkTLS_grpc_c1_vigil.pprof
+func vigilPprofProxy(b *testing.B, v *vigilProc, listener string) proxyUnderTest {
+	p := vigilProxy(v, listener)
+	dir := os.Getenv("VIGIL_BENCH_PPROF")
+	if dir == "" {
+		return p
+	}
+	base := "http://" + v.adminAddr()
+	p.profile = func(tb testing.TB, d time.Duration) {
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, max(int(d.Seconds()), 1)))
+		if err != nil {
+			tb.Errorf("pprof: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			tb.Errorf("pprof: %d, %v", resp.StatusCode, err)
+			return
+		}
+		name := filepath.Join(dir, strings.ReplaceAll(tb.Name(), "/", "_")+".pprof")
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			tb.Errorf("pprof: %v", err)
+		}
+	}
+	return p
 }
