@@ -497,30 +497,6 @@ func TestClientStreamingRefused(t *testing.T) {
 	}
 }
 
-func TestEncodeTimeout(t *testing.T) {
-	tests := []struct {
-		d    time.Duration
-		want string
-	}{
-		{0, "1n"},
-		{-time.Second, "1n"},
-		{time.Nanosecond, "1n"},
-		{99_999_999, "99999999n"},
-		{100 * time.Millisecond, "100000u"},
-		{time.Second, "1000000u"},
-		{5 * time.Second, "5000000u"},
-		{100 * time.Second, "100000m"},
-		{30 * time.Hour, "108000S"},
-		{1000 * 24 * time.Hour, "86400000S"},
-		{2000 * 24 * time.Hour, "2880000M"},
-	}
-	for _, tt := range tests {
-		if got := encodeTimeout(tt.d); got != tt.want {
-			t.Errorf("encodeTimeout(%v) = %q, want %q", tt.d, got, tt.want)
-		}
-	}
-}
-
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -245,7 +245,7 @@ func (s *stream) encodeHeaders(enc *hpack.Encoder) {
 		field("user-agent", ua)
 	}
 	if deadline, ok := s.ctx.Deadline(); ok {
-		field("grpc-timeout", encodeTimeout(time.Until(deadline)))
+		field("grpc-timeout", h2wire.FormatTimeout(time.Until(deadline)))
 	}
 }
 
@@ -483,24 +483,6 @@ func metadataOf(f *http2.MetaHeadersFrame) metadata.MD {
 		md[hf.Name] = append(md[hf.Name], hf.Value)
 	}
 	return md
-}
-
-// encodeTimeout writes d as grpc-timeout: at most 8 digits and a unit,
-// rounded up.
-func encodeTimeout(d time.Duration) string {
-	if d <= 0 {
-		return "1n"
-	}
-	units := []struct {
-		size time.Duration
-		name string
-	}{{time.Nanosecond, "n"}, {time.Microsecond, "u"}, {time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}, {time.Hour, "H"}}
-	for _, u := range units {
-		if v := (d + u.size - 1) / u.size; v < 1e8 {
-			return strconv.FormatInt(int64(v), 10) + u.name
-		}
-	}
-	return "99999999H"
 }
 
 // Header returns the response headers, once they have arrived.
