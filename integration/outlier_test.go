@@ -72,13 +72,20 @@ func outlierCluster(t *testing.T, n int, extra string) ([]*backend, *vigilProc) 
 	v := startVigil(t, yamlConfig{
 		Admin:     true,
 		Listeners: []yamlListener{{Name: "api", Cluster: "demo"}},
-		Clusters:  []yamlCluster{{Name: "demo", Endpoints: addrs(bs), Extra: extra}},
+		Clusters:  []yamlCluster{{Name: "demo", Endpoints: addrs(bs), Extra: extra, Health: patientCheck}},
 	}.String())
 	for _, b := range bs {
 		v.wait(15*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.id)
 	}
 	return bs, v
 }
+
+// patientCheck is the active check of the outlier tests, which must
+// never evict (onlyOutlierEvictions): a timeout well beyond a loaded
+// machine's stalls rather than the default 100ms, which two stalls of a
+// busy CI machine exceed (two outlier tests once failed at the same
+// instant so).
+const patientCheck = "mode: check\ninterval: 200ms\ntimeout: 3s\nunhealthy_threshold: 3\nhealthy_threshold: 1"
 
 // onlyOutlierEvictions fails if any endpoint was evicted by its active
 // check: the backends' health stays SERVING in these tests, so every
@@ -221,7 +228,7 @@ func TestOutlierEjectsResettingBackend(t *testing.T) {
 		Clusters: []yamlCluster{{Name: "demo", Endpoints: addrs(bs), Extra: fmt.Sprintf(`outlier_detection:
   consecutive_failures: %d
   interval: 10s
-  base_ejection_time: %v`, consecutive, base)}},
+  base_ejection_time: %v`, consecutive, base), Health: patientCheck}},
 	}.String())
 	for _, b := range bs {
 		v.wait(15*time.Second, 0, match("endpoint admitted", "endpoint", b.addr), "admitted "+b.id)
