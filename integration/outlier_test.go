@@ -187,8 +187,10 @@ func TestOutlierEjectsFailingBackend(t *testing.T) {
 	if out := readmitted2At.Sub(ejected2At); out < 2*base-20*time.Millisecond || out > 2*base+time.Second {
 		t.Errorf("second ejection lasted %v; want about %v", out, 2*base)
 	}
-	if n, _ := bad.callsIn(ejected2At.Add(grace), readmitted2At); n != 0 {
-		t.Errorf("%s got %d RPCs during its second ejection", bad.id, n)
+	// The readmission takes effect before its record is written, so an RPC
+	// may come just before the record's time; grace at both ends.
+	if n, last := bad.callsIn(ejected2At.Add(grace), readmitted2At.Add(-grace)); n != 0 {
+		t.Errorf("%s got %d RPCs during its second ejection (the last %v before its readmission's record)", bad.id, n, readmitted2At.Sub(last))
 	}
 	hits := bad.hits.Load()
 	eventually(t, 10*time.Second, func() bool { return bad.hits.Load() >= hits+50 }, "%s to serve RPCs again after its readmission", bad.id)

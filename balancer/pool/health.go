@@ -30,12 +30,12 @@ func (p *Pool) changed(ch checker.Change) {
 		// is recorded, and decides then whether it is readmitted.
 	case ch.Transition == checker.Admitted:
 		kind = event.EndpointAdmitted
-		p.admittedLocked(m)
+		p.admittedLocked(m, false)
 	case ch.Transition == checker.Evicted:
 		kind = event.EndpointEvicted
 	case ch.Transition == checker.Readmitted:
 		kind = event.EndpointReadmitted
-		p.admittedLocked(m)
+		p.admittedLocked(m, true)
 	}
 	ev := p.endpointEvent(kind, m)
 	if kind == event.EndpointEvicted {

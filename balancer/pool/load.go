@@ -20,9 +20,13 @@ import (
 // wrr.MaxPickerWeight, and multiplied by slow start's factor while a
 // member ramps.
 //
-// A member's blackout starts again when it is admitted or readmitted
-// (gRFC A58 does so when a subchannel becomes READY): it is weighed on
-// reports from after it came back.
+// A member's blackout starts again when it is readmitted (gRFC A58 does
+// so when a subchannel becomes READY): it is weighed on reports from
+// after it came back. Its first admission does not restart it: the
+// reports before it came over the probe connection that admitted it, as
+// fresh as any after, and dropping them lost the only report of a
+// backend that reports rarely (grpc-go's ORCA service: at once, then
+// every 30 s) whenever the report beat the first health answer.
 
 // LoadState is what an endpoint's load reports say, as the pool keeps it.
 type LoadState struct {

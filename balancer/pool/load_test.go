@@ -129,6 +129,31 @@ func TestLoadWeightsHealth(t *testing.T) {
 	r.wantWeights("b's blackout over", map[string]uint32{la: 4000, lb: 10000, lc: 2000})
 }
 
+// TestLoadWeightsReportBeforeAdmission: a report that comes before the
+// endpoint's first admission (the load stream opens with the probe
+// connection, and may beat the first health answer) weighs it from its
+// admission on; only a readmission waits for reports after it.
+func TestLoadWeightsReportBeforeAdmission(t *testing.T) {
+	r := newRampPool(t, loadSpec(wrr.Config{Period: time.Second, Expiration: time.Minute, ErrorPenalty: 1}), la, lb)
+	pending := checker.Status{Health: checker.Pending}
+	r.setHealth(la, pending)
+	r.setHealth(lb, pending)
+	r.report(la, 0.2) // 500
+	r.report(lb, 0.5) // 200
+	r.setHealth(la, healthy)
+	r.setHealth(lb, healthy)
+	r.wantWeights("admitted after its reports", map[string]uint32{la: 10000, lb: 4000})
+
+	r.setHealth(lb, refused)
+	r.report(lb, 0.1)
+	r.setHealth(lb, healthy)
+	r.wantWeights("b readmitted, no report since", equal2)
+	r.report(lb, 0.1) // 1000
+	r.wantWeights("b reported after its return", map[string]uint32{la: 5000, lb: 10000})
+}
+
+var equal2 = map[string]uint32{la: wrr.MaxPickerWeight, lb: wrr.MaxPickerWeight}
+
 // TestLoadWeightsPolicySwitch: leaving weighted_round_robin goes back to
 // the configured weights and forgets the reports; coming back weighs on
 // fresh ones, after a blackout.

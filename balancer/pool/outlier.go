@@ -191,7 +191,7 @@ func (p *Pool) endEjectionLocked(m *member) {
 		p.emitLocked(p.endpointEvent(event.EndpointUpdated, m))
 		return
 	}
-	p.admittedLocked(m)
+	p.admittedLocked(m, true)
 	ev := p.endpointEvent(event.EndpointReadmitted, m)
 	ev.Outlier = true
 	p.emitLocked(ev)

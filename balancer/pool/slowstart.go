@@ -89,12 +89,17 @@ func (p *Pool) rampLocked() time.Duration {
 	return cfg.Step()
 }
 
-// admittedLocked notes that m became healthy and routable (admitted or
-// readmitted): with slow start on, its ramp starts now. p.mu must be
-// held; the caller settles, and the build that makes m routable already
-// weighs it at the start of its ramp.
-func (p *Pool) admittedLocked(m *member) {
-	m.load.Restart() // weighed on reports from after its return (load.go)
+// admittedLocked notes that m became healthy and routable (admitted, or
+// readmitted when returning): with slow start on, its ramp starts now. A
+// returning member is weighed on reports from after its return
+// (load.go); a first admission keeps the reports that came before it,
+// which its probe connection streamed since it opened. p.mu must be held;
+// the caller settles, and the build that makes m routable already weighs
+// it at the start of its ramp.
+func (p *Pool) admittedLocked(m *member, returning bool) {
+	if returning {
+		m.load.Restart()
+	}
 	if p.spec.SlowStart == nil || m.draining {
 		return
 	}
