@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,7 +93,7 @@ func newBackend(opts options, id string, logger *slog.Logger, extra ...grpc.Serv
 // toggles flips the whole-server status (run sends SIGUSR1 there). serve owns and stops
 // every goroutine it starts, and closes both listeners.
 func (b *backend) serve(ctx context.Context, lis, control net.Listener, toggles <-chan os.Signal) error {
-	attrs := []any{"addr", lis.Addr().String(), "health", string(b.opts.health), "extra_services", b.serviceList()}
+	attrs := []any{"addr", lis.Addr().String(), "health", string(b.opts.health), "services", b.serviceList(), "health_names", b.healthNames()}
 	if b.load != nil {
 		u, q := b.load.get()
 		attrs = append(attrs, "orca", true, "utilization", u, "qps", q)
@@ -255,7 +256,18 @@ func (b *backend) statuses() map[string]string {
 }
 
 // serviceList names the extra health services for the start-up log line.
+// serviceList names the gRPC services the backend serves.
 func (b *backend) serviceList() string {
+	var names []string
+	for name := range b.grpc.GetServiceInfo() {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
+
+// healthNames names the extra health service names of -service.
+func (b *backend) healthNames() string {
 	if len(b.opts.services) == 0 {
 		return "(none)"
 	}
