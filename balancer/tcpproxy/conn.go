@@ -394,10 +394,15 @@ func abort(c net.Conn) {
 }
 
 // socket is the connection under c when c is a TLS connection (a listener
-// terminating TLS hands those out), else c.
+// terminating TLS hands those out, over a tlsterm wrapper that has its
+// own NetConn), else c.
 func socket(c net.Conn) net.Conn {
-	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		return nc.NetConn()
+	for range 4 {
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = nc.NetConn()
 	}
 	return c
 }

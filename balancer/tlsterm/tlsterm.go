@@ -217,7 +217,9 @@ func (t *Terminator) handshake(ctx context.Context, conn net.Conn, opts *Options
 		return nil, ResultClosed, err
 	}
 	st := &state{cfg: cfg, alpn: opts.RequireALPN, echo: opts.EchoALPN && opts.RequireALPN == ""}
-	tc := tls.Server(conn, t.base)
+	// crypto/tls reads and writes the socket through raw system calls
+	// (see rawConn); conn keeps the deadlines, which are the socket's.
+	tc := tls.Server(withRawIO(conn), t.base)
 	// With a context that cannot be cancelled (the Listener's), crypto/tls
 	// starts no goroutine to watch it: the deadline does that job.
 	if err := tc.HandshakeContext(context.WithValue(ctx, stateKey{}, st)); err != nil {
