@@ -43,6 +43,11 @@ type peerKind struct {
 	// CANCEL) the calls it had taken off the wire but not yet given to a
 	// handler, as C-core does; a client talking to it directly sees them
 	// as CANCELLED too, and no proxy can tell them from calls that ran.
+	// Now and then C-core closes the connection before such a stream is
+	// reset (a CI run saw it once in 1,259 calls): the call, accepted
+	// under the GOAWAY's last stream id, then ends UNAVAILABLE, which no
+	// proxy may retry either. At most one call per load worker can be
+	// caught so.
 	shutdownCancels bool
 }
 
@@ -289,7 +294,7 @@ func testPeerBackends(t *testing.T, k peerKind) {
 			ok, failed := l.end()
 			var cancelled, other []error
 			for _, err := range failed {
-				if k.shutdownCancels && status.Code(err) == codes.Canceled {
+				if c := status.Code(err); k.shutdownCancels && (c == codes.Canceled || c == codes.Unavailable) {
 					cancelled = append(cancelled, err)
 				} else {
 					other = append(other, err)
@@ -298,6 +303,9 @@ func testPeerBackends(t *testing.T, k peerKind) {
 			t.Logf("%s backend's graceful stop under load: %d calls, %d failed (%d cancelled by the backend's shutdown)", k.name, ok, len(failed), len(cancelled))
 			if len(other) > 0 {
 				t.Errorf("%d calls failed during a graceful stop: %v", len(other), other[:min(3, len(other))])
+			}
+			if len(cancelled) > 4 { // 4 load workers: one call in flight each
+				t.Errorf("%d calls dropped by the backend's shutdown, more than the 4 in flight: %v", len(cancelled), cancelled[:3])
 			}
 		})
 	}
